@@ -1,0 +1,364 @@
+//! In-process broker for ssehub: one server process, no services needed.
+//!
+//! [`MemoryBroker`] keeps a ring buffer of recent events per topic, so a client that reconnects
+//! with its `Last-Event-ID` resumes where it left off. Ids are `<epoch>-<sequence>`; the epoch is
+//! random per broker instance, so an id from an earlier process (or another instance) answers a
+//! gap, never a wrong replay.
+//!
+//! # Example
+//!
+//! ```
+//! use ssehub_core::{Broker, Message, Replay, Topic};
+//! use ssehub_memory::MemoryBroker;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> ssehub_core::Result<()> {
+//! let broker = MemoryBroker::builder().history(100).build();
+//! let topic = Topic::new("discussion:1:comments")?;
+//! let first = broker.publish(&topic, Message::new("a")).await?;
+//! broker.publish(&topic, Message::new("b")).await?;
+//! match broker.replay(&topic, &first).await? {
+//!     Replay::Events(events) => assert_eq!(&events[0].data[..], b"b"),
+//!     Replay::Gap => unreachable!(),
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ssehub_core::{
+    Broker, Capabilities, Delivery, Envelope, Error, EventId, Message, Replay, Result,
+    Subscription, Topic,
+};
+use tokio::sync::broadcast;
+
+/// Builds a [`MemoryBroker`]; every setter documents its default.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct MemoryBrokerBuilder {
+    history: usize,
+    max_payload: usize,
+    idle_ttl: Duration,
+    subscriber_buffer: usize,
+}
+
+impl Default for MemoryBrokerBuilder {
+    fn default() -> Self {
+        MemoryBrokerBuilder {
+            history: 1024,
+            max_payload: 1024 * 1024,
+            idle_ttl: Duration::from_secs(600),
+            subscriber_buffer: 4096,
+        }
+    }
+}
+
+impl MemoryBrokerBuilder {
+    /// Events kept per topic for replay. Default: 1,024. Zero keeps none (resume then always
+    /// answers `reset`).
+    pub fn history(mut self, events: usize) -> Self {
+        self.history = events;
+        self
+    }
+
+    /// Largest payload accepted, in bytes. Default: 1 MiB.
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// How long a topic with no subscriber and no publish keeps its history before it is
+    /// dropped (so abandoned topics do not hold memory forever). Default: 10 minutes.
+    pub fn idle_ttl(mut self, ttl: Duration) -> Self {
+        self.idle_ttl = ttl;
+        self
+    }
+
+    /// Events a subscription may fall behind before it receives a gap. Default: 4,096.
+    pub fn subscriber_buffer(mut self, events: usize) -> Self {
+        self.subscriber_buffer = events.max(1);
+        self
+    }
+
+    /// Build the broker with a new random epoch.
+    pub fn build(self) -> MemoryBroker {
+        MemoryBroker {
+            inner: Arc::new(Inner {
+                epoch: rand::random::<u32>() | 1,
+                config: self,
+                state: Mutex::new(State {
+                    seq: 0,
+                    topics: HashMap::new(),
+                    last_sweep: Instant::now(),
+                }),
+                subscriptions: Arc::new(AtomicUsize::new(0)),
+            }),
+        }
+    }
+}
+
+/// In-process topics with a ring buffer of history each. Cheap to clone (clones share state).
+#[derive(Clone)]
+pub struct MemoryBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    epoch: u32,
+    config: MemoryBrokerBuilder,
+    state: Mutex<State>,
+    subscriptions: Arc<AtomicUsize>,
+}
+
+struct State {
+    /// Last sequence number given, across all topics.
+    seq: u64,
+    topics: HashMap<Topic, TopicState>,
+    last_sweep: Instant,
+}
+
+struct TopicState {
+    history: VecDeque<(u64, Envelope)>,
+    /// Every event of this topic after `floor` is still in `history`.
+    floor: u64,
+    tx: broadcast::Sender<Envelope>,
+    touched: Instant,
+}
+
+impl fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBroker")
+            .field("epoch", &format_args!("{:x}", self.inner.epoch))
+            .field("history", &self.inner.config.history)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBroker {
+    /// A broker with the default settings (see [`MemoryBrokerBuilder`]).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Start building a broker.
+    pub fn builder() -> MemoryBrokerBuilder {
+        MemoryBrokerBuilder::default()
+    }
+
+    /// Topics currently held (with history or subscribers).
+    #[must_use]
+    pub fn topic_count(&self) -> usize {
+        self.lock().topics.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn id(&self, seq: u64) -> Result<EventId> {
+        EventId::parse(&format!("{:x}-{seq}", self.inner.epoch))
+    }
+
+    /// The sequence number of one of this broker's ids; `None` for any other id.
+    fn seq_of(&self, id: &EventId) -> Option<u64> {
+        let (epoch, seq) = id.as_str().split_once('-')?;
+        if u32::from_str_radix(epoch, 16).ok()? != self.inner.epoch {
+            return None;
+        }
+        if seq.starts_with('+') {
+            return None;
+        }
+        seq.parse().ok()
+    }
+
+    fn sweep(&self, state: &mut State, now: Instant) {
+        let ttl = self.inner.config.idle_ttl;
+        if now.duration_since(state.last_sweep) < ttl / 4 {
+            return;
+        }
+        state.last_sweep = now;
+        state
+            .topics
+            .retain(|_, t| t.tx.receiver_count() > 0 || now.duration_since(t.touched) < ttl);
+    }
+}
+
+fn topic_state<'a>(
+    state: &'a mut State,
+    topic: &Topic,
+    buffer: usize,
+    now: Instant,
+) -> &'a mut TopicState {
+    let seq = state.seq;
+    state
+        .topics
+        .entry(topic.clone())
+        .or_insert_with(|| TopicState {
+            history: VecDeque::new(),
+            floor: seq,
+            tx: broadcast::channel(buffer).0,
+            touched: now,
+        })
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, topic: &Topic, message: Message) -> Result<EventId> {
+        let max = self.inner.config.max_payload;
+        if message.data.len() > max {
+            return Err(Error::PayloadTooLarge {
+                size: message.data.len(),
+                max,
+            });
+        }
+        let now = Instant::now();
+        let history = self.inner.config.history;
+        let mut state = self.lock();
+        self.sweep(&mut state, now);
+        state.seq += 1;
+        let seq = state.seq;
+        let env = Envelope {
+            id: self.id(seq)?,
+            event: message.event,
+            data: message.data,
+        };
+        let t = topic_state(&mut state, topic, self.inner.config.subscriber_buffer, now);
+        t.touched = now;
+        if history > 0 {
+            if t.history.len() == history {
+                if let Some((old, _)) = t.history.pop_front() {
+                    t.floor = old;
+                }
+            }
+            t.history.push_back((seq, env.clone()));
+        } else {
+            t.floor = seq;
+        }
+        // Sent under the lock, so every subscriber sees publish order.
+        let _ = t.tx.send(env.clone());
+        Ok(env.id)
+    }
+
+    async fn subscribe(&self, topic: &Topic) -> Result<Subscription> {
+        let now = Instant::now();
+        let rx = {
+            let mut state = self.lock();
+            self.sweep(&mut state, now);
+            let t = topic_state(&mut state, topic, self.inner.config.subscriber_buffer, now);
+            t.touched = now;
+            t.tx.subscribe()
+        };
+        let guard = SubscriptionGuard::new(self.inner.subscriptions.clone());
+        Ok(Box::pin(futures_util::stream::unfold(
+            (rx, guard),
+            |(mut rx, guard)| async move {
+                match rx.recv().await {
+                    Ok(env) => Some((Delivery::Event(env), (rx, guard))),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Some((Delivery::Gap, (rx, guard)))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => None,
+                }
+            },
+        )))
+    }
+
+    async fn replay(&self, topic: &Topic, after: &EventId) -> Result<Replay> {
+        let Some(after) = self.seq_of(after) else {
+            return Ok(Replay::Gap);
+        };
+        let state = self.lock();
+        if after > state.seq {
+            return Ok(Replay::Gap);
+        }
+        let Some(t) = state.topics.get(topic) else {
+            return Ok(Replay::Gap);
+        };
+        if after < t.floor || self.inner.config.history == 0 {
+            return Ok(Replay::Gap);
+        }
+        let start = t.history.partition_point(|(s, _)| *s <= after);
+        Ok(Replay::Events(
+            t.history.range(start..).map(|(_, e)| e.clone()).collect(),
+        ))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let history = self.inner.config.history;
+        Capabilities::new()
+            .with_history((history > 0).then_some(history))
+            .with_max_payload(self.inner.config.max_payload)
+            .with_durable(true)
+    }
+
+    fn id_order(&self, a: &EventId, b: &EventId) -> Option<std::cmp::Ordering> {
+        Some(self.seq_of(a)?.cmp(&self.seq_of(b)?))
+    }
+
+    fn active_subscriptions(&self) -> usize {
+        self.inner.subscriptions.load(Ordering::Acquire)
+    }
+}
+
+struct SubscriptionGuard(Arc<AtomicUsize>);
+
+impl SubscriptionGuard {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        SubscriptionGuard(count)
+    }
+}
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ids_are_epoch_and_sequence() {
+        let b = MemoryBroker::new();
+        let t = Topic::new("a").unwrap();
+        let id = b.publish(&t, Message::new("x")).await.unwrap();
+        assert_eq!(b.seq_of(&id), Some(1));
+        let other = MemoryBroker::new();
+        assert_eq!(other.seq_of(&id), None);
+    }
+
+    #[tokio::test]
+    async fn abandoned_topics_are_dropped_after_the_ttl() {
+        let b = MemoryBroker::builder().idle_ttl(Duration::ZERO).build();
+        for i in 0..100 {
+            let t = Topic::new(format!("t{i}")).unwrap();
+            b.publish(&t, Message::new("x")).await.unwrap();
+        }
+        assert!(b.topic_count() <= 1);
+    }
+
+    #[tokio::test]
+    async fn an_id_from_an_evicted_topic_is_a_gap() {
+        let b = MemoryBroker::builder().idle_ttl(Duration::ZERO).build();
+        let t = Topic::new("t").unwrap();
+        let old = b.publish(&t, Message::new("x")).await.unwrap();
+        b.publish(&Topic::new("u").unwrap(), Message::new("y"))
+            .await
+            .unwrap();
+        b.publish(&t, Message::new("z")).await.unwrap();
+        assert_eq!(b.replay(&t, &old).await.unwrap(), Replay::Gap);
+    }
+}

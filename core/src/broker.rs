@@ -1,0 +1,316 @@
+//! The [`Broker`] trait: node-to-node pub/sub of serialized events, with history.
+//!
+//! Backends (memory, Redis, NATS) implement only this trait; everything that is the same for all
+//! of them — the local fan-out hub, framing, resume — lives in this crate.
+//!
+//! # Example
+//!
+//! Any broker can be used directly, without a [`ChannelManager`](crate::ChannelManager). This one
+//! is a minimal, history-less broker written for the example:
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use futures_util::StreamExt;
+//! use ssehub_core::{Broker, Capabilities, Delivery, Envelope, EventId, Message, Replay,
+//!     Result, Subscription, Topic};
+//! use tokio::sync::broadcast;
+//!
+//! #[derive(Debug)]
+//! struct Tiny { tx: broadcast::Sender<Envelope>, seq: std::sync::atomic::AtomicU64 }
+//!
+//! #[async_trait]
+//! impl Broker for Tiny {
+//!     async fn publish(&self, _topic: &Topic, message: Message) -> Result<EventId> {
+//!         let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!         let id = EventId::parse(&n.to_string())?;
+//!         let _ = self.tx.send(Envelope { id: id.clone(), event: message.event, data: message.data });
+//!         Ok(id)
+//!     }
+//!     async fn subscribe(&self, _topic: &Topic) -> Result<Subscription> {
+//!         let rx = self.tx.subscribe();
+//!         Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+//!             match rx.recv().await {
+//!                 Ok(env) => Some((Delivery::Event(env), rx)),
+//!                 Err(broadcast::error::RecvError::Lagged(_)) => Some((Delivery::Gap, rx)),
+//!                 Err(broadcast::error::RecvError::Closed) => None,
+//!             }
+//!         })))
+//!     }
+//!     async fn replay(&self, _topic: &Topic, _after: &EventId) -> Result<Replay> {
+//!         Ok(Replay::Gap)
+//!     }
+//!     fn capabilities(&self) -> Capabilities {
+//!         Capabilities::default()
+//!     }
+//!     fn id_order(&self, a: &EventId, b: &EventId) -> Option<std::cmp::Ordering> {
+//!         Some(a.as_str().parse::<u64>().ok()?.cmp(&b.as_str().parse::<u64>().ok()?))
+//!     }
+//!     fn active_subscriptions(&self) -> usize { self.tx.receiver_count() }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<()> {
+//! let broker = Tiny { tx: broadcast::channel(16).0, seq: Default::default() };
+//! let topic = Topic::new("news")?;
+//! let mut sub = broker.subscribe(&topic).await?;
+//! let id = broker.publish(&topic, Message::new("hello")).await?;
+//! match sub.next().await {
+//!     Some(Delivery::Event(env)) => assert_eq!(env.id, id),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_core::Stream;
+
+use crate::error::Result;
+use crate::id::{EventId, EventName, Topic};
+
+/// An event on its way to a broker: a name and an already-serialized payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The SSE event name; [`EventName::MESSAGE`] by default.
+    pub event: EventName,
+    /// The serialized payload (JSON when it comes from a [`ChannelManager`](crate::ChannelManager)).
+    pub data: Bytes,
+}
+
+impl Message {
+    /// A `message` event with this payload.
+    pub fn new(data: impl Into<Bytes>) -> Self {
+        Message {
+            event: EventName::MESSAGE,
+            data: data.into(),
+        }
+    }
+
+    /// The same message with another event name.
+    #[must_use]
+    pub fn with_event(mut self, event: EventName) -> Self {
+        self.event = event;
+        self
+    }
+}
+
+/// An event as a broker delivers it: with the id the broker assigned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The broker-assigned id; every node sees the same id for the same event.
+    pub id: EventId,
+    /// The event name.
+    pub event: EventName,
+    /// The serialized payload, shared by reference count.
+    pub data: Bytes,
+}
+
+/// One item of a [`Subscription`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// A live event, in publish order for its topic.
+    Event(Envelope),
+    /// Events may have been lost (the broker connection dropped, the node fell behind) and the
+    /// backend could not recover them. Every session of the topic is sent a `reset`.
+    Gap,
+}
+
+/// The answer to [`Broker::replay`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// Every event published after the given id, oldest first (possibly none).
+    Events(Vec<Envelope>),
+    /// The id is unknown, malformed for this backend, from another epoch, or older than the
+    /// history the broker keeps: the events after it cannot be told.
+    Gap,
+}
+
+/// A live feed of one topic. Dropping it releases the broker subscription.
+pub type Subscription = Pin<Box<dyn Stream<Item = Delivery> + Send + 'static>>;
+
+/// What a backend promises; tests select cases by it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// How many events per topic the broker keeps for replay; `None` when it keeps none.
+    /// Replay can answer events (not a gap) for an id among the last `history` events.
+    pub history: Option<usize>,
+    /// Whether events of one topic are delivered to every subscriber in publish order.
+    pub ordered: bool,
+    /// Whether the broker can count sessions on every node ([`Broker::cluster_sessions`]).
+    pub presence: bool,
+    /// Largest payload `publish` accepts, in bytes.
+    pub max_payload: usize,
+    /// Whether events published while nodes are apart reach every node once reconnected
+    /// (otherwise sessions get `reset`).
+    pub durable: bool,
+}
+
+impl Capabilities {
+    /// Start from the defaults: no history, ordered, no presence, 1 MiB payloads, not durable.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set [`Capabilities::history`].
+    #[must_use]
+    pub fn with_history(mut self, history: Option<usize>) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Set [`Capabilities::presence`].
+    #[must_use]
+    pub fn with_presence(mut self, presence: bool) -> Self {
+        self.presence = presence;
+        self
+    }
+
+    /// Set [`Capabilities::max_payload`].
+    #[must_use]
+    pub fn with_max_payload(mut self, max_payload: usize) -> Self {
+        self.max_payload = max_payload;
+        self
+    }
+
+    /// Set [`Capabilities::durable`].
+    #[must_use]
+    pub fn with_durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            history: None,
+            ordered: true,
+            presence: false,
+            max_payload: 1024 * 1024,
+            durable: false,
+        }
+    }
+}
+
+/// Node-to-node pub/sub of already-serialized events.
+///
+/// # Contract
+///
+/// - [`publish`](Broker::publish) assigns the event's [`EventId`]; it returns only once the event
+///   is accepted (visible to `replay` and on its way to every current subscriber), and returns an
+///   error — never `Ok` — when the event may be lost. Payloads larger than
+///   [`Capabilities::max_payload`] are refused with [`Error::PayloadTooLarge`](crate::Error).
+/// - [`subscribe`](Broker::subscribe) returns once the subscription is live: every event
+///   published after it returns is delivered, in publish order per topic, or a
+///   [`Delivery::Gap`] says that some were lost. Topics are isolated: a subscription sees its own
+///   topic only. Dropping the stream releases the subscription (see
+///   [`active_subscriptions`](Broker::active_subscriptions)).
+/// - [`replay`](Broker::replay) answers every event after `after` still in history, oldest first,
+///   or [`Replay::Gap`] when `after` is unknown, from another epoch (a restarted or flushed
+///   broker), malformed for this backend, or older than the history window. It never silently
+///   skips an event. An id equal to the latest event answers `Events(vec![])`.
+/// - [`id_order`](Broker::id_order) orders the ids of one topic as they were published.
+/// - Nothing a client sends (an id, a topic) makes a backend panic; errors are returned.
+///
+/// The trait is dyn-compatible; it is implemented for `Arc<B>` and `Box<B>`, and conveniences
+/// live in [`BrokerExt`].
+#[async_trait]
+pub trait Broker: fmt::Debug + Send + Sync + 'static {
+    /// Publish one event to `topic` and return the id the broker gave it.
+    async fn publish(&self, topic: &Topic, message: Message) -> Result<EventId>;
+
+    /// Subscribe to the live events of `topic`.
+    async fn subscribe(&self, topic: &Topic) -> Result<Subscription>;
+
+    /// The events of `topic` published after `after`, or a gap.
+    async fn replay(&self, topic: &Topic, after: &EventId) -> Result<Replay>;
+
+    /// What this broker promises.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The publish order of two ids this broker gave for the same topic: `Less` when `a` was
+    /// published before `b`. `None` when either id is not one of this broker's (another epoch,
+    /// malformed). Resume uses it to drop live events the client already has.
+    fn id_order(&self, a: &EventId, b: &EventId) -> Option<std::cmp::Ordering>;
+
+    /// How many subscriptions made by [`subscribe`](Broker::subscribe) are still alive on this
+    /// node. Leak tests check it returns to zero.
+    fn active_subscriptions(&self) -> usize;
+
+    /// Sessions of `topic` across every node, when the backend supports presence
+    /// ([`Capabilities::presence`]). `local` is this node's count, which the backend publishes.
+    /// The default returns `local`: a single node sees all sessions.
+    async fn cluster_sessions(&self, topic: &Topic, local: usize) -> Result<usize> {
+        let _ = topic;
+        Ok(local)
+    }
+
+    /// Check the broker end to end (for example publish a probe and see it come back).
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+macro_rules! forward_broker {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<B: Broker + ?Sized> Broker for $ty {
+            async fn publish(&self, topic: &Topic, message: Message) -> Result<EventId> {
+                (**self).publish(topic, message).await
+            }
+            async fn subscribe(&self, topic: &Topic) -> Result<Subscription> {
+                (**self).subscribe(topic).await
+            }
+            async fn replay(&self, topic: &Topic, after: &EventId) -> Result<Replay> {
+                (**self).replay(topic, after).await
+            }
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+            fn id_order(&self, a: &EventId, b: &EventId) -> Option<std::cmp::Ordering> {
+                (**self).id_order(a, b)
+            }
+            fn active_subscriptions(&self) -> usize {
+                (**self).active_subscriptions()
+            }
+            async fn cluster_sessions(&self, topic: &Topic, local: usize) -> Result<usize> {
+                (**self).cluster_sessions(topic, local).await
+            }
+            async fn health(&self) -> Result<()> {
+                (**self).health().await
+            }
+        }
+    };
+}
+
+forward_broker!(Arc<B>);
+forward_broker!(Box<B>);
+
+/// Conveniences for every [`Broker`].
+#[async_trait]
+pub trait BrokerExt: Broker {
+    /// Publish a `message` event with this payload.
+    async fn publish_data(&self, topic: &Topic, data: Bytes) -> Result<EventId> {
+        self.publish(topic, Message::new(data)).await
+    }
+
+    /// Whether this broker keeps history to resume from.
+    fn has_history(&self) -> bool {
+        self.capabilities().history.is_some_and(|h| h > 0)
+    }
+
+    /// Turn this broker into a shareable trait object.
+    fn into_dyn(self) -> Arc<dyn Broker>
+    where
+        Self: Sized,
+    {
+        Arc::new(self)
+    }
+}
+
+impl<B: Broker + ?Sized> BrokerExt for B {}

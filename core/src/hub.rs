@@ -1,0 +1,375 @@
+//! The local fan-out hub: one broker subscription per topic per process, shared by every local
+//! session of that topic.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use slab::Slab;
+use tokio::sync::{Notify, watch};
+
+use crate::broker::{Broker, Delivery, Envelope};
+use crate::error::{Error, Result};
+use crate::id::Topic;
+use crate::session::{CloseReason, OverflowPolicy, QueueLimits, SessionShared};
+use crate::transport::{ResetReason, Transport};
+
+/// Settings of the hub, set through the [`ChannelManager`](crate::ChannelManager) builder.
+#[derive(Clone, Debug)]
+pub(crate) struct HubConfig {
+    pub(crate) linger: Duration,
+    pub(crate) queue: QueueLimits,
+    pub(crate) overflow: OverflowPolicy,
+    pub(crate) max_sessions: Option<usize>,
+    pub(crate) max_sessions_per_channel: Option<usize>,
+}
+
+pub(crate) struct Hub {
+    shared: Arc<HubShared>,
+}
+
+struct HubShared {
+    broker: Arc<dyn Broker>,
+    config: HubConfig,
+    channels: Mutex<HashMap<Topic, Arc<ChannelInner>>>,
+    sessions: AtomicUsize,
+    shutting_down: AtomicBool,
+}
+
+#[derive(Clone, Debug)]
+enum Ready {
+    Connecting,
+    Live,
+    Failed(Arc<Error>),
+}
+
+pub(crate) struct ChannelInner {
+    topic: Topic,
+    sessions: Mutex<Slab<SessionEntry>>,
+    ready: watch::Sender<Ready>,
+    /// Signalled when the last session leaves, or when the channel is removed.
+    idle: Notify,
+    removed: AtomicBool,
+}
+
+struct SessionEntry {
+    shared: Arc<SessionShared>,
+    transport: Arc<dyn Transport>,
+}
+
+/// A session's place in a channel; dropping it leaves the channel.
+pub(crate) struct Registration {
+    channel: Arc<ChannelInner>,
+    hub: Weak<HubShared>,
+    key: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    pub(crate) fn new(broker: Arc<dyn Broker>, config: HubConfig) -> Self {
+        Hub {
+            shared: Arc::new(HubShared {
+                broker,
+                config,
+                channels: Mutex::new(HashMap::new()),
+                sessions: AtomicUsize::new(0),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub(crate) fn broker(&self) -> &Arc<dyn Broker> {
+        &self.shared.broker
+    }
+
+    /// Join `topic`'s channel, creating it (and the broker subscription) when it is the first.
+    /// Returns once the broker subscription is live, so a replay made afterwards misses nothing.
+    pub(crate) async fn join(
+        &self,
+        topic: &Topic,
+        transport: Arc<dyn Transport>,
+    ) -> Result<(Arc<SessionShared>, Registration)> {
+        let shared = &self.shared;
+        let session = Arc::new(SessionShared::new(
+            shared.config.queue,
+            shared.config.overflow,
+            shared.broker.clone(),
+        ));
+        let (channel, key) = {
+            let mut channels = lock(&shared.channels);
+            if shared.shutting_down.load(Ordering::Acquire) {
+                return Err(Error::Shutdown);
+            }
+            if let Some(max) = shared.config.max_sessions {
+                if shared.sessions.load(Ordering::Acquire) >= max {
+                    return Err(Error::TooManySessions("server limit reached".into()));
+                }
+            }
+            let channel = match channels.get(topic) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = ChannelInner::new(topic.clone());
+                    channels.insert(topic.clone(), c.clone());
+                    tokio::spawn(pump(Arc::downgrade(shared), c.clone(), shared.broker.clone()));
+                    c
+                }
+            };
+            let mut sessions = lock(&channel.sessions);
+            if let Some(max) = shared.config.max_sessions_per_channel {
+                if sessions.len() >= max {
+                    return Err(Error::TooManySessions("channel limit reached".into()));
+                }
+            }
+            let key = sessions.insert(SessionEntry {
+                shared: session.clone(),
+                transport,
+            });
+            drop(sessions);
+            shared.sessions.fetch_add(1, Ordering::AcqRel);
+            (channel, key)
+        };
+        let registration = Registration {
+            channel: channel.clone(),
+            hub: Arc::downgrade(shared),
+            key,
+        };
+        let mut rx = channel.ready.subscribe();
+        let state = rx
+            .wait_for(|s| !matches!(s, Ready::Connecting))
+            .await
+            .map(|s| s.clone())
+            .map_err(|_| Error::Shutdown)?;
+        match state {
+            Ready::Failed(e) => Err(clone_error(&e)),
+            _ => Ok((session, registration)),
+        }
+    }
+
+    pub(crate) fn session_count(&self, topic: &Topic) -> usize {
+        lock(&self.shared.channels)
+            .get(topic)
+            .map_or(0, |c| lock(&c.sessions).len())
+    }
+
+    pub(crate) fn total_sessions(&self) -> usize {
+        self.shared.sessions.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn channel_count(&self) -> usize {
+        lock(&self.shared.channels).len()
+    }
+
+    /// Remove the channel now if it has no session; `true` when it is gone (or never existed).
+    pub(crate) fn cleanup_if_empty(&self, topic: &Topic) -> bool {
+        let channel = lock(&self.shared.channels).get(topic).cloned();
+        match channel {
+            None => true,
+            Some(c) => self.shared.remove_if_idle(&c),
+        }
+    }
+
+    /// Stop accepting sessions and end every stream: queued frames drain, then `last(i)` (a
+    /// retry hint, say) is the final frame of the i-th session.
+    pub(crate) fn shutdown(&self, last: &dyn Fn(&dyn Transport, u64) -> Option<Bytes>) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        let channels: Vec<_> = lock(&self.shared.channels).values().cloned().collect();
+        let seed = std::collections::hash_map::RandomState::new();
+        for c in channels {
+            for (key, entry) in lock(&c.sessions).iter() {
+                let mut h = seed.build_hasher();
+                h.write_usize(key);
+                h.write_usize(Arc::as_ptr(&c) as usize);
+                let frame = last(entry.transport.as_ref(), h.finish());
+                entry.shared.close(CloseReason::Shutdown, frame, true);
+            }
+        }
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // The hub's owner is gone: stop every pump (dropping its broker subscription).
+        let channels: Vec<_> = lock(&self.shared.channels).drain().map(|(_, c)| c).collect();
+        for c in channels {
+            c.removed.store(true, Ordering::Release);
+            c.idle.notify_one();
+        }
+    }
+}
+
+fn clone_error(e: &Error) -> Error {
+    Error::broker("hub", e.is_temporary(), e.to_string(), None)
+}
+
+impl HubShared {
+    /// Remove `channel` from the map if it still has no session. Race-free against joins: both
+    /// take the map lock, then the channel's session lock.
+    fn remove_if_idle(&self, channel: &Arc<ChannelInner>) -> bool {
+        let mut channels = lock(&self.channels);
+        if !lock(&channel.sessions).is_empty() {
+            return false;
+        }
+        if channels
+            .get(&channel.topic)
+            .is_some_and(|c| Arc::ptr_eq(c, channel))
+        {
+            channels.remove(&channel.topic);
+        }
+        drop(channels);
+        if !channel.removed.swap(true, Ordering::AcqRel) {
+            channel.idle.notify_one();
+        }
+        true
+    }
+
+    /// Remove `channel` whatever its sessions (its broker subscription failed or ended).
+    fn remove(&self, channel: &Arc<ChannelInner>) {
+        let mut channels = lock(&self.channels);
+        if channels
+            .get(&channel.topic)
+            .is_some_and(|c| Arc::ptr_eq(c, channel))
+        {
+            channels.remove(&channel.topic);
+        }
+        channel.removed.store(true, Ordering::Release);
+    }
+}
+
+impl ChannelInner {
+    fn new(topic: Topic) -> Arc<Self> {
+        Arc::new(ChannelInner {
+            topic,
+            sessions: Mutex::new(Slab::new()),
+            ready: watch::Sender::new(Ready::Connecting),
+            idle: Notify::new(),
+            removed: AtomicBool::new(false),
+        })
+    }
+
+    /// Frame `env` once per transport in use and share the bytes with every session.
+    fn deliver(&self, env: &Envelope) {
+        let sessions = lock(&self.sessions);
+        let mut frames: Vec<(&'static str, Bytes)> = Vec::with_capacity(1);
+        for (_, s) in sessions.iter() {
+            let name = s.transport.name();
+            let frame = match frames.iter().find(|(n, _)| *n == name) {
+                Some((_, f)) => f.clone(),
+                None => {
+                    let f = s.transport.event(Some(&env.id), &env.event, &env.data);
+                    frames.push((name, f.clone()));
+                    f
+                }
+            };
+            s.shared.push(Some(&env.id), &frame);
+        }
+    }
+
+    fn deliver_reset(&self, reason: ResetReason) {
+        for (_, s) in lock(&self.sessions).iter() {
+            s.shared.push(None, &s.transport.reset(reason));
+        }
+    }
+
+    fn close_all(&self, reason: CloseReason) {
+        for (_, s) in lock(&self.sessions).iter() {
+            s.shared.close(reason, None, true);
+        }
+    }
+}
+
+impl Registration {
+    pub(crate) fn topic(&self) -> &Topic {
+        &self.channel.topic
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let empty = {
+            let mut sessions = lock(&self.channel.sessions);
+            sessions.try_remove(self.key);
+            sessions.is_empty()
+        };
+        if let Some(hub) = self.hub.upgrade() {
+            hub.sessions.fetch_sub(1, Ordering::AcqRel);
+        }
+        if empty {
+            self.channel.idle.notify_one();
+        }
+    }
+}
+
+/// One task per channel: subscribe, fan out, and remove the channel after it has been idle for
+/// the linger time.
+async fn pump(hub: Weak<HubShared>, channel: Arc<ChannelInner>, broker: Arc<dyn Broker>) {
+    let mut sub = match broker.subscribe(&channel.topic).await {
+        Ok(sub) => {
+            channel.ready.send_replace(Ready::Live);
+            sub
+        }
+        Err(e) => {
+            tracing::warn!(topic = %channel.topic, error = %e, "broker subscription failed");
+            if let Some(hub) = hub.upgrade() {
+                hub.remove(&channel);
+            }
+            channel.ready.send_replace(Ready::Failed(Arc::new(e)));
+            return;
+        }
+    };
+    let linger = match hub.upgrade() {
+        Some(h) => h.config.linger,
+        None => return,
+    };
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        if channel.removed.load(Ordering::Acquire) {
+            return;
+        }
+        tokio::select! {
+            biased;
+            () = channel.idle.notified() => {
+                if channel.removed.load(Ordering::Acquire) {
+                    return;
+                }
+                if lock(&channel.sessions).is_empty() {
+                    deadline = Some(tokio::time::Instant::now() + linger);
+                }
+            }
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                deadline = None;
+                match hub.upgrade() {
+                    Some(h) => if h.remove_if_idle(&channel) { return; },
+                    None => return,
+                }
+            }
+            item = sub.next() => match item {
+                Some(Delivery::Event(env)) => channel.deliver(&env),
+                Some(Delivery::Gap) => channel.deliver_reset(ResetReason::BrokerGap),
+                None => {
+                    tracing::warn!(topic = %channel.topic, "broker subscription ended");
+                    if let Some(h) = hub.upgrade() {
+                        h.remove(&channel);
+                    }
+                    channel.close_all(CloseReason::BrokerLost);
+                    return;
+                }
+            },
+        }
+    }
+}

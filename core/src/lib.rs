@@ -1,0 +1,49 @@
+//! Core of [ssehub](https://docs.rs/ssehub): typed Server-Sent Events over interchangeable
+//! pub/sub backends.
+//!
+//! - [`Broker`]: what a backend (memory, Redis, NATS) implements — node-to-node pub/sub of
+//!   serialized events with broker-assigned ids and replayable history.
+//! - [`Transport`]: how events become bytes for one kind of client stream ([`Sse`], [`Ndjson`]).
+//! - [`ChannelManager`]: typed channels named `prefix:resourceId:suffix`, with publish, session
+//!   counts, cleanup, and sessions that resume from a `Last-Event-ID` without gap or duplicate.
+//!
+//! # Example
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use ssehub_core::{ChannelManager, SubscribeOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> ssehub_core::Result<()> {
+//! let manager = ChannelManager::<serde_json::Value>::builder(ssehub_memory::MemoryBroker::new())
+//!     .key_prefix("room")
+//!     .build()?;
+//! let mut session = manager.subscribe("42", SubscribeOptions::new()).await?;
+//! let id = manager.publish("42", &serde_json::json!({"hello": "world"})).await?;
+//! let frame = session.next().await.unwrap();
+//! assert_eq!(frame, format!("id: {id}\ndata: {{\"hello\":\"world\"}}\n\n"));
+//! # Ok(()) }
+//! ```
+
+mod broker;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod error;
+mod hub;
+mod id;
+mod manager;
+mod session;
+#[cfg(feature = "conformance")]
+pub mod sse_parser;
+mod transport;
+
+pub use broker::{
+    Broker, BrokerExt, Capabilities, Delivery, Envelope, Message, Replay, Subscription,
+};
+pub use error::{BoxError, Error, Result};
+pub use id::{
+    EventId, EventName, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_RESOURCE_ID_LEN, MAX_TOPIC_LEN,
+    RESET_EVENT, Topic, validate_key_part,
+};
+pub use manager::{Channel, ChannelManager, ChannelManagerBuilder, SubscribeOptions};
+pub use session::{CloseReason, OverflowPolicy, QueueLimits, Session};
+pub use transport::{Ndjson, ResetReason, Sse, Transport};

@@ -1,0 +1,463 @@
+//! The typed channel manager: the Rust form of the seed's `createSSEChannelManager<TEvent>`.
+//!
+//! # Example
+//!
+//! ```
+//! use serde::Serialize;
+//! use ssehub_core::ChannelManager;
+//!
+//! #[derive(Serialize)]
+//! #[serde(rename_all = "camelCase", tag = "type", rename = "comment-added")]
+//! struct CommentEvent { discussion_id: String, comment_count: u64, timestamp: u64 }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> ssehub_core::Result<()> {
+//! let broker = ssehub_memory::MemoryBroker::new();
+//! let comments = ChannelManager::<CommentEvent>::builder(broker)
+//!     .key_prefix("discussion")
+//!     .key_suffix("comments")
+//!     .build()?;
+//!
+//! comments.publish("123", &CommentEvent {
+//!     discussion_id: "123".into(), comment_count: 5, timestamp: 1_700_000_000_000,
+//! }).await?;
+//! assert_eq!(comments.session_count("123"), 0);
+//! assert_eq!(comments.topic("123")?.as_str(), "discussion:123:comments");
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::broker::{Broker, Message, Replay};
+use crate::error::{Error, Result};
+use crate::hub::{Hub, HubConfig};
+use crate::id::{EventId, EventName, Topic, validate_key_part};
+use crate::session::{OverflowPolicy, QueueLimits, Session};
+use crate::transport::{ResetReason, Sse, Transport};
+
+type NameFn<E> = dyn Fn(&E) -> &'static str + Send + Sync;
+
+/// Broadcasts typed events to the sessions of channels named `prefix:resourceId:suffix`.
+///
+/// Cheap to clone (all clones share one hub). Events are serialized to JSON once per publish;
+/// each node frames an event once and shares the bytes with all its sessions.
+pub struct ChannelManager<E> {
+    inner: Arc<Inner<E>>,
+}
+
+struct Inner<E> {
+    hub: Hub,
+    key_prefix: Option<String>,
+    key_suffix: Option<String>,
+    event_name: Option<Arc<NameFn<E>>>,
+    max_event_bytes: usize,
+    _event: PhantomData<fn(&E)>,
+}
+
+impl<E> Clone for ChannelManager<E> {
+    fn clone(&self) -> Self {
+        ChannelManager {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<E> fmt::Debug for ChannelManager<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelManager")
+            .field("key_prefix", &self.inner.key_prefix)
+            .field("key_suffix", &self.inner.key_suffix)
+            .field("broker", self.inner.hub.broker())
+            .field("channels", &self.inner.hub.channel_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ChannelManager`]; every setter documents its default.
+#[must_use]
+pub struct ChannelManagerBuilder<E> {
+    broker: Arc<dyn Broker>,
+    key_prefix: Option<String>,
+    key_suffix: Option<String>,
+    event_name: Option<Arc<NameFn<E>>>,
+    max_event_bytes: Option<usize>,
+    hub: HubConfig,
+}
+
+impl<E> fmt::Debug for ChannelManagerBuilder<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelManagerBuilder")
+            .field("key_prefix", &self.key_prefix)
+            .field("key_suffix", &self.key_suffix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> ChannelManagerBuilder<E> {
+    /// The first part of every channel key, e.g. `discussion`. Default: none.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = Some(prefix.into());
+        self
+    }
+
+    /// The last part of every channel key, e.g. `comments`. Default: none.
+    pub fn key_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.key_suffix = Some(suffix.into());
+        self
+    }
+
+    /// Name each event's SSE `event:` field from the event itself, e.g. an enum's variant.
+    /// Default: every event is a `message` (what `EventSource.onmessage` receives).
+    pub fn event_name(mut self, name: impl Fn(&E) -> &'static str + Send + Sync + 'static) -> Self {
+        self.event_name = Some(Arc::new(name));
+        self
+    }
+
+    /// The largest serialized event accepted by `publish`. Default: the broker's
+    /// `max_payload` (1 MiB for the built-in backends); a larger value is capped to it.
+    pub fn max_event_bytes(mut self, max: usize) -> Self {
+        self.max_event_bytes = Some(max);
+        self
+    }
+
+    /// How long a channel with no session keeps its broker subscription, so a client that
+    /// reconnects at once finds it warm. Default: 5 seconds.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.hub.linger = linger;
+        self
+    }
+
+    /// Bounds of each session's queue. Default: [`QueueLimits::default`] (1,024 frames, 8 MiB).
+    pub fn queue_limits(mut self, limits: QueueLimits) -> Self {
+        self.hub.queue = limits;
+        self
+    }
+
+    /// What happens when a session's queue is full. Default: [`OverflowPolicy::Disconnect`].
+    pub fn overflow_policy(mut self, policy: OverflowPolicy) -> Self {
+        self.hub.overflow = policy;
+        self
+    }
+
+    /// Most sessions on this node, all channels together. Default: unlimited.
+    pub fn max_sessions(mut self, max: usize) -> Self {
+        self.hub.max_sessions = Some(max);
+        self
+    }
+
+    /// Most sessions on this node for one channel. Default: unlimited.
+    pub fn max_sessions_per_channel(mut self, max: usize) -> Self {
+        self.hub.max_sessions_per_channel = Some(max);
+        self
+    }
+
+    /// Validate the key parts and build the manager.
+    pub fn build(self) -> Result<ChannelManager<E>> {
+        let key_prefix = self.key_prefix.filter(|p| !p.is_empty());
+        let key_suffix = self.key_suffix.filter(|s| !s.is_empty());
+        for part in key_prefix.iter().chain(key_suffix.iter()) {
+            validate_key_part(part)?;
+        }
+        let broker_max = self.broker.capabilities().max_payload;
+        let max_event_bytes = self.max_event_bytes.unwrap_or(broker_max).min(broker_max);
+        Ok(ChannelManager {
+            inner: Arc::new(Inner {
+                hub: Hub::new(self.broker, self.hub),
+                key_prefix,
+                key_suffix,
+                event_name: self.event_name,
+                max_event_bytes,
+                _event: PhantomData,
+            }),
+        })
+    }
+}
+
+/// How a session starts: which transport, where to resume, what to send first.
+#[derive(Clone)]
+#[must_use]
+pub struct SubscribeOptions<E> {
+    transport: Arc<dyn Transport>,
+    last_event_id: Option<String>,
+    initial_event: Option<E>,
+    retry: Option<Duration>,
+    keep_alive: Option<Duration>,
+}
+
+impl<E> fmt::Debug for SubscribeOptions<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscribeOptions")
+            .field("transport", &self.transport.name())
+            .field("last_event_id", &self.last_event_id)
+            .field("retry", &self.retry)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> Default for SubscribeOptions<E> {
+    fn default() -> Self {
+        SubscribeOptions {
+            transport: Arc::new(Sse),
+            last_event_id: None,
+            initial_event: None,
+            retry: None,
+            keep_alive: None,
+        }
+    }
+}
+
+impl<E> SubscribeOptions<E> {
+    /// SSE framing, no resume, no initial event, no retry hint, no keep-alive.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Frame with this transport. Default: [`Sse`].
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Resume after this untrusted id (a `Last-Event-ID`). A malformed, unknown or too old id
+    /// starts the stream with a `reset` event instead. Default: none (live events only).
+    pub fn last_event_id(mut self, id: Option<impl Into<String>>) -> Self {
+        self.last_event_id = id.map(Into::into);
+        self
+    }
+
+    /// Send this event first (without an id, so it never moves the client's resume point).
+    pub fn initial_event(mut self, event: Option<E>) -> Self {
+        self.initial_event = event;
+        self
+    }
+
+    /// Send a `retry:` hint first. Default: none.
+    pub fn retry(mut self, retry: Option<Duration>) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Send a keep-alive comment after this long without output. Default: none.
+    pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
+        self.keep_alive = every;
+        self
+    }
+}
+
+impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
+    /// Start building a manager over `broker`.
+    pub fn builder(broker: impl Broker) -> ChannelManagerBuilder<E> {
+        Self::builder_dyn(Arc::new(broker))
+    }
+
+    /// [`builder`](Self::builder) for a broker that is already shared.
+    pub fn builder_dyn(broker: Arc<dyn Broker>) -> ChannelManagerBuilder<E> {
+        ChannelManagerBuilder {
+            broker,
+            key_prefix: None,
+            key_suffix: None,
+            event_name: None,
+            max_event_bytes: None,
+            hub: HubConfig {
+                linger: Duration::from_secs(5),
+                queue: QueueLimits::default(),
+                overflow: OverflowPolicy::Disconnect,
+                max_sessions: None,
+                max_sessions_per_channel: None,
+            },
+        }
+    }
+
+    /// The topic of a resource: `prefix:resourceId:suffix`, validated.
+    pub fn topic(&self, resource_id: &str) -> Result<Topic> {
+        Topic::from_parts(
+            self.inner.key_prefix.as_deref(),
+            resource_id,
+            self.inner.key_suffix.as_deref(),
+        )
+    }
+
+    /// A handle on one resource's channel (the seed's `getChannel`). Creates nothing: a channel
+    /// exists on a node only while it has sessions.
+    pub fn channel(&self, resource_id: &str) -> Result<Channel<E>> {
+        Ok(Channel {
+            topic: self.topic(resource_id)?,
+            manager: self.clone(),
+        })
+    }
+
+    /// Serialize `event` once and publish it to every session of the resource, on every node.
+    /// Returns the broker-assigned id.
+    pub async fn publish(&self, resource_id: &str, event: &E) -> Result<EventId> {
+        let topic = self.topic(resource_id)?;
+        self.publish_to(&topic, event).await
+    }
+
+    async fn publish_to(&self, topic: &Topic, event: &E) -> Result<EventId> {
+        let message = self.encode(event)?;
+        self.inner.hub.broker().publish(topic, message).await
+    }
+
+    fn encode(&self, event: &E) -> Result<Message> {
+        let data = serde_json::to_vec(event)?;
+        if data.len() > self.inner.max_event_bytes {
+            return Err(Error::PayloadTooLarge {
+                size: data.len(),
+                max: self.inner.max_event_bytes,
+            });
+        }
+        let name = match &self.inner.event_name {
+            Some(f) => EventName::from_static(f(event))?,
+            None => EventName::MESSAGE,
+        };
+        Ok(Message {
+            event: name,
+            data: Bytes::from(data),
+        })
+    }
+
+    /// Sessions of the resource on this node (0 for an invalid id).
+    pub fn session_count(&self, resource_id: &str) -> usize {
+        self.topic(resource_id)
+            .map_or(0, |t| self.inner.hub.session_count(&t))
+    }
+
+    /// Sessions of the resource on every node, where the broker supports presence; otherwise
+    /// this node's count.
+    pub async fn cluster_session_count(&self, resource_id: &str) -> Result<usize> {
+        let topic = self.topic(resource_id)?;
+        let local = self.inner.hub.session_count(&topic);
+        self.inner.hub.broker().cluster_sessions(&topic, local).await
+    }
+
+    /// Remove the resource's channel now if it has no session (the seed's `cleanupIfEmpty`).
+    /// Returns `true` when no channel remains. Channels also go by themselves after the linger.
+    pub fn cleanup_if_empty(&self, resource_id: &str) -> bool {
+        self.topic(resource_id)
+            .map_or(true, |t| self.inner.hub.cleanup_if_empty(&t))
+    }
+
+    /// Channels with a live broker subscription on this node.
+    pub fn channel_count(&self) -> usize {
+        self.inner.hub.channel_count()
+    }
+
+    /// Sessions on this node, all channels together.
+    pub fn total_sessions(&self) -> usize {
+        self.inner.hub.total_sessions()
+    }
+
+    /// The broker behind this manager.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        self.inner.hub.broker()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has been called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.hub.is_shutting_down()
+    }
+
+    /// End every session cleanly and refuse new ones. Each stream drains what is queued, then
+    /// gets a final `retry:` hint of `retry_base` plus up to `retry_jitter` (spread per session,
+    /// so clients do not all come back at once), then ends.
+    pub fn shutdown(&self, retry_base: Duration, retry_jitter: Duration) {
+        let jitter_ms = u64::try_from(retry_jitter.as_millis()).unwrap_or(u64::MAX);
+        self.inner.hub.shutdown(&|transport, rand| {
+            let extra = if jitter_ms == 0 { 0 } else { rand % (jitter_ms + 1) };
+            Some(transport.retry(retry_base + Duration::from_millis(extra)))
+        });
+    }
+
+    /// Open a session on the resource's channel.
+    ///
+    /// Joins the live feed first (buffering), then sends the retry hint and the initial event,
+    /// then — when a last event id is given — the events after it from the broker's history,
+    /// de-duplicated against the buffered live events, or a `reset` event when they cannot be
+    /// told; then the live events.
+    pub async fn subscribe(&self, resource_id: &str, options: SubscribeOptions<E>) -> Result<Session> {
+        let topic = self.topic(resource_id)?;
+        self.subscribe_topic(&topic, options).await
+    }
+
+    async fn subscribe_topic(&self, topic: &Topic, options: SubscribeOptions<E>) -> Result<Session> {
+        let transport = options.transport;
+        let (shared, registration) = self.inner.hub.join(topic, transport.clone()).await?;
+        let mut head = Vec::with_capacity(3);
+        if let Some(retry) = options.retry {
+            head.push(transport.retry(retry));
+        }
+        if let Some(initial) = &options.initial_event {
+            let m = self.encode(initial)?;
+            head.push(transport.event(None, &m.event, &m.data));
+        }
+        let mut replayed = Vec::new();
+        let mut resumed_from = None;
+        if let Some(raw) = options.last_event_id.as_deref() {
+            match EventId::parse(raw) {
+                Err(_) => head.push(transport.reset(ResetReason::MalformedId)),
+                Ok(_) if self.inner.hub.broker().capabilities().history.is_none() => {
+                    head.push(transport.reset(ResetReason::NoHistory));
+                }
+                Ok(id) => match self.inner.hub.broker().replay(topic, &id).await {
+                    Ok(Replay::Events(events)) => {
+                        resumed_from = Some(id);
+                        replayed = events
+                            .into_iter()
+                            .map(|e| {
+                                let f = transport.event(Some(&e.id), &e.event, &e.data);
+                                (e.id, f)
+                            })
+                            .collect();
+                    }
+                    Ok(Replay::Gap) => head.push(transport.reset(ResetReason::OutOfWindow)),
+                    Err(e) => {
+                        tracing::warn!(%topic, error = %e, "replay failed; sending reset");
+                        head.push(transport.reset(ResetReason::BrokerGap));
+                    }
+                },
+            }
+        }
+        shared.go_live(head, resumed_from, replayed);
+        Ok(Session::new(shared, registration, transport, options.keep_alive))
+    }
+}
+
+/// A handle on one resource's channel, from [`ChannelManager::channel`].
+pub struct Channel<E> {
+    topic: Topic,
+    manager: ChannelManager<E>,
+}
+
+impl<E> fmt::Debug for Channel<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel").field("topic", &self.topic).finish()
+    }
+}
+
+impl<E: Serialize + Send + Sync + 'static> Channel<E> {
+    /// The channel's topic.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// Publish to this channel (the seed's `channel.broadcast`).
+    pub async fn publish(&self, event: &E) -> Result<EventId> {
+        self.manager.publish_to(&self.topic, event).await
+    }
+
+    /// Sessions of this channel on this node.
+    pub fn session_count(&self) -> usize {
+        self.manager.inner.hub.session_count(&self.topic)
+    }
+
+    /// Open a session on this channel.
+    pub async fn subscribe(&self, options: SubscribeOptions<E>) -> Result<Session> {
+        self.manager.subscribe_topic(&self.topic, options).await
+    }
+}
