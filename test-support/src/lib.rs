@@ -1,0 +1,94 @@
+//! Finds or starts real brokers for ssehub's integration tests.
+//!
+//! Order, per ARCHITECTURE: an explicit URL from the environment (`SSEHUB_REDIS_URL`,
+//! `SSEHUB_NATS_URL`); else a server binary on `PATH` started on a free loopback port in a temp
+//! directory (killed when its guard drops); else the test skips with a message — unless
+//! `SSEHUB_REQUIRE_BROKERS=1`, where a skip is a failure.
+//!
+//! # Example
+//!
+//! ```
+//! let port = ssehub_test_support::free_port();
+//! assert!(port > 0);
+//! ```
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Whether `SSEHUB_REQUIRE_BROKERS=1` is set (CI): a broker test must not skip.
+#[must_use]
+pub fn brokers_required() -> bool {
+    std::env::var("SSEHUB_REQUIRE_BROKERS").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// Say why a broker test cannot run: a skip message, or a panic under `SSEHUB_REQUIRE_BROKERS=1`.
+pub fn skip(why: &str) {
+    assert!(
+        !brokers_required(),
+        "SSEHUB_REQUIRE_BROKERS=1 but the test cannot run: {why}"
+    );
+    eprintln!("skipped: {why}");
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// The full path of `binary` when it is on `PATH` (or in the usual sbin folders).
+#[must_use]
+pub fn which(binary: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(binary))
+        .find(|p| p.is_file())
+}
+
+/// A fresh temporary directory, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Create a unique directory under the system temp dir.
+    pub fn new(tag: &str) -> std::io::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "ssehub-{tag}-{}-{nanos:x}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Wait until something accepts TCP connections on `127.0.0.1:port` (at most `limit`).
+pub async fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
