@@ -7,3 +7,10 @@ pub use ssehub_core::*;
 pub use ssehub_memory as memory;
 #[cfg(feature = "memory")]
 pub use ssehub_memory::MemoryBroker;
+
+/// The HTTP adapter (feature `axum`, on by default): [`SseLayer`](ssehub_axum::SseLayer) and
+/// [`SseEndpoint`](ssehub_axum::SseEndpoint).
+#[cfg(feature = "axum")]
+pub use ssehub_axum as http;
+#[cfg(feature = "axum")]
+pub use ssehub_axum::{PathParams, SseEndpoint, SseLayer};

@@ -1,0 +1,443 @@
+//! The SSE endpoint: path pattern, hooks, and the answer to one request.
+
+use std::collections::hash_map::RandomState;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use ssehub_core::{ChannelManager, Error, Ndjson, Sse, SubscribeOptions, Transport};
+
+use crate::body::SseBody;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+type ResourceFn = dyn Fn(&PathParams) -> String + Send + Sync;
+type ValidateFn = dyn Fn(&PathParams) -> bool + Send + Sync;
+type AuthorizeFn =
+    dyn Fn(&http::request::Parts, &PathParams) -> BoxFuture<Result<(), StatusCode>> + Send + Sync;
+type InitialFn<E> = dyn Fn(PathParams) -> BoxFuture<Option<E>> + Send + Sync;
+type DisconnectFn = dyn Fn(&PathParams) + Send + Sync;
+
+/// The parameters captured by the endpoint's path pattern, e.g. `discussionId`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathParams(Arc<[(String, String)]>);
+
+impl PathParams {
+    /// The value captured for `name`.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All captured `(name, value)` pairs, in pattern order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// How to answer when no stream can be opened for a temporary reason (session limits reached,
+/// server shutting down, broker unavailable).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// `200` with a `retry:` hint (base plus jitter) and an immediate end of stream. A browser's
+    /// `EventSource` then reconnects after the hint; it would give up for good on a non-200.
+    #[default]
+    RetryLater,
+    /// `503 Service Unavailable` with `Retry-After`, for clients that retry on their own.
+    ServiceUnavailable,
+}
+
+/// Serves one path pattern (e.g. `/api/sse/comments/{discussionId}`) as SSE streams of a
+/// [`ChannelManager`]'s channels. Cheap to clone; a tower `Service` itself, and the inside of
+/// an [`SseLayer`](crate::SseLayer).
+pub struct SseEndpoint<E> {
+    config: Arc<Config<E>>,
+}
+
+struct Config<E> {
+    manager: ChannelManager<E>,
+    pattern: String,
+    router: Arc<matchit::Router<()>>,
+    resource: Arc<ResourceFn>,
+    validate: Option<Arc<ValidateFn>>,
+    authorize: Option<Arc<AuthorizeFn>>,
+    initial_event: Option<Arc<InitialFn<E>>>,
+    on_disconnect: Option<Arc<DisconnectFn>>,
+    retry: Duration,
+    retry_jitter: Duration,
+    keep_alive: Option<Duration>,
+    unavailable: Unavailable,
+    hasher: RandomState,
+}
+
+impl<E> Clone for Config<E> {
+    fn clone(&self) -> Self {
+        Config {
+            manager: self.manager.clone(),
+            pattern: self.pattern.clone(),
+            router: self.router.clone(),
+            resource: self.resource.clone(),
+            validate: self.validate.clone(),
+            authorize: self.authorize.clone(),
+            initial_event: self.initial_event.clone(),
+            on_disconnect: self.on_disconnect.clone(),
+            retry: self.retry,
+            retry_jitter: self.retry_jitter,
+            keep_alive: self.keep_alive,
+            unavailable: self.unavailable,
+            hasher: self.hasher.clone(),
+        }
+    }
+}
+
+impl<E> Clone for SseEndpoint<E> {
+    fn clone(&self) -> Self {
+        SseEndpoint {
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<E> fmt::Debug for SseEndpoint<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseEndpoint")
+            .field("pattern", &self.config.pattern)
+            .field("retry", &self.config.retry)
+            .field("keep_alive", &self.config.keep_alive)
+            .field("unavailable", &self.config.unavailable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
+    /// Serve `pattern` (matchit syntax: `{name}` captures one segment) from `manager`.
+    ///
+    /// By default the resource id is the pattern's last capture (the whole path when there is
+    /// none), every request is valid and authorized, there is no initial event, the retry hint
+    /// is 3 s, keep-alive comments come after 15 s of silence.
+    pub fn new(manager: ChannelManager<E>, pattern: impl Into<String>) -> Result<Self, Error> {
+        let pattern = pattern.into();
+        let mut router = matchit::Router::new();
+        router
+            .insert(pattern.clone(), ())
+            .map_err(|e| Error::InvalidTopic {
+                reason: format!("bad path pattern: {e}").into(),
+            })?;
+        Ok(SseEndpoint {
+            config: Arc::new(Config {
+                manager,
+                pattern,
+                router: Arc::new(router),
+                resource: Arc::new(|p: &PathParams| {
+                    p.0.last().map(|(_, v)| v.clone()).unwrap_or_default()
+                }),
+                validate: None,
+                authorize: None,
+                initial_event: None,
+                on_disconnect: None,
+                retry: Duration::from_secs(3),
+                retry_jitter: Duration::from_secs(2),
+                keep_alive: Some(Duration::from_secs(15)),
+                unavailable: Unavailable::RetryLater,
+                hasher: RandomState::new(),
+            }),
+        })
+    }
+
+    fn config_mut(&mut self) -> &mut Config<E> {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// The path pattern, e.g. for `Router::route_service`.
+    #[must_use]
+    pub fn pattern(&self) -> &str {
+        &self.config.pattern
+    }
+
+    /// The manager whose channels this endpoint serves.
+    #[must_use]
+    pub fn manager(&self) -> &ChannelManager<E> {
+        &self.config.manager
+    }
+
+    /// Which resource id (channel) a request's params name — the seed's `getChannel`.
+    #[must_use]
+    pub fn resource(mut self, f: impl Fn(&PathParams) -> String + Send + Sync + 'static) -> Self {
+        self.config_mut().resource = Arc::new(f);
+        self
+    }
+
+    /// Refuse requests whose params fail this check with `400` (the seed's `validateParams`).
+    /// Resource ids are also validated by the manager (non-empty, bounded, no wildcards).
+    #[must_use]
+    pub fn validate(mut self, f: impl Fn(&PathParams) -> bool + Send + Sync + 'static) -> Self {
+        self.config_mut().validate = Some(Arc::new(f));
+        self
+    }
+
+    /// Decide, from the request head and params, whether the client may open the stream; an
+    /// `Err(status)` (typically 401 or 403) is answered before any stream opens. Checked again on
+    /// every reconnect, so a revoked client gets no replayed events.
+    #[must_use]
+    pub fn authorize<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(&http::request::Parts, &PathParams) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), StatusCode>> + Send + 'static,
+    {
+        self.config_mut().authorize = Some(Arc::new(move |parts, params| Box::pin(f(parts, params))));
+        self
+    }
+
+    /// The event sent first on every connection (the seed's `getInitialEvent`); it carries no
+    /// id, so it never moves the client's resume point.
+    #[must_use]
+    pub fn initial_event<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(PathParams) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<E>> + Send + 'static,
+    {
+        self.config_mut().initial_event = Some(Arc::new(move |p| Box::pin(f(p))));
+        self
+    }
+
+    /// Called exactly once per opened stream when it ends, whatever ended it (the seed's
+    /// `onDisconnect`). The session has already left its channel when it runs.
+    #[must_use]
+    pub fn on_disconnect(mut self, f: impl Fn(&PathParams) + Send + Sync + 'static) -> Self {
+        self.config_mut().on_disconnect = Some(Arc::new(f));
+        self
+    }
+
+    /// The `retry:` hint sent first on every stream. Default: 3 s.
+    #[must_use]
+    pub fn retry(mut self, retry: Duration) -> Self {
+        self.config_mut().retry = retry;
+        self
+    }
+
+    /// The most random extra delay added to retry hints of streams refused or ended by the
+    /// server (limits, shutdown), so clients do not all return at once. Default: 2 s.
+    #[must_use]
+    pub fn retry_jitter(mut self, jitter: Duration) -> Self {
+        self.config_mut().retry_jitter = jitter;
+        self
+    }
+
+    /// Send a keep-alive comment after this long without output; `None` disables it.
+    /// Default: 15 s.
+    #[must_use]
+    pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
+        self.config_mut().keep_alive = every;
+        self
+    }
+
+    /// How to answer when no stream can be opened for a temporary reason.
+    /// Default: [`Unavailable::RetryLater`].
+    #[must_use]
+    pub fn unavailable(mut self, answer: Unavailable) -> Self {
+        self.config_mut().unavailable = answer;
+        self
+    }
+
+    /// End every stream cleanly (queued events drain, then a jittered `retry:` hint) and refuse
+    /// new ones; call it from the server's graceful-shutdown signal.
+    pub fn shutdown(&self) {
+        self.config
+            .manager
+            .shutdown(self.config.retry, self.config.retry_jitter);
+    }
+
+    /// Whether this endpoint serves `path`.
+    #[must_use]
+    pub fn matches(&self, path: &str) -> bool {
+        self.config.router.at(path).is_ok()
+    }
+
+    /// Answer one request (the request body is ignored).
+    pub fn respond(&self, parts: http::request::Parts) -> BoxFuture<Response<SseBody>> {
+        let config = self.config.clone();
+        Box::pin(async move { config.respond(parts).await })
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<SseBody> {
+    let mut res = Response::new(SseBody::once(Bytes::from_static(body.as_bytes())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl<E: Serialize + Send + Sync + 'static> Config<E> {
+    fn jittered_retry(&self) -> Duration {
+        let jitter = u64::try_from(self.retry_jitter.as_millis()).unwrap_or(u64::MAX);
+        let mut h = self.hasher.build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let extra = if jitter == 0 { 0 } else { h.finish() % (jitter + 1) };
+        self.retry + Duration::from_millis(extra)
+    }
+
+    fn stream_headers(res: &mut Response<SseBody>, transport: &dyn Transport) {
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(transport.content_type()),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
+
+    fn unavailable(&self, transport: &dyn Transport, why: &Error) -> Response<SseBody> {
+        let retry = self.jittered_retry();
+        tracing::debug!(error = %why, ?retry, "no stream opened");
+        match self.unavailable {
+            Unavailable::RetryLater => {
+                let mut res = Response::new(SseBody::once(transport.retry(retry)));
+                Self::stream_headers(&mut res, transport);
+                res
+            }
+            Unavailable::ServiceUnavailable => {
+                let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n");
+                let secs = retry.as_secs().max(1);
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    res.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                res
+            }
+        }
+    }
+
+    async fn respond(&self, parts: http::request::Parts) -> Response<SseBody> {
+        let params = match self.router.at(parts.uri.path()) {
+            Ok(m) => PathParams(
+                m.params
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            ),
+            Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
+        };
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return res;
+        }
+        if let Some(validate) = &self.validate {
+            if !validate(&params) {
+                return text(StatusCode::BAD_REQUEST, "invalid parameters\n");
+            }
+        }
+        let resource = (self.resource)(&params);
+        if self.manager.topic(&resource).is_err() {
+            return text(StatusCode::BAD_REQUEST, "invalid resource id\n");
+        }
+        if let Some(authorize) = &self.authorize {
+            if let Err(status) = authorize(&parts, &params).await {
+                let mut res = text(status, "not authorized\n");
+                *res.status_mut() = status;
+                return res;
+            }
+        }
+        let transport: Arc<dyn Transport> = match parts.headers.get(header::ACCEPT) {
+            Some(a)
+                if a.to_str()
+                    .is_ok_and(|a| a.contains("application/x-ndjson") && !a.contains("text/event-stream")) =>
+            {
+                Arc::new(Ndjson)
+            }
+            _ => Arc::new(Sse),
+        };
+        if parts.method == Method::HEAD {
+            let mut res = Response::new(SseBody::once(Bytes::new()));
+            Self::stream_headers(&mut res, transport.as_ref());
+            return res;
+        }
+        // The header wins over the polyfill query parameter. Bytes that are not an id still
+        // count as "an id was sent", so the stream starts with a reset.
+        let last_event_id = match parts.headers.get("last-event-id") {
+            Some(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            None => parts
+                .uri
+                .query()
+                .and_then(|q| query_param(q, "lastEventId"))
+                .map(str::to_owned),
+        }
+        .filter(|s| !s.is_empty());
+        let initial = match &self.initial_event {
+            Some(f) => f(params.clone()).await,
+            None => None,
+        };
+        let options = SubscribeOptions::new()
+            .transport(transport.clone())
+            .last_event_id(last_event_id)
+            .initial_event(initial)
+            .retry(Some(self.retry))
+            .keep_alive(self.keep_alive);
+        match self.manager.subscribe(&resource, options).await {
+            Ok(session) => {
+                let on_drop = self.on_disconnect.clone().map(|f| {
+                    Box::new(move || f(&params)) as Box<dyn FnOnce() + Send + Sync>
+                });
+                let mut res = Response::new(SseBody::session(session, on_drop));
+                Self::stream_headers(&mut res, transport.as_ref());
+                res
+            }
+            Err(e @ (Error::InvalidResourceId { .. } | Error::InvalidTopic { .. })) => {
+                tracing::debug!(error = %e, "refused");
+                text(StatusCode::BAD_REQUEST, "invalid resource id\n")
+            }
+            Err(e) => {
+                if !e.is_temporary() {
+                    tracing::warn!(error = %e, "stream not opened");
+                }
+                self.unavailable(transport.as_ref(), &e)
+            }
+        }
+    }
+}
+
+impl<E, B> tower_service::Service<Request<B>> for SseEndpoint<E>
+where
+    E: Serialize + Send + Sync + 'static,
+{
+    type Response = Response<SseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<SseBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (parts, _body) = req.into_parts();
+        let fut = self.respond(parts);
+        Box::pin(async move { Ok(fut.await) })
+    }
+}

@@ -1,0 +1,235 @@
+//! The seed's Quick Start as a runnable app: live comment counts per discussion.
+//!
+//! ```text
+//! cargo run --example comments                      # memory backend, http://127.0.0.1:3000
+//! cargo run --example comments -- --port 3001
+//! ```
+//!
+//! - `GET /` — a page with a native `EventSource`, the live count and a connection badge.
+//! - `GET /api/sse/comments/{discussionId}` — the SSE stream; its initial event has the count.
+//! - `POST /api/comments/{discussionId}` — adds a comment and publishes `comment-added`.
+//! - `GET /api/comments/{discussionId}` — the current count as JSON (what a page refetches
+//!   after a `reset`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use ssehub::{Broker, ChannelManager, PathParams, SseEndpoint};
+
+/// 1. The event type — serialized as `{type, discussionId, commentCount, timestamp}`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename = "comment-added", rename_all = "camelCase")]
+pub struct CommentEvent {
+    /// The discussion the comment was added to.
+    pub discussion_id: String,
+    /// The discussion's comment count after the addition.
+    pub comment_count: u64,
+    /// When, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// The demo's state: the channel manager, the SSE endpoint and the comment counts.
+#[derive(Clone)]
+pub struct AppState {
+    /// The typed channel manager (`discussion:{id}:comments`).
+    pub comments: ChannelManager<CommentEvent>,
+    /// The SSE endpoint serving those channels.
+    pub endpoint: SseEndpoint<CommentEvent>,
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl AppState {
+    /// Build the state over any broker.
+    pub fn new(broker: Arc<dyn Broker>) -> ssehub::Result<Self> {
+        let comments = ChannelManager::<CommentEvent>::builder_dyn(broker)
+            .key_prefix("discussion")
+            .key_suffix("comments")
+            .build()?;
+        let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let initial_counts = counts.clone();
+        let cleanup = comments.clone();
+        // 2. The SSE route (the seed's createSSERouteHandler).
+        let endpoint = SseEndpoint::new(comments.clone(), "/api/sse/comments/{discussionId}")?
+            .resource(|p: &PathParams| p.get("discussionId").unwrap_or_default().to_owned())
+            .validate(|p: &PathParams| p.get("discussionId").is_some_and(|id| !id.is_empty()))
+            .initial_event(move |p: PathParams| {
+                let counts = initial_counts.clone();
+                async move {
+                    let id = p.get("discussionId")?.to_owned();
+                    let count = counts.lock().ok()?.get(&id).copied().unwrap_or(0);
+                    Some(CommentEvent {
+                        discussion_id: id,
+                        comment_count: count,
+                        timestamp: now_ms(),
+                    })
+                }
+            })
+            .on_disconnect(move |p: &PathParams| {
+                if let Some(id) = p.get("discussionId") {
+                    cleanup.cleanup_if_empty(id);
+                }
+            });
+        Ok(AppState {
+            comments,
+            endpoint,
+            counts,
+        })
+    }
+
+    fn count(&self, id: &str) -> u64 {
+        self.counts
+            .lock()
+            .map(|c| c.get(id).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// The whole app as a router (used by `main` and by the end-to-end tests).
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/comments/{discussion_id}", post(add_comment).get(get_count))
+        .route_service(state.endpoint.pattern(), state.endpoint.clone())
+        .with_state(state)
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn get_count(State(state): State<AppState>, Path(id): Path<String>) -> impl IntoResponse {
+    Json(serde_json::json!({ "discussionId": id, "commentCount": state.count(&id) }))
+}
+
+/// 3. Publish: add a comment, then tell every connected client.
+async fn add_comment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CommentEvent>, (axum::http::StatusCode, String)> {
+    let bad = |e: ssehub::Error| {
+        let status = if e.is_temporary() {
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            axum::http::StatusCode::BAD_REQUEST
+        };
+        (status, format!("{e}\n"))
+    };
+    state.comments.topic(&id).map_err(bad)?;
+    let count = {
+        let mut counts = state.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let c = counts.entry(id.clone()).or_insert(0);
+        *c += 1;
+        *c
+    };
+    let event = CommentEvent {
+        discussion_id: id.clone(),
+        comment_count: count,
+        timestamp: now_ms(),
+    };
+    state.comments.publish(&id, &event).await.map_err(bad)?;
+    Ok(Json(event))
+}
+
+/// Parse `--port N` and `--backend URL` (memory unless compiled with another backend).
+fn args() -> (u16, String) {
+    let mut port = 3000;
+    let mut backend = "memory".to_owned();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--port" => port = it.next().and_then(|p| p.parse().ok()).unwrap_or(port),
+            "--backend" => backend = it.next().unwrap_or(backend),
+            other => eprintln!("ignoring unknown argument {other:?}"),
+        }
+    }
+    (port, backend)
+}
+
+async fn broker(url: &str) -> Result<Arc<dyn Broker>, Box<dyn std::error::Error>> {
+    if url == "memory" {
+        return Ok(Arc::new(ssehub::MemoryBroker::new()));
+    }
+    Err(format!("backend {url:?} is not compiled in (features: memory)").into())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let (port, backend) = args();
+    let state = AppState::new(broker(&backend).await?)?;
+    let endpoint = state.endpoint.clone();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!("comments demo on http://{addr} (backend: {backend})");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down: ending every stream");
+            endpoint.shutdown();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        })
+        .await?;
+    Ok(())
+}
+
+const PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>ssehub comments demo</title>
+<style>
+  body { font-family: system-ui, sans-serif; max-width: 32rem; margin: 3rem auto; }
+  .badge { padding: .2rem .6rem; border-radius: 1rem; color: white; background: #b91c1c; }
+  .badge.on { background: #15803d; }
+  #count { font-size: 3rem; font-weight: bold; }
+</style>
+</head>
+<body>
+<h1>Discussion <span id="discussion"></span></h1>
+<p>Status: <span id="status" class="badge">disconnected</span></p>
+<p>Comments: <span id="count">–</span></p>
+<button id="add">Add a comment</button>
+<pre id="log"></pre>
+<script>
+  const id = new URLSearchParams(location.search).get('discussion') || '123';
+  document.getElementById('discussion').textContent = id;
+  const status = document.getElementById('status');
+  const count = document.getElementById('count');
+  const log = document.getElementById('log');
+  const show = (n) => { count.textContent = String(n); };
+  const refetch = () => fetch(`/api/comments/${encodeURIComponent(id)}`)
+    .then((r) => r.json()).then((j) => show(j.commentCount));
+  const es = new EventSource(`/api/sse/comments/${encodeURIComponent(id)}`);
+  es.onopen = () => { status.textContent = 'connected'; status.className = 'badge on'; };
+  es.onerror = () => { status.textContent = 'disconnected'; status.className = 'badge'; };
+  es.onmessage = (e) => {
+    const event = JSON.parse(e.data);
+    if (event.type === 'comment-added') show(event.commentCount);
+    log.textContent = `last event id: ${e.lastEventId || '(initial)'}\n` + log.textContent;
+  };
+  // The server could not replay what we missed: refetch the state.
+  es.addEventListener('reset', refetch);
+  document.getElementById('add').onclick = () =>
+    fetch(`/api/comments/${encodeURIComponent(id)}`, { method: 'POST' });
+</script>
+</body>
+</html>
+"#;
