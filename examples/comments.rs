@@ -101,7 +101,10 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(page))
-        .route("/api/comments/{discussion_id}", post(add_comment).get(get_count))
+        .route(
+            "/api/comments/{discussion_id}",
+            post(add_comment).get(get_count),
+        )
         .route_service(state.endpoint.pattern(), state.endpoint.clone())
         .with_state(state)
 }
@@ -169,8 +172,7 @@ async fn broker(url: &str) -> Result<Arc<dyn Broker>, Box<dyn std::error::Error>
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let (port, backend) = args();
@@ -179,6 +181,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("comments demo on http://{addr} (backend: {backend})");
+    // Close connections of clients that stop reading (after their stream was cut off).
+    let listener = ssehub::http::WriteTimeoutListener::new(listener, Duration::from_secs(30));
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;

@@ -54,11 +54,7 @@ fn test_parser_matches_the_whatwg_vectors() {
 
 fn name_strategy() -> impl Strategy<Value = String> {
     // Any text, including control characters: invalid names must be refused, not framed.
-    prop_oneof![
-        "[a-z][a-z0-9-]{0,20}",
-        any::<String>(),
-        " *[^\r\n\0]{0,10}",
-    ]
+    prop_oneof!["[a-z][a-z0-9-]{0,20}", any::<String>(), " *[^\r\n\0]{0,10}",]
 }
 
 fn data_strategy() -> impl Strategy<Value = String> {

@@ -7,8 +7,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use ssehub::sse_parser::{ParsedEvent, SseParser};
 use ssehub::{
-    ChannelManager, CloseReason, Error, MemoryBroker, Ndjson, OverflowPolicy, QueueLimits,
-    Session, SubscribeOptions,
+    ChannelManager, CloseReason, Error, MemoryBroker, Ndjson, OverflowPolicy, QueueLimits, Session,
+    SubscribeOptions,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -17,7 +17,9 @@ const WAIT: Duration = Duration::from_secs(10);
 #[serde(tag = "type", rename_all = "kebab-case")]
 enum DiscussionEvent {
     #[serde(rename_all = "camelCase")]
-    CommentAdded { comment_count: u64 },
+    CommentAdded {
+        comment_count: u64,
+    },
     DiscussionClosed,
 }
 
@@ -47,7 +49,10 @@ async fn read_events(session: &mut Session, parser: &mut SseParser, n: usize) ->
 async fn wait_until(mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -55,11 +60,22 @@ async fn wait_until(mut f: impl FnMut() -> bool) {
 #[tokio::test]
 async fn seed_quick_start_publish_reaches_sessions() {
     let comments = manager::<serde_json::Value>();
-    let mut a = comments.subscribe("123", SubscribeOptions::new()).await.unwrap();
-    let mut b = comments.channel("123").unwrap().subscribe(SubscribeOptions::new()).await.unwrap();
+    let mut a = comments
+        .subscribe("123", SubscribeOptions::new())
+        .await
+        .unwrap();
+    let mut b = comments
+        .channel("123")
+        .unwrap()
+        .subscribe(SubscribeOptions::new())
+        .await
+        .unwrap();
     assert_eq!(comments.session_count("123"), 2);
     let id = comments
-        .publish("123", &serde_json::json!({"type": "comment-added", "commentCount": 1}))
+        .publish(
+            "123",
+            &serde_json::json!({"type": "comment-added", "commentCount": 1}),
+        )
         .await
         .unwrap();
     for s in [&mut a, &mut b] {
@@ -80,8 +96,12 @@ async fn event_names_come_from_the_event_when_asked() {
         .build()
         .unwrap();
     let mut s = m.subscribe("d1", SubscribeOptions::new()).await.unwrap();
-    m.publish("d1", &DiscussionEvent::CommentAdded { comment_count: 2 }).await.unwrap();
-    m.publish("d1", &DiscussionEvent::DiscussionClosed).await.unwrap();
+    m.publish("d1", &DiscussionEvent::CommentAdded { comment_count: 2 })
+        .await
+        .unwrap();
+    m.publish("d1", &DiscussionEvent::DiscussionClosed)
+        .await
+        .unwrap();
     let ev = read_events(&mut s, &mut SseParser::new(), 2).await;
     assert_eq!(ev[0].event, "comment-added");
     assert_eq!(ev[0].data, r#"{"type":"comment-added","commentCount":2}"#);
@@ -91,7 +111,10 @@ async fn event_names_come_from_the_event_when_asked() {
         .event_name(|_| "reset")
         .build()
         .unwrap();
-    assert!(matches!(bad.publish("x", &1).await, Err(Error::InvalidEventName { .. })));
+    assert!(matches!(
+        bad.publish("x", &1).await,
+        Err(Error::InvalidEventName { .. })
+    ));
 }
 
 #[tokio::test]
@@ -121,7 +144,10 @@ async fn resume_replays_exactly_what_was_missed() {
         m.publish("r", &n).await.unwrap();
     }
     let mut s = m
-        .subscribe("r", SubscribeOptions::new().last_event_id(Some(first.as_str())))
+        .subscribe(
+            "r",
+            SubscribeOptions::new().last_event_id(Some(first.as_str())),
+        )
         .await
         .unwrap();
     m.publish("r", &5).await.unwrap();
@@ -137,7 +163,12 @@ async fn bad_or_unknown_ids_start_with_reset() {
         let other = manager::<u64>();
         other.publish("x", &1).await.unwrap()
     };
-    for last in ["not a valid id\n", foreign.as_str(), "zzz-1", &"9".repeat(300)] {
+    for last in [
+        "not a valid id\n",
+        foreign.as_str(),
+        "zzz-1",
+        &"9".repeat(300),
+    ] {
         let mut s = m
             .subscribe("x", SubscribeOptions::new().last_event_id(Some(last)))
             .await
@@ -152,7 +183,10 @@ async fn bad_or_unknown_ids_start_with_reset() {
         .unwrap();
     let id = no_history.publish("y", &1).await.unwrap();
     let mut s = no_history
-        .subscribe("y", SubscribeOptions::new().last_event_id(Some(id.as_str())))
+        .subscribe(
+            "y",
+            SubscribeOptions::new().last_event_id(Some(id.as_str())),
+        )
         .await
         .unwrap();
     let ev = read_events(&mut s, &mut SseParser::new(), 1).await;
@@ -164,11 +198,22 @@ async fn bad_or_unknown_ids_start_with_reset() {
 async fn invalid_resource_ids_are_refused() {
     let m = manager::<u64>();
     for bad in ["", "a:b", "*", "a b", "x\n", &"a".repeat(129), "a>", "a/b"] {
-        assert!(matches!(m.publish(bad, &1).await, Err(Error::InvalidResourceId { .. })), "{bad:?}");
+        assert!(
+            matches!(
+                m.publish(bad, &1).await,
+                Err(Error::InvalidResourceId { .. })
+            ),
+            "{bad:?}"
+        );
         assert!(m.subscribe(bad, SubscribeOptions::new()).await.is_err());
         assert_eq!(m.session_count(bad), 0);
     }
-    assert!(ChannelManager::<u64>::builder(MemoryBroker::new()).key_prefix("a*").build().is_err());
+    assert!(
+        ChannelManager::<u64>::builder(MemoryBroker::new())
+            .key_prefix("a*")
+            .build()
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -231,7 +276,10 @@ async fn a_slow_reader_is_cut_off_while_others_keep_receiving() {
     }
     assert_eq!(slow.close_reason(), Some(CloseReason::Overflow));
     let mut slow = slow;
-    assert!(slow.next().await.is_none(), "an overflowed stream ends without its backlog");
+    assert!(
+        slow.next().await.is_none(),
+        "an overflowed stream ends without its backlog"
+    );
     assert!(fast.close_reason().is_none());
 }
 
@@ -289,7 +337,11 @@ async fn shutdown_drains_then_ends_every_stream_with_a_spread_retry() {
     let m = manager::<u64>();
     let mut sessions = Vec::new();
     for i in 0..20 {
-        sessions.push(m.subscribe(&format!("c{}", i % 3), SubscribeOptions::new()).await.unwrap());
+        sessions.push(
+            m.subscribe(&format!("c{}", i % 3), SubscribeOptions::new())
+                .await
+                .unwrap(),
+        );
     }
     m.publish("c0", &1).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -310,14 +362,20 @@ async fn shutdown_drains_then_ends_every_stream_with_a_spread_retry() {
         assert_eq!(s.close_reason(), Some(CloseReason::Shutdown));
     }
     assert!(retries.len() > 1, "retry hints are spread");
-    assert!(matches!(m.subscribe("c0", SubscribeOptions::new()).await, Err(Error::Shutdown)));
+    assert!(matches!(
+        m.subscribe("c0", SubscribeOptions::new()).await,
+        Err(Error::Shutdown)
+    ));
 }
 
 #[tokio::test(start_paused = true)]
 async fn keep_alive_comments_flow_when_idle() {
     let m = manager::<u64>();
     let mut s = m
-        .subscribe("k", SubscribeOptions::new().keep_alive(Some(Duration::from_secs(15))))
+        .subscribe(
+            "k",
+            SubscribeOptions::new().keep_alive(Some(Duration::from_secs(15))),
+        )
         .await
         .unwrap();
     let start = tokio::time::Instant::now();
@@ -338,7 +396,10 @@ async fn ndjson_and_sse_sessions_share_a_channel() {
         .await
         .unwrap();
     let id = m.publish("n", &42).await.unwrap();
-    let line = tokio::time::timeout(WAIT, nd.next()).await.unwrap().unwrap();
+    let line = tokio::time::timeout(WAIT, nd.next())
+        .await
+        .unwrap()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(v["id"], id.as_str());
     assert_eq!(v["data"], 42);
@@ -357,14 +418,21 @@ async fn queued_frames_are_coalesced_into_one_chunk() {
     let chunk = tokio::time::timeout(WAIT, s.next()).await.unwrap().unwrap();
     let mut p = SseParser::new();
     p.feed(&chunk);
-    assert_eq!(p.take_events().len(), 50, "one poll yields everything queued");
+    assert_eq!(
+        p.take_events().len(),
+        50,
+        "one poll yields everything queued"
+    );
 }
 
 #[tokio::test]
 async fn connect_close_cycles_leave_nothing_behind() {
     let m = manager::<u64>();
     for i in 0..2_000u32 {
-        let s = m.subscribe(&format!("leak-{}", i % 50), SubscribeOptions::new()).await.unwrap();
+        let s = m
+            .subscribe(&format!("leak-{}", i % 50), SubscribeOptions::new())
+            .await
+            .unwrap();
         drop(s);
     }
     wait_until(|| m.channel_count() == 0 && m.broker().active_subscriptions() == 0).await;

@@ -166,6 +166,12 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
         &self.config.pattern
     }
 
+    /// An axum router serving this endpoint at its pattern, to `merge` into an app.
+    pub fn into_router<S: Clone + Send + Sync + 'static>(self) -> axum::Router<S> {
+        let pattern = self.config.pattern.clone();
+        axum::Router::new().route_service(&pattern, self)
+    }
+
     /// The manager whose channels this endpoint serves.
     #[must_use]
     pub fn manager(&self) -> &ChannelManager<E> {
@@ -196,7 +202,8 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
         F: Fn(&http::request::Parts, &PathParams) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), StatusCode>> + Send + 'static,
     {
-        self.config_mut().authorize = Some(Arc::new(move |parts, params| Box::pin(f(parts, params))));
+        self.config_mut().authorize =
+            Some(Arc::new(move |parts, params| Box::pin(f(parts, params))));
         self
     }
 
@@ -299,7 +306,11 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos()),
         );
-        let extra = if jitter == 0 { 0 } else { h.finish() % (jitter + 1) };
+        let extra = if jitter == 0 {
+            0
+        } else {
+            h.finish() % (jitter + 1)
+        };
         self.retry + Duration::from_millis(extra)
     }
 
@@ -367,8 +378,9 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
         }
         let transport: Arc<dyn Transport> = match parts.headers.get(header::ACCEPT) {
             Some(a)
-                if a.to_str()
-                    .is_ok_and(|a| a.contains("application/x-ndjson") && !a.contains("text/event-stream")) =>
+                if a.to_str().is_ok_and(|a| {
+                    a.contains("application/x-ndjson") && !a.contains("text/event-stream")
+                }) =>
             {
                 Arc::new(Ndjson)
             }
@@ -402,9 +414,10 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
             .keep_alive(self.keep_alive);
         match self.manager.subscribe(&resource, options).await {
             Ok(session) => {
-                let on_drop = self.on_disconnect.clone().map(|f| {
-                    Box::new(move || f(&params)) as Box<dyn FnOnce() + Send + Sync>
-                });
+                let on_drop = self
+                    .on_disconnect
+                    .clone()
+                    .map(|f| Box::new(move || f(&params)) as Box<dyn FnOnce() + Send + Sync>);
                 let mut res = Response::new(SseBody::session(session, on_drop));
                 Self::stream_headers(&mut res, transport.as_ref());
                 res

@@ -50,13 +50,18 @@
 //!   (base plus random jitter) and an immediate end, because a browser's `EventSource` gives up
 //!   for good on any non-200 answer but reconnects after a stream that ends. Non-browser clients
 //!   can get `503` with `Retry-After` instead ([`Unavailable::ServiceUnavailable`]).
+//! - A client that stops reading is cut off when its session queue is full; wrap the server's
+//!   listener in [`WriteTimeoutListener`] so its connection is closed too (hyper has no write
+//!   timeout), which runs `on_disconnect`.
 //! - Never compressed: tower-http's `CompressionLayer` skips `text/event-stream`, and the response
 //!   carries no `Content-Length` to mislead a size predicate.
 
 mod body;
 mod endpoint;
 mod layer;
+mod listener;
 
 pub use body::{ResponseBody, SseBody};
 pub use endpoint::{PathParams, SseEndpoint, Unavailable};
 pub use layer::{ResponseFuture, SseLayer, SseService};
+pub use listener::{WriteTimeoutIo, WriteTimeoutListener};

@@ -10,6 +10,9 @@ ssehub_core::conformance_tests!(
     foreign = {
         let other = MemoryBroker::new();
         let topic = Topic::new("elsewhere").expect("topic");
-        other.publish(&topic, Message::new("x")).await.expect("publish")
+        other
+            .publish(&topic, Message::new("x"))
+            .await
+            .expect("publish")
     },
 );

@@ -117,11 +117,24 @@ pub async fn topics_isolated(broker: &dyn Broker) {
     let b = Topic::new(format!("{a}:x")).expect("topic");
     let c = Topic::new(format!("{a}x")).expect("topic");
     let mut sub = broker.subscribe(&a).await.expect("subscribe");
-    broker.publish(&b, Message::new("b")).await.expect("publish b");
-    broker.publish(&c, Message::new("c")).await.expect("publish c");
-    broker.publish(&a, Message::new("a")).await.expect("publish a");
+    broker
+        .publish(&b, Message::new("b"))
+        .await
+        .expect("publish b");
+    broker
+        .publish(&c, Message::new("c"))
+        .await
+        .expect("publish c");
+    broker
+        .publish(&a, Message::new("a"))
+        .await
+        .expect("publish a");
     let env = next_event(&mut sub).await;
-    assert_eq!(&env.data[..], b"a", "a subscription received another topic's event");
+    assert_eq!(
+        &env.data[..],
+        b"a",
+        "a subscription received another topic's event"
+    );
 }
 
 /// Twenty subscriptions of one topic each receive every event.
@@ -250,7 +263,14 @@ pub async fn replay_unknown_id_is_gap(broker: &dyn Broker, foreign: &EventId) {
     let topic = unique_topic("unknown");
     let empty = unique_topic("empty");
     let ids = publish_n(broker, &topic, 3).await;
-    for bad in [foreign.as_str(), "zzz", "0", "999999999999999999-9", "a.b~c_d-e", "0-0"] {
+    for bad in [
+        foreign.as_str(),
+        "zzz",
+        "0",
+        "999999999999999999-9",
+        "a.b~c_d-e",
+        "0-0",
+    ] {
         let id = EventId::parse(bad).expect("valid syntax");
         assert_eq!(
             broker.replay(&topic, &id).await.expect("replay"),
@@ -290,7 +310,10 @@ pub async fn payload_over_max_refused(broker: &dyn Broker) {
         .await
         .expect_err("over the maximum must be refused");
     assert!(matches!(err, Error::PayloadTooLarge { .. }), "got {err}");
-    broker.publish(&topic, Message::new("ok")).await.expect("publish");
+    broker
+        .publish(&topic, Message::new("ok"))
+        .await
+        .expect("publish");
     assert_eq!(&next_event(&mut sub).await.data[..], b"ok");
 }
 
@@ -355,7 +378,10 @@ pub async fn resume_without_gap_or_duplicate(broker: Arc<dyn Broker>) {
     }
     publisher.await.expect("publisher");
     let expected: Vec<u64> = (0..TOTAL).collect();
-    assert_eq!(seen, expected, "events lost, duplicated or reordered across reconnects");
+    assert_eq!(
+        seen, expected,
+        "events lost, duplicated or reordered across reconnects"
+    );
 }
 
 /// Through a [`ChannelManager`]: the last session leaving removes the channel and releases the
@@ -367,8 +393,14 @@ pub async fn hub_releases_subscription(broker: Arc<dyn Broker>) {
         .build()
         .expect("manager");
     let rid = unique_id("hubrelease");
-    let s1 = manager.subscribe(&rid, SubscribeOptions::new()).await.expect("s1");
-    let s2 = manager.subscribe(&rid, SubscribeOptions::new()).await.expect("s2");
+    let s1 = manager
+        .subscribe(&rid, SubscribeOptions::new())
+        .await
+        .expect("s1");
+    let s2 = manager
+        .subscribe(&rid, SubscribeOptions::new())
+        .await
+        .expect("s2");
     assert_eq!(manager.session_count(&rid), 2);
     assert_eq!(manager.channel_count(), 1);
     drop(s1);
@@ -377,7 +409,10 @@ pub async fn hub_releases_subscription(broker: Arc<dyn Broker>) {
     assert_eq!(manager.session_count(&rid), 0);
     let deadline = tokio::time::Instant::now() + WAIT;
     while manager.channel_count() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "channel not removed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "channel not removed"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     wait_for_subscriptions(broker.as_ref(), before).await;

@@ -117,7 +117,11 @@ impl Hub {
                 None => {
                     let c = ChannelInner::new(topic.clone());
                     channels.insert(topic.clone(), c.clone());
-                    tokio::spawn(pump(Arc::downgrade(shared), c.clone(), shared.broker.clone()));
+                    tokio::spawn(pump(
+                        Arc::downgrade(shared),
+                        c.clone(),
+                        shared.broker.clone(),
+                    ));
                     c
                 }
             };
@@ -200,7 +204,10 @@ impl Hub {
 impl Drop for Hub {
     fn drop(&mut self) {
         // The hub's owner is gone: stop every pump (dropping its broker subscription).
-        let channels: Vec<_> = lock(&self.shared.channels).drain().map(|(_, c)| c).collect();
+        let channels: Vec<_> = lock(&self.shared.channels)
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
         for c in channels {
             c.removed.store(true, Ordering::Release);
             c.idle.notify_one();

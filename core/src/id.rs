@@ -338,7 +338,9 @@ mod tests {
         assert_eq!(t.as_str(), "discussion:123:comments");
         let t = Topic::from_parts(None, "123", Some("")).unwrap();
         assert_eq!(t.as_str(), "123");
-        for bad in ["", "*", "a:b", "a b", "a\u{0}", "a>", "a?", "[a]", "a\\b", "{a}", "a,b"] {
+        for bad in [
+            "", "*", "a:b", "a b", "a\u{0}", "a>", "a?", "[a]", "a\\b", "{a}", "a,b",
+        ] {
             assert!(Topic::from_parts(Some("p"), bad, None).is_err(), "{bad:?}");
         }
         assert!(Topic::from_parts(None, "Zürich-été", None).is_ok());

@@ -333,7 +333,11 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
     pub async fn cluster_session_count(&self, resource_id: &str) -> Result<usize> {
         let topic = self.topic(resource_id)?;
         let local = self.inner.hub.session_count(&topic);
-        self.inner.hub.broker().cluster_sessions(&topic, local).await
+        self.inner
+            .hub
+            .broker()
+            .cluster_sessions(&topic, local)
+            .await
     }
 
     /// Remove the resource's channel now if it has no session (the seed's `cleanupIfEmpty`).
@@ -369,7 +373,11 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
     pub fn shutdown(&self, retry_base: Duration, retry_jitter: Duration) {
         let jitter_ms = u64::try_from(retry_jitter.as_millis()).unwrap_or(u64::MAX);
         self.inner.hub.shutdown(&|transport, rand| {
-            let extra = if jitter_ms == 0 { 0 } else { rand % (jitter_ms + 1) };
+            let extra = if jitter_ms == 0 {
+                0
+            } else {
+                rand % (jitter_ms + 1)
+            };
             Some(transport.retry(retry_base + Duration::from_millis(extra)))
         });
     }
@@ -380,12 +388,20 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
     /// then — when a last event id is given — the events after it from the broker's history,
     /// de-duplicated against the buffered live events, or a `reset` event when they cannot be
     /// told; then the live events.
-    pub async fn subscribe(&self, resource_id: &str, options: SubscribeOptions<E>) -> Result<Session> {
+    pub async fn subscribe(
+        &self,
+        resource_id: &str,
+        options: SubscribeOptions<E>,
+    ) -> Result<Session> {
         let topic = self.topic(resource_id)?;
         self.subscribe_topic(&topic, options).await
     }
 
-    async fn subscribe_topic(&self, topic: &Topic, options: SubscribeOptions<E>) -> Result<Session> {
+    async fn subscribe_topic(
+        &self,
+        topic: &Topic,
+        options: SubscribeOptions<E>,
+    ) -> Result<Session> {
         let transport = options.transport;
         let (shared, registration) = self.inner.hub.join(topic, transport.clone()).await?;
         let mut head = Vec::with_capacity(3);
@@ -424,7 +440,12 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             }
         }
         shared.go_live(head, resumed_from, replayed);
-        Ok(Session::new(shared, registration, transport, options.keep_alive))
+        Ok(Session::new(
+            shared,
+            registration,
+            transport,
+            options.keep_alive,
+        ))
     }
 }
 
@@ -436,7 +457,9 @@ pub struct Channel<E> {
 
 impl<E> fmt::Debug for Channel<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Channel").field("topic", &self.topic).finish()
+        f.debug_struct("Channel")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 

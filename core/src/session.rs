@@ -114,7 +114,11 @@ struct SessionState {
 }
 
 impl SessionShared {
-    pub(crate) fn new(limits: QueueLimits, policy: OverflowPolicy, broker: Arc<dyn Broker>) -> Self {
+    pub(crate) fn new(
+        limits: QueueLimits,
+        policy: OverflowPolicy,
+        broker: Arc<dyn Broker>,
+    ) -> Self {
         SessionShared {
             state: Mutex::new(SessionState {
                 frames: VecDeque::new(),
@@ -384,9 +388,7 @@ impl Stream for Session {
         match this.shared.poll_frames(cx) {
             Poll::Ready(Some(chunk)) => {
                 if let Some((every, sleep)) = this.keep_alive.as_mut() {
-                    sleep
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + *every);
+                    sleep.as_mut().reset(tokio::time::Instant::now() + *every);
                 }
                 return Poll::Ready(Some(chunk));
             }
@@ -395,9 +397,7 @@ impl Stream for Session {
         }
         if let Some((every, sleep)) = this.keep_alive.as_mut() {
             if sleep.as_mut().poll(cx).is_ready() {
-                sleep
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + *every);
+                sleep.as_mut().reset(tokio::time::Instant::now() + *every);
                 return Poll::Ready(Some(this.transport.keep_alive()));
             }
         }
