@@ -1,6 +1,8 @@
 //! SSE framing against a spec-following parser: the parser is first checked against the shared
 //! WHATWG vectors, then used as the oracle for property tests of [`Sse`] framing.
 
+#![allow(clippy::unwrap_used)]
+
 use proptest::prelude::*;
 use ssehub::sse_parser::{SseParser, parse_all};
 use ssehub::{EventId, EventName, Ndjson, Sse, Topic, Transport};

@@ -2,6 +2,8 @@
 //! published SSE parser (`eventsource-stream`) for normal traffic and the spec-following test
 //! parser for byte-level checks.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "../examples/comments.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs)]
 mod comments;

@@ -1,5 +1,7 @@
 //! The typed channel manager and local hub, over the memory backend.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

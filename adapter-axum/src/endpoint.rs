@@ -360,21 +360,21 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return res;
         }
-        if let Some(validate) = &self.validate {
-            if !validate(&params) {
-                return text(StatusCode::BAD_REQUEST, "invalid parameters\n");
-            }
+        if let Some(validate) = &self.validate
+            && !validate(&params)
+        {
+            return text(StatusCode::BAD_REQUEST, "invalid parameters\n");
         }
         let resource = (self.resource)(&params);
         if self.manager.topic(&resource).is_err() {
             return text(StatusCode::BAD_REQUEST, "invalid resource id\n");
         }
-        if let Some(authorize) = &self.authorize {
-            if let Err(status) = authorize(&parts, &params).await {
-                let mut res = text(status, "not authorized\n");
-                *res.status_mut() = status;
-                return res;
-            }
+        if let Some(authorize) = &self.authorize
+            && let Err(status) = authorize(&parts, &params).await
+        {
+            let mut res = text(status, "not authorized\n");
+            *res.status_mut() = status;
+            return res;
         }
         let transport: Arc<dyn Transport> = match parts.headers.get(header::ACCEPT) {
             Some(a)

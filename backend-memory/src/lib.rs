@@ -236,10 +236,10 @@ impl Broker for MemoryBroker {
         let t = topic_state(&mut state, topic, self.inner.config.subscriber_buffer, now);
         t.touched = now;
         if history > 0 {
-            if t.history.len() == history {
-                if let Some((old, _)) = t.history.pop_front() {
-                    t.floor = old;
-                }
+            if t.history.len() == history
+                && let Some((old, _)) = t.history.pop_front()
+            {
+                t.floor = old;
             }
             t.history.push_back((seq, env.clone()));
         } else {

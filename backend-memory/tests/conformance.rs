@@ -1,5 +1,7 @@
 //! The whole conformance suite against the memory backend.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use ssehub_core::{Broker, Message, Topic};

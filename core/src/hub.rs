@@ -107,10 +107,10 @@ impl Hub {
             if shared.shutting_down.load(Ordering::Acquire) {
                 return Err(Error::Shutdown);
             }
-            if let Some(max) = shared.config.max_sessions {
-                if shared.sessions.load(Ordering::Acquire) >= max {
-                    return Err(Error::TooManySessions("server limit reached".into()));
-                }
+            if let Some(max) = shared.config.max_sessions
+                && shared.sessions.load(Ordering::Acquire) >= max
+            {
+                return Err(Error::TooManySessions("server limit reached".into()));
             }
             let channel = match channels.get(topic) {
                 Some(c) => c.clone(),
@@ -126,10 +126,10 @@ impl Hub {
                 }
             };
             let mut sessions = lock(&channel.sessions);
-            if let Some(max) = shared.config.max_sessions_per_channel {
-                if sessions.len() >= max {
-                    return Err(Error::TooManySessions("channel limit reached".into()));
-                }
+            if let Some(max) = shared.config.max_sessions_per_channel
+                && sessions.len() >= max
+            {
+                return Err(Error::TooManySessions("channel limit reached".into()));
             }
             let key = sessions.insert(SessionEntry {
                 shared: session.clone(),

@@ -159,10 +159,10 @@ impl SessionShared {
                     None
                 }
             } else {
-                if let Some(id) = id {
-                    if self.already_sent(&mut st.seen_up_to, id) {
-                        return;
-                    }
+                if let Some(id) = id
+                    && self.already_sent(&mut st.seen_up_to, id)
+                {
+                    return;
                 }
                 self.enqueue(&mut st, frame.clone());
                 st.waker.take()
@@ -239,10 +239,10 @@ impl SessionShared {
                 st.frames.push_back(f);
             }
             for (id, f) in pending {
-                if let Some(id) = id.as_ref() {
-                    if self.already_sent(&mut seen_up_to, id) {
-                        continue;
-                    }
+                if let Some(id) = id.as_ref()
+                    && self.already_sent(&mut seen_up_to, id)
+                {
+                    continue;
                 }
                 st.bytes += f.len();
                 st.frames.push_back(f);
@@ -395,11 +395,11 @@ impl Stream for Session {
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
-        if let Some((every, sleep)) = this.keep_alive.as_mut() {
-            if sleep.as_mut().poll(cx).is_ready() {
-                sleep.as_mut().reset(tokio::time::Instant::now() + *every);
-                return Poll::Ready(Some(this.transport.keep_alive()));
-            }
+        if let Some((every, sleep)) = this.keep_alive.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            sleep.as_mut().reset(tokio::time::Instant::now() + *every);
+            return Poll::Ready(Some(this.transport.keep_alive()));
         }
         Poll::Pending
     }
