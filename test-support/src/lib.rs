@@ -93,3 +93,6 @@ pub async fn wait_for_port(port: u16, limit: Duration) -> bool {
     }
     false
 }
+
+pub mod chromium;
+pub mod proxy;
