@@ -119,16 +119,14 @@ impl Browser {
             if tokio::time::Instant::now() > deadline {
                 return Err("chromium's DevTools endpoint did not come up".into());
             }
-            if let Ok(body) = http_get(port, "/json/list").await {
-                if let Ok(serde_json::Value::Array(targets)) = serde_json::from_str(&body) {
-                    if let Some(ws) = targets
-                        .iter()
-                        .find(|t| t["type"] == "page")
-                        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-                    {
-                        break ws.to_owned();
-                    }
-                }
+            if let Ok(body) = http_get(port, "/json/list").await
+                && let Ok(serde_json::Value::Array(targets)) = serde_json::from_str(&body)
+                && let Some(ws) = targets
+                    .iter()
+                    .find(|t| t["type"] == "page")
+                    .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            {
+                break ws.to_owned();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
