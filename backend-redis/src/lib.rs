@@ -1189,7 +1189,6 @@ impl Actor {
         ping.tick().await;
         loop {
             tokio::select! {
-                biased;
                 push = pushes.recv() => match push {
                     None => return Outcome::Reconnect,
                     Some(p) if p.kind == PushKind::Disconnection => return Outcome::Reconnect,
