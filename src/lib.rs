@@ -14,3 +14,9 @@ pub use ssehub_memory::MemoryBroker;
 pub use ssehub_axum as http;
 #[cfg(feature = "axum")]
 pub use ssehub_axum::{PathParams, SseEndpoint, SseLayer};
+
+/// The Redis backend (feature `redis`).
+#[cfg(feature = "redis")]
+pub use ssehub_redis as redis;
+#[cfg(feature = "redis")]
+pub use ssehub_redis::RedisBroker;

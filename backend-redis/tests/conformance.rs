@@ -1,0 +1,37 @@
+//! The whole conformance suite against a real Redis.
+
+use std::sync::Arc;
+
+use ssehub_core::{Broker, Message, Topic};
+use ssehub_redis::RedisBroker;
+use ssehub_test_support::redis::redis_url;
+
+async fn broker(prefix: &str) -> Option<RedisBroker> {
+    let url = redis_url()?;
+    Some(
+        RedisBroker::builder(&url)
+            .expect("url")
+            .key_prefix(prefix)
+            .history(100)
+            .connect()
+            .await
+            .expect("connect"),
+    )
+}
+
+ssehub_core::conformance_tests!(
+    make = match broker("ssehub-test").await {
+        Some(b) => Arc::new(b),
+        None => return,
+    },
+    foreign = {
+        let Some(other) = broker("ssehub-test-other").await else {
+            return;
+        };
+        let topic = Topic::new("elsewhere").expect("topic");
+        other
+            .publish(&topic, Message::new("x"))
+            .await
+            .expect("publish")
+    },
+);
