@@ -14,3 +14,9 @@ pub use ssehub_memory::MemoryBroker;
 pub use ssehub_axum as http;
 #[cfg(feature = "axum")]
 pub use ssehub_axum::{PathParams, SseEndpoint, SseLayer};
+
+/// The NATS backend (feature `nats`).
+#[cfg(feature = "nats")]
+pub use ssehub_nats as nats;
+#[cfg(feature = "nats")]
+pub use ssehub_nats::NatsBroker;

@@ -12,6 +12,8 @@
 //! assert!(port > 0);
 //! ```
 
+pub mod nats;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
