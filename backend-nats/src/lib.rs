@@ -615,7 +615,12 @@ impl Inner {
 
     fn parse_id(&self, id: &EventId) -> Option<(String, u64)> {
         let (epoch, seq) = id.as_str().rsplit_once('-')?;
-        if epoch.is_empty() || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        // Only the canonical spelling: digits, no leading zero, never 0.
+        if epoch.is_empty()
+            || seq.is_empty()
+            || seq.starts_with('0')
+            || !seq.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         Some((epoch.to_string(), seq.parse().ok()?))

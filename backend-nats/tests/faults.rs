@@ -92,8 +92,12 @@ async fn jetstream_resumes_without_loss_after_a_server_restart() {
     let burst = Arc::new(std::sync::Mutex::new(Burst::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let task = {
-        let (publisher, topic, burst, stop) =
-            (publisher.clone(), topic.clone(), burst.clone(), stop.clone());
+        let (publisher, topic, burst, stop) = (
+            publisher.clone(),
+            topic.clone(),
+            burst.clone(),
+            stop.clone(),
+        );
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
@@ -116,20 +120,29 @@ async fn jetstream_resumes_without_loss_after_a_server_restart() {
     let poll = |f: &dyn Fn(&Burst) -> bool| f(&burst.lock().expect("lock"));
     let deadline = tokio::time::Instant::now() + WAIT;
     while !poll(&|b| b.ok.len() >= 50) {
-        assert!(tokio::time::Instant::now() < deadline, "no events before the kill");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no events before the kill"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.kill();
     let deadline = tokio::time::Instant::now() + WAIT;
     while !poll(&|b| b.errors >= 3) {
-        assert!(tokio::time::Instant::now() < deadline, "publishes kept succeeding while down");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishes kept succeeding while down"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let ok_before = burst.lock().expect("lock").ok.len();
     server.restart().await.expect("restart nats-server");
     let deadline = tokio::time::Instant::now() + WAIT;
     while !poll(&|b| b.ok.len() >= ok_before + 50) {
-        assert!(tokio::time::Instant::now() < deadline, "publishing did not resume");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishing did not resume"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Release);
@@ -148,7 +161,10 @@ async fn jetstream_resumes_without_loss_after_a_server_restart() {
                     .parse()
                     .expect("number");
                 if let Some((_, last)) = received.last() {
-                    assert!(n > *last, "event {n} after {last}: out of order or duplicated");
+                    assert!(
+                        n > *last,
+                        "event {n} after {last}: out of order or duplicated"
+                    );
                 }
                 if want.peek().is_some_and(|(_, i)| *i == n) {
                     let (id, _) = want.next().expect("peeked");
@@ -166,7 +182,10 @@ async fn jetstream_resumes_without_loss_after_a_server_restart() {
     }
     // The restarted server still has the stream (same epoch): ids before and after order.
     let (first, last) = (&ok[0].0, &ok[ok.len() - 1].0);
-    assert_eq!(publisher.id_order(first, last), Some(std::cmp::Ordering::Less));
+    assert_eq!(
+        publisher.id_order(first, last),
+        Some(std::cmp::Ordering::Less)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +220,10 @@ async fn core_mode_reports_a_gap_after_a_server_restart() {
     // the subscriber's resubscription may land a moment after the publisher's reconnect.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        assert!(tokio::time::Instant::now() < deadline, "no event after reconnect");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no event after reconnect"
+        );
         let mut batch = Vec::new();
         publish_ok(&publisher, &topic, &mut next, 1, &mut batch).await;
         match tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
@@ -225,7 +247,10 @@ async fn health_fails_while_the_server_is_down() {
     server.restart().await.expect("restart");
     let deadline = tokio::time::Instant::now() + WAIT;
     while b.health().await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "never healthy again");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never healthy again"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
