@@ -20,3 +20,9 @@ pub use ssehub_axum::{PathParams, SseEndpoint, SseLayer};
 pub use ssehub_redis as redis;
 #[cfg(feature = "redis")]
 pub use ssehub_redis::RedisBroker;
+
+/// The NATS backend (feature `nats`).
+#[cfg(feature = "nats")]
+pub use ssehub_nats as nats;
+#[cfg(feature = "nats")]
+pub use ssehub_nats::NatsBroker;

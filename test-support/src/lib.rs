@@ -12,6 +12,7 @@
 //! assert!(port > 0);
 //! ```
 
+pub mod nats;
 pub mod redis;
 
 use std::net::TcpListener;

@@ -1,0 +1,256 @@
+//! Fault tests: kill the test's own `nats-server -js` during a publishing burst and restart it.
+//!
+//! Every wait is bounded; nothing asserts on how long anything took.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use ssehub_core::{Broker, Delivery, EventId, Message, Subscription, Topic};
+use ssehub_nats::{Mode, NatsBroker};
+use ssehub_test_support::nats::{NatsOptions, NatsServer};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn broker(url: &str, mode: Mode) -> NatsBroker {
+    NatsBroker::builder(url)
+        .prefix("faults")
+        .mode(mode)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .expect("connect")
+}
+
+fn topic(case: &str) -> Topic {
+    Topic::new(ssehub_core::conformance::unique_id(case)).expect("topic")
+}
+
+/// Publish `n` events that are confirmed (`Ok`), one after another; errors are counted, not
+/// retried (an errored event may or may not have been stored).
+async fn publish_ok(
+    broker: &NatsBroker,
+    topic: &Topic,
+    next: &mut u64,
+    n: usize,
+    ok: &mut Vec<(EventId, u64)>,
+) {
+    let target = ok.len() + n;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ok.len() < target {
+        assert!(tokio::time::Instant::now() < deadline, "publishing stalled");
+        let i = *next;
+        *next += 1;
+        match broker.publish(topic, Message::new(i.to_string())).await {
+            Ok(id) => ok.push((id, i)),
+            Err(e) => {
+                assert!(e.is_temporary(), "outage errors must be temporary: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Publish while the server is down: every publish must fail (temporary), none may be `Ok`.
+async fn publish_during_outage(broker: &NatsBroker, topic: &Topic, next: &mut u64) {
+    for _ in 0..5 {
+        let i = *next;
+        *next += 1;
+        let res = broker.publish(topic, Message::new(i.to_string())).await;
+        let err = res.expect_err("a publish while the server is down must not be Ok");
+        assert!(err.is_temporary(), "{err}");
+    }
+}
+
+async fn next_delivery(sub: &mut Subscription) -> Delivery {
+    match tokio::time::timeout(WAIT, sub.next()).await {
+        Ok(Some(d)) => d,
+        Ok(None) => panic!("subscription ended"),
+        Err(_) => panic!("nothing delivered within {WAIT:?}"),
+    }
+}
+
+/// What a background publisher saw: confirmed events and errors.
+#[derive(Default)]
+struct Burst {
+    ok: Vec<(EventId, u64)>,
+    errors: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_resumes_without_loss_after_a_server_restart() {
+    let Some(mut server) = NatsServer::start(NatsOptions::default()).await else {
+        return;
+    };
+    let url = server.url();
+    let publisher = Arc::new(broker(&url, Mode::JetStream).await);
+    let subscriber = broker(&url, Mode::JetStream).await;
+    let topic = topic("js-restart");
+    let mut sub = subscriber.subscribe(&topic).await.expect("subscribe");
+
+    // A publishing burst runs the whole time; the server is killed in the middle of it.
+    let burst = Arc::new(std::sync::Mutex::new(Burst::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let task = {
+        let (publisher, topic, burst, stop) = (
+            publisher.clone(),
+            topic.clone(),
+            burst.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let res = publisher.publish(&topic, Message::new(i.to_string())).await;
+                {
+                    let mut b = burst.lock().expect("lock");
+                    match res {
+                        Ok(id) => b.ok.push((id, i)),
+                        Err(e) => {
+                            assert!(e.is_temporary(), "outage errors must be temporary: {e}");
+                            b.errors += 1;
+                        }
+                    }
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let poll = |f: &dyn Fn(&Burst) -> bool| f(&burst.lock().expect("lock"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !poll(&|b| b.ok.len() >= 50) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no events before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !poll(&|b| b.errors >= 3) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishes kept succeeding while down"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ok_before = burst.lock().expect("lock").ok.len();
+    server.restart().await.expect("restart nats-server");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !poll(&|b| b.ok.len() >= ok_before + 50) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishing did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    task.await.expect("publisher task");
+    let ok = std::mem::take(&mut burst.lock().expect("lock").ok);
+
+    // Every confirmed event arrives, in order; events whose publish errored may arrive too
+    // (an error means "maybe lost"), but never out of order and never twice.
+    let mut received: Vec<(EventId, u64)> = Vec::new();
+    let mut want = ok.iter().peekable();
+    while want.peek().is_some() {
+        match next_delivery(&mut sub).await {
+            Delivery::Event(env) => {
+                let n: u64 = std::str::from_utf8(&env.data)
+                    .expect("utf-8")
+                    .parse()
+                    .expect("number");
+                if let Some((_, last)) = received.last() {
+                    assert!(
+                        n > *last,
+                        "event {n} after {last}: out of order or duplicated"
+                    );
+                }
+                if want.peek().is_some_and(|(_, i)| *i == n) {
+                    let (id, _) = want.next().expect("peeked");
+                    assert_eq!(&env.id, id, "event {n} has another id than its publish");
+                } else {
+                    assert!(
+                        !ok.iter().any(|(_, i)| *i == n),
+                        "confirmed event {n} arrived out of order"
+                    );
+                }
+                received.push((env.id, n));
+            }
+            Delivery::Gap => panic!("jetstream mode must recover, not report a gap"),
+        }
+    }
+    // The restarted server still has the stream (same epoch): ids before and after order.
+    let (first, last) = (&ok[0].0, &ok[ok.len() - 1].0);
+    assert_eq!(
+        publisher.id_order(first, last),
+        Some(std::cmp::Ordering::Less)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_mode_reports_a_gap_after_a_server_restart() {
+    let Some(mut server) = NatsServer::start(NatsOptions::default()).await else {
+        return;
+    };
+    let url = server.url();
+    let publisher = Arc::new(broker(&url, Mode::Core).await);
+    let subscriber = broker(&url, Mode::Core).await;
+    let topic = topic("core-restart");
+    let mut sub = subscriber.subscribe(&topic).await.expect("subscribe");
+
+    let mut ok = Vec::new();
+    let mut next = 0;
+    publish_ok(&publisher, &topic, &mut next, 20, &mut ok).await;
+    for (id, _) in &ok {
+        match next_delivery(&mut sub).await {
+            Delivery::Event(env) => assert_eq!(&env.id, id),
+            Delivery::Gap => panic!("gap before the outage"),
+        }
+    }
+    server.kill();
+    publish_during_outage(&publisher, &topic, &mut next).await;
+    assert_eq!(
+        next_delivery(&mut sub).await,
+        Delivery::Gap,
+        "core mode must report the outage as a gap"
+    );
+    server.restart().await.expect("restart nats-server");
+    // After the reconnect (and resubscribe), live events flow again. Publish until one arrives:
+    // the subscriber's resubscription may land a moment after the publisher's reconnect.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no event after reconnect"
+        );
+        let mut batch = Vec::new();
+        publish_ok(&publisher, &topic, &mut next, 1, &mut batch).await;
+        match tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
+            Ok(Some(Delivery::Event(_))) => break,
+            Ok(Some(Delivery::Gap)) | Err(_) => continue,
+            Ok(None) => panic!("subscription ended"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_while_the_server_is_down() {
+    let Some(mut server) = NatsServer::start(NatsOptions::default()).await else {
+        return;
+    };
+    let b = broker(&server.url(), Mode::JetStream).await;
+    b.health().await.expect("healthy");
+    server.kill();
+    let err = b.health().await.expect_err("health while down");
+    assert!(err.is_temporary());
+    server.restart().await.expect("restart");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while b.health().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never healthy again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
