@@ -3,7 +3,12 @@
 //! ```text
 //! cargo run --example comments                      # memory backend, http://127.0.0.1:3000
 //! cargo run --example comments -- --port 3001
+//! cargo run --example comments --features redis -- --backend redis://127.0.0.1:6379
+//! cargo run --example comments --features nats -- --backend nats://127.0.0.1:4222
 //! ```
+//!
+//! Two processes on different ports with the same Redis or NATS URL share events: a comment
+//! posted on one reaches browsers connected to the other, and a browser may reconnect to either.
 //!
 //! - `GET /` — a page with a native `EventSource`, the live count and a connection badge.
 //! - `GET /api/sse/comments/{discussionId}` — the SSE stream; its initial event has the count.
@@ -161,11 +166,21 @@ fn args() -> (u16, String) {
     (port, backend)
 }
 
-async fn broker(url: &str) -> Result<Arc<dyn Broker>, Box<dyn std::error::Error>> {
+/// The broker named by `--backend`: `memory`, `redis://…` or `nats://…` (the last two when the
+/// `redis` / `nats` features are compiled in).
+pub async fn broker(url: &str) -> Result<Arc<dyn Broker>, Box<dyn std::error::Error>> {
     if url == "memory" {
         return Ok(Arc::new(ssehub::MemoryBroker::new()));
     }
-    Err(format!("backend {url:?} is not compiled in (features: memory)").into())
+    #[cfg(feature = "redis")]
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return Ok(Arc::new(ssehub::RedisBroker::connect(url).await?));
+    }
+    #[cfg(feature = "nats")]
+    if url.starts_with("nats://") {
+        return Ok(Arc::new(ssehub::NatsBroker::connect(url).await?));
+    }
+    Err(format!("backend {url:?} is not compiled in (see the crate's features)").into())
 }
 
 #[tokio::main]

@@ -166,8 +166,8 @@ impl EventName {
         Ok(())
     }
 
-    /// Accept a name coming back from a broker: the same rules, except that `reset` is refused
-    /// too (a broker can never make ssehub send a forged reset).
+    /// Accept a name coming back from a broker. The same rules as [`EventName::new`] — `reset`
+    /// included — so nothing read from a broker can make ssehub send a forged reset.
     pub fn from_wire(name: &str) -> Result<Self> {
         Self::new(name)
     }

@@ -1,0 +1,155 @@
+//! Two demo servers in one test, on different ports, sharing one Redis (then one NATS): a
+//! subscriber on A receives what is published on B, in order; a client that leaves A and
+//! reconnects to B with its `Last-Event-ID` receives exactly what it missed.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../examples/comments.rs"]
+#[allow(dead_code, unreachable_pub, missing_docs)]
+mod comments;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use ssehub::Broker;
+use ssehub::sse_parser::{ParsedEvent, SseParser};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn node(broker: Arc<dyn Broker>) -> (SocketAddr, comments::AppState) {
+    let state = comments::AppState::new(broker).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = comments::app(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, state)
+}
+
+struct Client {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    parser: SseParser,
+    events: std::collections::VecDeque<ParsedEvent>,
+}
+
+impl Client {
+    async fn open(addr: SocketAddr, id: &str, last: Option<&str>) -> Self {
+        let mut req = reqwest::Client::new().get(format!("http://{addr}/api/sse/comments/{id}"));
+        if let Some(last) = last {
+            req = req.header("Last-Event-ID", last);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let mut c = Client {
+            body: Box::pin(res.bytes_stream()),
+            parser: SseParser::new(),
+            events: Default::default(),
+        };
+        let initial = c.next().await;
+        assert!(
+            initial.id.is_none() || last.is_some(),
+            "initial event first"
+        );
+        c
+    }
+
+    async fn next(&mut self) -> ParsedEvent {
+        while self.events.is_empty() {
+            let chunk = tokio::time::timeout(WAIT, self.body.next())
+                .await
+                .expect("data in time")
+                .expect("stream open")
+                .unwrap();
+            self.parser.feed(&chunk);
+            self.events.extend(self.parser.take_events());
+        }
+        self.events.pop_front().unwrap()
+    }
+}
+
+fn count(e: &ParsedEvent) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+    v["commentCount"].as_u64().unwrap()
+}
+
+async fn post(addr: SocketAddr, id: &str) -> u64 {
+    let res = reqwest::Client::new()
+        .post(format!("http://{addr}/api/comments/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: serde_json::Value = res.json().await.unwrap();
+    v["commentCount"].as_u64().unwrap()
+}
+
+async fn two_nodes_share_events_and_resume(a: Arc<dyn Broker>, b: Arc<dyn Broker>) {
+    let (addr_a, state_a) = node(a).await;
+    let (addr_b, _state_b) = node(b).await;
+    let id = ssehub::conformance::unique_id("multinode");
+    let mut on_a = Client::open(addr_a, &id, None).await;
+    // Published on B, received on A, in order.
+    let mut sent = Vec::new();
+    for _ in 0..20 {
+        sent.push(post(addr_b, &id).await);
+    }
+    let mut got = Vec::new();
+    let mut last_id = String::new();
+    for _ in 0..20 {
+        let e = on_a.next().await;
+        last_id = e.id.clone().unwrap();
+        got.push(count(&e));
+    }
+    assert_eq!(got, sent);
+    // Leave A; miss ten events published on A; reconnect to B with Last-Event-ID.
+    drop(on_a);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while state_a.comments.session_count(&id) > 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut missed = Vec::new();
+    for _ in 0..10 {
+        missed.push(post(addr_a, &id).await);
+    }
+    let mut on_b = Client::open(addr_b, &id, Some(&last_id)).await;
+    let mut replayed = Vec::new();
+    for _ in 0..10 {
+        let e = on_b.next().await;
+        assert_eq!(e.event, "message", "resumed, not reset");
+        replayed.push(count(&e));
+    }
+    assert_eq!(replayed, missed, "exactly the missed events, in order");
+    // And live again afterwards, with nothing extra in between.
+    let after = post(addr_a, &id).await;
+    assert_eq!(count(&on_b.next().await), after);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_two_servers() {
+    let Some(url) = ssehub_test_support::redis::redis_url() else {
+        return;
+    };
+    let a = ssehub::RedisBroker::connect(&url).await.unwrap();
+    let b = ssehub::RedisBroker::connect(&url).await.unwrap();
+    two_nodes_share_events_and_resume(Arc::new(a), Arc::new(b)).await;
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_two_servers() {
+    let Some(url) = ssehub_test_support::nats::nats_url().await else {
+        return;
+    };
+    let a = ssehub::NatsBroker::connect(url.clone()).await.unwrap();
+    let b = ssehub::NatsBroker::connect(url).await.unwrap();
+    two_nodes_share_events_and_resume(Arc::new(a), Arc::new(b)).await;
+}
+
+#[tokio::test]
+async fn memory_single_node_for_comparison() {
+    let broker: Arc<dyn Broker> = Arc::new(ssehub::MemoryBroker::new());
+    two_nodes_share_events_and_resume(broker.clone(), broker).await;
+}
