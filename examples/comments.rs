@@ -15,6 +15,7 @@
 //! - `POST /api/comments/{discussionId}` — adds a comment and publishes `comment-added`.
 //! - `GET /api/comments/{discussionId}` — the current count as JSON (what a page refetches
 //!   after a `reset`).
+//! - `GET /metrics` — ssehub's metrics in the Prometheus text format.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ pub struct AppState {
     /// The SSE endpoint serving those channels.
     pub endpoint: SseEndpoint<CommentEvent>,
     counts: Arc<Mutex<HashMap<String, u64>>>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 fn now_ms() -> u64 {
@@ -91,7 +93,15 @@ impl AppState {
             comments,
             endpoint,
             counts,
+            metrics: None,
         })
+    }
+
+    /// Serve `/metrics` from this Prometheus recorder handle.
+    #[must_use]
+    pub fn with_metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 
     fn count(&self, id: &str) -> u64 {
@@ -110,12 +120,23 @@ pub fn app(state: AppState) -> Router {
             "/api/comments/{discussion_id}",
             post(add_comment).get(get_count),
         )
+        .route("/metrics", get(render_metrics))
         .route_service(state.endpoint.pattern(), state.endpoint.clone())
         .with_state(state)
 }
 
 async fn page() -> Html<&'static str> {
     Html(PAGE)
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    match &state.metrics {
+        Some(h) => (axum::http::StatusCode::OK, h.render()),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            "no metrics recorder\n".to_owned(),
+        ),
+    }
 }
 
 async fn get_count(State(state): State<AppState>, Path(id): Path<String>) -> impl IntoResponse {
@@ -191,7 +212,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let (port, backend) = args();
-    let state = AppState::new(broker(&backend).await?)?;
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let state = AppState::new(broker(&backend).await?)?.with_metrics(recorder);
     let endpoint = state.endpoint.clone();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr).await?;

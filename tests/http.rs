@@ -613,3 +613,37 @@ async fn raw_wire_is_spec_exact() {
     assert_eq!(decoded, nasty);
     assert_eq!(parser.retry(), Some(3000));
 }
+
+#[tokio::test]
+async fn the_demo_exposes_prometheus_metrics() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // A local recorder for this test's thread only would miss the hub's tasks: install globally
+    // (once per test binary; no other test here installs one).
+    metrics::set_global_recorder(recorder).expect("first recorder");
+
+    let state = comments::AppState::new(Arc::new(MemoryBroker::new()))
+        .unwrap()
+        .with_metrics(handle);
+    let addr = serve(comments::app(state.clone())).await;
+    let mut c = Raw::open(&format!("http://{addr}/api/sse/comments/m")).await;
+    c.next_event().await;
+    post(addr, "m").await;
+    c.next_event().await;
+    let mut bad = Raw::open(&format!("http://{addr}/api/sse/comments/m")).await;
+    drop(bad.next_event().await);
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "ssehub_sessions",
+        "ssehub_channels",
+        "ssehub_events_published_total",
+        "ssehub_events_delivered_total",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+}

@@ -281,7 +281,10 @@ impl NatsBrokerBuilder {
                     let events_tx = events_tx.clone();
                     async move {
                         let ev = match event {
-                            async_nats::Event::Connected => Some(ConnEvent::Connected),
+                            async_nats::Event::Connected => {
+                                ssehub_core::metrics::broker_reconnected("nats");
+                                Some(ConnEvent::Connected)
+                            }
                             async_nats::Event::Disconnected => Some(ConnEvent::Disconnected),
                             async_nats::Event::SlowConsumer(_) => Some(ConnEvent::SlowConsumer),
                             other => {

@@ -997,6 +997,7 @@ impl Actor {
                 None => match self.reconnect().await {
                     Ok(Some(c)) => {
                         delay = Duration::from_millis(50);
+                        ssehub_core::metrics::broker_reconnected("redis");
                         c
                     }
                     Ok(None) => return,

@@ -117,6 +117,7 @@ impl Hub {
                 None => {
                     let c = ChannelInner::new(topic.clone());
                     channels.insert(topic.clone(), c.clone());
+                    metrics::gauge!(crate::metrics::CHANNELS).increment(1.0);
                     tokio::spawn(pump(
                         Arc::downgrade(shared),
                         c.clone(),
@@ -137,6 +138,7 @@ impl Hub {
             });
             drop(sessions);
             shared.sessions.fetch_add(1, Ordering::AcqRel);
+            metrics::gauge!(crate::metrics::SESSIONS).increment(1.0);
             (channel, key)
         };
         let registration = Registration {
@@ -209,7 +211,7 @@ impl Drop for Hub {
             .map(|(_, c)| c)
             .collect();
         for c in channels {
-            c.removed.store(true, Ordering::Release);
+            c.mark_removed();
             c.idle.notify_one();
         }
     }
@@ -234,7 +236,7 @@ impl HubShared {
             channels.remove(&channel.topic);
         }
         drop(channels);
-        if !channel.removed.swap(true, Ordering::AcqRel) {
+        if channel.mark_removed() {
             channel.idle.notify_one();
         }
         true
@@ -249,7 +251,7 @@ impl HubShared {
         {
             channels.remove(&channel.topic);
         }
-        channel.removed.store(true, Ordering::Release);
+        channel.mark_removed();
     }
 }
 
@@ -264,9 +266,20 @@ impl ChannelInner {
         })
     }
 
+    /// Set the removed flag; `true` the first time (the channel gauge counts it once).
+    fn mark_removed(&self) -> bool {
+        let first = !self.removed.swap(true, Ordering::AcqRel);
+        if first {
+            metrics::gauge!(crate::metrics::CHANNELS).decrement(1.0);
+        }
+        first
+    }
+
     /// Frame `env` once per transport in use and share the bytes with every session.
     fn deliver(&self, env: &Envelope) {
         let sessions = lock(&self.sessions);
+        let _span = tracing::trace_span!("ssehub.deliver", topic = %self.topic, id = %env.id, sessions = sessions.len()).entered();
+        metrics::counter!(crate::metrics::EVENTS_DELIVERED).increment(sessions.len() as u64);
         let mut frames: Vec<(&'static str, Bytes)> = Vec::with_capacity(1);
         for (_, s) in sessions.iter() {
             let name = s.transport.name();
@@ -283,7 +296,10 @@ impl ChannelInner {
     }
 
     fn deliver_reset(&self, reason: ResetReason) {
-        for (_, s) in lock(&self.sessions).iter() {
+        metrics::counter!(crate::metrics::BROKER_GAPS).increment(1);
+        let sessions = lock(&self.sessions);
+        crate::metrics::resets_sent(reason, sessions.len());
+        for (_, s) in sessions.iter() {
             s.shared.push(None, &s.transport.reset(reason));
         }
     }
@@ -311,6 +327,7 @@ impl Drop for Registration {
         if let Some(hub) = self.hub.upgrade() {
             hub.sessions.fetch_sub(1, Ordering::AcqRel);
         }
+        metrics::gauge!(crate::metrics::SESSIONS).decrement(1.0);
         if empty {
             self.channel.idle.notify_one();
         }

@@ -31,6 +31,7 @@ mod error;
 mod hub;
 mod id;
 mod manager;
+pub mod metrics;
 mod session;
 #[cfg(feature = "conformance")]
 pub mod sse_parser;

@@ -301,7 +301,18 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
 
     async fn publish_to(&self, topic: &Topic, event: &E) -> Result<EventId> {
         let message = self.encode(event)?;
-        self.inner.hub.broker().publish(topic, message).await
+        let result = self.inner.hub.broker().publish(topic, message).await;
+        match &result {
+            Ok(id) => {
+                metrics::counter!(crate::metrics::EVENTS_PUBLISHED).increment(1);
+                tracing::trace!(%topic, %id, "published");
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::PUBLISH_ERRORS).increment(1);
+                tracing::debug!(%topic, error = %e, "publish failed");
+            }
+        }
+        result
     }
 
     fn encode(&self, event: &E) -> Result<Message> {
@@ -414,15 +425,19 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         }
         let mut replayed = Vec::new();
         let mut resumed_from = None;
+        let mut reset = None;
         if let Some(raw) = options.last_event_id.as_deref() {
             match EventId::parse(raw) {
-                Err(_) => head.push(transport.reset(ResetReason::MalformedId)),
+                Err(_) => reset = Some(ResetReason::MalformedId),
                 Ok(_) if self.inner.hub.broker().capabilities().history.is_none() => {
-                    head.push(transport.reset(ResetReason::NoHistory));
+                    reset = Some(ResetReason::NoHistory);
                 }
                 Ok(id) => match self.inner.hub.broker().replay(topic, &id).await {
                     Ok(Replay::Events(events)) => {
                         resumed_from = Some(id);
+                        metrics::counter!(crate::metrics::REPLAYS).increment(1);
+                        metrics::counter!(crate::metrics::REPLAYED_EVENTS)
+                            .increment(events.len() as u64);
                         replayed = events
                             .into_iter()
                             .map(|e| {
@@ -431,13 +446,17 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
                             })
                             .collect();
                     }
-                    Ok(Replay::Gap) => head.push(transport.reset(ResetReason::OutOfWindow)),
+                    Ok(Replay::Gap) => reset = Some(ResetReason::OutOfWindow),
                     Err(e) => {
                         tracing::warn!(%topic, error = %e, "replay failed; sending reset");
-                        head.push(transport.reset(ResetReason::BrokerGap));
+                        reset = Some(ResetReason::BrokerGap);
                     }
                 },
             }
+        }
+        if let Some(reason) = reset {
+            crate::metrics::resets_sent(reason, 1);
+            head.push(transport.reset(reason));
         }
         shared.go_live(head, resumed_from, replayed);
         Ok(Session::new(

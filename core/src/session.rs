@@ -310,6 +310,10 @@ impl SessionShared {
 
 impl SessionState {
     fn close(&mut self, reason: CloseReason, discard: bool) {
+        if reason == CloseReason::Overflow {
+            metrics::counter!(crate::metrics::SLOW_CONSUMER_DISCONNECTS).increment(1);
+            tracing::debug!("session queue overflowed: disconnecting a slow consumer");
+        }
         self.closed = Some(reason);
         if discard {
             self.frames.clear();
