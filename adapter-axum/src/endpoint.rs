@@ -346,12 +346,22 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
 
     async fn respond(&self, parts: http::request::Parts) -> Response<SseBody> {
         let params = match self.router.at(parts.uri.path()) {
-            Ok(m) => PathParams(
-                m.params
+            // Captures are percent-decoded (browsers encode non-ASCII ids); what does not decode
+            // to UTF-8 is refused. Validation runs on the decoded text, so `%3A` is a `:`.
+            Ok(m) => {
+                let decoded: Option<Vec<(String, String)>> = m
+                    .params
                     .iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect(),
-            ),
+                    .map(|(k, v)| {
+                        let v = percent_encoding::percent_decode_str(v).decode_utf8().ok()?;
+                        Some((k.to_owned(), v.into_owned()))
+                    })
+                    .collect();
+                match decoded {
+                    Some(p) => PathParams(p.into()),
+                    None => return text(StatusCode::BAD_REQUEST, "invalid parameters\n"),
+                }
+            }
             Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
         };
         if parts.method != Method::GET && parts.method != Method::HEAD {

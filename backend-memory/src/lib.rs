@@ -34,7 +34,7 @@ use ssehub_core::{
     Broker, Capabilities, Delivery, Envelope, Error, EventId, Message, Replay, Result,
     Subscription, Topic,
 };
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 
 /// Builds a [`MemoryBroker`]; every setter documents its default.
 #[derive(Clone, Debug)]
@@ -95,7 +95,7 @@ impl MemoryBrokerBuilder {
                     topics: HashMap::new(),
                     last_sweep: Instant::now(),
                 }),
-                subscriptions: Arc::new(AtomicUsize::new(0)),
+                subscriptions: AtomicUsize::new(0),
             }),
         }
     }
@@ -111,7 +111,7 @@ struct Inner {
     epoch: u32,
     config: MemoryBrokerBuilder,
     state: Mutex<State>,
-    subscriptions: Arc<AtomicUsize>,
+    subscriptions: AtomicUsize,
 }
 
 struct State {
@@ -125,7 +125,8 @@ struct TopicState {
     history: VecDeque<(u64, Envelope)>,
     /// Every event of this topic after `floor` is still in `history`.
     floor: u64,
-    tx: broadcast::Sender<Envelope>,
+    /// Live subscriptions; each has its own queue, which grows only as needed.
+    subscribers: Vec<Arc<SubQueue>>,
     touched: Instant,
 }
 
@@ -190,16 +191,11 @@ impl MemoryBroker {
         state.last_sweep = now;
         state
             .topics
-            .retain(|_, t| t.tx.receiver_count() > 0 || now.duration_since(t.touched) < ttl);
+            .retain(|_, t| !t.subscribers.is_empty() || now.duration_since(t.touched) < ttl);
     }
 }
 
-fn topic_state<'a>(
-    state: &'a mut State,
-    topic: &Topic,
-    buffer: usize,
-    now: Instant,
-) -> &'a mut TopicState {
+fn topic_state<'a>(state: &'a mut State, topic: &Topic, now: Instant) -> &'a mut TopicState {
     let seq = state.seq;
     state
         .topics
@@ -207,7 +203,7 @@ fn topic_state<'a>(
         .or_insert_with(|| TopicState {
             history: VecDeque::new(),
             floor: seq,
-            tx: broadcast::channel(buffer).0,
+            subscribers: Vec::new(),
             touched: now,
         })
 }
@@ -233,7 +229,7 @@ impl Broker for MemoryBroker {
             event: message.event,
             data: message.data,
         };
-        let t = topic_state(&mut state, topic, self.inner.config.subscriber_buffer, now);
+        let t = topic_state(&mut state, topic, now);
         t.touched = now;
         if history > 0 {
             if t.history.len() == history
@@ -245,31 +241,30 @@ impl Broker for MemoryBroker {
         } else {
             t.floor = seq;
         }
-        // Sent under the lock, so every subscriber sees publish order.
-        let _ = t.tx.send(env.clone());
+        // Queued under the lock, so every subscriber sees publish order.
+        let buffer = self.inner.config.subscriber_buffer;
+        for sub in &t.subscribers {
+            sub.push(&env, buffer);
+        }
         Ok(env.id)
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<Subscription> {
         let now = Instant::now();
-        let rx = {
+        let queue = Arc::new(SubQueue::default());
+        {
             let mut state = self.lock();
             self.sweep(&mut state, now);
-            let t = topic_state(&mut state, topic, self.inner.config.subscriber_buffer, now);
+            let t = topic_state(&mut state, topic, now);
             t.touched = now;
-            t.tx.subscribe()
-        };
-        let guard = SubscriptionGuard::new(self.inner.subscriptions.clone());
+            t.subscribers.push(queue.clone());
+        }
+        let guard = SubscriptionGuard::new(Arc::downgrade(&self.inner), topic.clone(), queue);
         Ok(Box::pin(futures_util::stream::unfold(
-            (rx, guard),
-            |(mut rx, guard)| async move {
-                match rx.recv().await {
-                    Ok(env) => Some((Delivery::Event(env), (rx, guard))),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        Some((Delivery::Gap, (rx, guard)))
-                    }
-                    Err(broadcast::error::RecvError::Closed) => None,
-                }
+            guard,
+            |guard| async move {
+                let item = guard.queue.next().await?;
+                Some((item, guard))
             },
         )))
     }
@@ -311,18 +306,115 @@ impl Broker for MemoryBroker {
     }
 }
 
-struct SubscriptionGuard(Arc<AtomicUsize>);
+/// One subscription's queue of live events, bounded by `subscriber_buffer`: a subscriber that
+/// falls further behind loses the backlog and is told so with a [`Delivery::Gap`].
+#[derive(Default)]
+struct SubQueue {
+    state: Mutex<SubState>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct SubState {
+    items: VecDeque<Envelope>,
+    lagged: bool,
+    closed: bool,
+}
+
+impl SubQueue {
+    fn lock(&self) -> MutexGuard<'_, SubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, env: &Envelope, bound: usize) {
+        {
+            let mut st = self.lock();
+            if st.items.len() >= bound {
+                st.items.clear();
+                st.lagged = true;
+            } else {
+                st.items.push_back(env.clone());
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_one();
+    }
+
+    async fn next(&self) -> Option<Delivery> {
+        loop {
+            {
+                let mut st = self.lock();
+                if st.lagged {
+                    st.lagged = false;
+                    return Some(Delivery::Gap);
+                }
+                if let Some(env) = st.items.pop_front() {
+                    return Some(Delivery::Event(env));
+                }
+                if st.closed {
+                    return None;
+                }
+            }
+            // notify_one keeps a permit when nobody waits, so no wake-up is lost here.
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Counts a live subscription and removes it from its topic when dropped; when the last one of a
+/// topic without history goes, the topic goes too (so abandoned channels leave nothing behind).
+struct SubscriptionGuard {
+    inner: std::sync::Weak<Inner>,
+    topic: Topic,
+    queue: Arc<SubQueue>,
+}
 
 impl SubscriptionGuard {
-    fn new(count: Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        SubscriptionGuard(count)
+    fn new(inner: std::sync::Weak<Inner>, topic: Topic, queue: Arc<SubQueue>) -> Self {
+        if let Some(i) = inner.upgrade() {
+            i.subscriptions.fetch_add(1, Ordering::AcqRel);
+        }
+        SubscriptionGuard {
+            inner,
+            topic,
+            queue,
+        }
     }
 }
 
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        inner.subscriptions.fetch_sub(1, Ordering::AcqRel);
+        let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let remove = match state.topics.get_mut(&self.topic) {
+            Some(t) => {
+                t.subscribers.retain(|q| !Arc::ptr_eq(q, &self.queue));
+                t.subscribers.is_empty() && t.history.is_empty()
+            }
+            None => false,
+        };
+        if remove {
+            state.topics.remove(&self.topic);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The broker is gone: end every live subscription's stream.
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for t in state.topics.values() {
+            for q in &t.subscribers {
+                q.close();
+            }
+        }
     }
 }
 
@@ -338,6 +430,17 @@ mod tests {
         assert_eq!(b.seq_of(&id), Some(1));
         let other = MemoryBroker::new();
         assert_eq!(other.seq_of(&id), None);
+    }
+
+    #[tokio::test]
+    async fn topics_without_history_go_with_their_last_subscription() {
+        let b = MemoryBroker::new();
+        for i in 0..1000 {
+            let t = Topic::new(format!("t{i}")).unwrap();
+            drop(b.subscribe(&t).await.unwrap());
+        }
+        assert_eq!(b.topic_count(), 0);
+        assert_eq!(b.active_subscriptions(), 0);
     }
 
     #[tokio::test]

@@ -99,3 +99,14 @@ pub async fn wait_for_port(port: u16, limit: Duration) -> bool {
 
 pub mod chromium;
 pub mod proxy;
+pub mod sse_client;
+
+/// Send a signal (`"STOP"`, `"CONT"`, ...) to a process with the system's `kill` command.
+/// Freezing a broker with `STOP` makes a half-open peer: connected, silent.
+pub fn signal(pid: u32, name: &str) -> bool {
+    std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success())
+}

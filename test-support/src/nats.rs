@@ -82,6 +82,20 @@ impl NatsServer {
         self.port
     }
 
+    /// Freeze the process (SIGSTOP): its connections stay open but nothing answers.
+    pub fn freeze(&self) -> bool {
+        self.child
+            .as_ref()
+            .is_some_and(|c| crate::signal(c.id(), "STOP"))
+    }
+
+    /// Let a frozen process run again (SIGCONT).
+    pub fn thaw(&self) -> bool {
+        self.child
+            .as_ref()
+            .is_some_and(|c| crate::signal(c.id(), "CONT"))
+    }
+
     /// Kill the process (SIGKILL) and wait for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,5 +1,6 @@
 //! A loopback TCP proxy that injects faults between two peers: drop every connection, refuse
-//! new ones, add latency. It records the first bytes each client sent (request heads).
+//! new ones, add latency, throttle bandwidth, or blackhole (keep the sockets open but forward
+//! nothing, like a network gone silent). It records the first bytes each client sent.
 //!
 //! # Example
 //!
@@ -23,7 +24,10 @@ use tokio::task::JoinHandle;
 #[derive(Default)]
 struct Shared {
     refuse: AtomicBool,
+    blackhole: AtomicBool,
     latency_ms: AtomicU64,
+    /// Bytes per second in each direction; 0 = unlimited.
+    bandwidth: AtomicU64,
     conns: Mutex<Vec<JoinHandle<()>>>,
     heads: Mutex<Vec<String>>,
 }
@@ -104,6 +108,19 @@ impl TcpProxy {
         self.shared.latency_ms.store(ms, Ordering::Release);
     }
 
+    /// While set, nothing is forwarded in either direction and nothing is read, but every socket
+    /// stays open: the peers see a silent network (their writes eventually block).
+    pub fn blackhole(&self, on: bool) {
+        self.shared.blackhole.store(on, Ordering::Release);
+    }
+
+    /// Limit each direction of each connection to `bytes_per_second` (0: unlimited).
+    pub fn bandwidth(&self, bytes_per_second: u64) {
+        self.shared
+            .bandwidth
+            .store(bytes_per_second, Ordering::Release);
+    }
+
     /// The first chunk each client sent (for HTTP: the request head), in connection order.
     #[must_use]
     pub fn heads(&self) -> Vec<String> {
@@ -130,7 +147,8 @@ async fn pipe(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
         let mut buf = vec![0u8; 16 * 1024];
         let mut first = true;
         loop {
-            let n = match cr.read(&mut buf).await {
+            hold(&s_up).await;
+            let n = match cr.read(&mut buf[..chunk(&s_up)]).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
@@ -142,7 +160,7 @@ async fn pipe(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
                     .unwrap_or_else(|e| e.into_inner())
                     .push(head);
             }
-            delay(&s_up).await;
+            delay(&s_up, n).await;
             if sw.write_all(&buf[..n]).await.is_err() {
                 break;
             }
@@ -152,11 +170,12 @@ async fn pipe(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
     let down = async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            let n = match sr.read(&mut buf).await {
+            hold(&shared).await;
+            let n = match sr.read(&mut buf[..chunk(&shared)]).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            delay(&shared).await;
+            delay(&shared, n).await;
             if cw.write_all(&buf[..n]).await.is_err() {
                 break;
             }
@@ -166,9 +185,30 @@ async fn pipe(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
     tokio::join!(up, down);
 }
 
-async fn delay(shared: &Shared) {
+/// Wait while the proxy is a blackhole (polling; bounded by the test that set it).
+async fn hold(shared: &Shared) {
+    while shared.blackhole.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How much to read at once: small chunks when throttled, so the rate is smooth.
+fn chunk(shared: &Shared) -> usize {
+    match shared.bandwidth.load(Ordering::Acquire) {
+        0 => 16 * 1024,
+        bps => usize::try_from((bps / 20).clamp(1, 16 * 1024)).unwrap_or(16 * 1024),
+    }
+}
+
+/// Latency, plus the time `n` bytes take at the throttled bandwidth.
+async fn delay(shared: &Shared, n: usize) {
     let ms = shared.latency_ms.load(Ordering::Acquire);
-    if ms > 0 {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+    let bps = shared.bandwidth.load(Ordering::Acquire);
+    let mut wait = Duration::from_millis(ms);
+    if bps > 0 {
+        wait += Duration::from_secs_f64(n as f64 / bps as f64);
+    }
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
 }
