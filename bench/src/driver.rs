@@ -72,6 +72,18 @@ impl ServerProc {
         proc::cpu_seconds(self.child.id())
     }
 
+    /// System (kernel) CPU seconds so far.
+    #[must_use]
+    pub fn sys_cpu(&self) -> f64 {
+        proc::cpu_split(self.child.id()).1
+    }
+
+    /// Write system calls so far.
+    #[must_use]
+    pub fn write_syscalls(&self) -> u64 {
+        proc::io_counter(self.child.id(), "syscw")
+    }
+
     /// Peak RSS so far, KiB.
     #[must_use]
     pub fn peak_rss_kib(&self) -> u64 {
@@ -159,6 +171,12 @@ pub struct Run {
     pub cpu_s: f64,
     /// Deliveries per server CPU-second.
     pub deliveries_per_cpu_s: f64,
+    /// How long the publish request took (all events published), s.
+    pub publish_secs: f64,
+    /// Share of the server CPU spent in the kernel (system time).
+    pub sys_share: f64,
+    /// Server write system calls per delivery.
+    pub writes_per_delivery: f64,
     /// Publish→receive latency percentiles, µs.
     pub p50_us: u64,
     /// 99th percentile, µs.
@@ -204,6 +222,8 @@ pub async fn fanout(servers: &[ServerProc], f: &Fanout) -> Result<Run, Error> {
     };
     let per_sub = f.publish.count;
     let cpu0: f64 = servers.iter().map(ServerProc::cpu).sum();
+    let sys0: f64 = servers.iter().map(ServerProc::sys_cpu).sum();
+    let w0: u64 = servers.iter().map(ServerProc::write_syscalls).sum();
     let t0 = Instant::now();
     let deadline = t0 + f.timeout;
     let tasks: Vec<_> = conns
@@ -211,12 +231,14 @@ pub async fn fanout(servers: &[ServerProc], f: &Fanout) -> Result<Run, Error> {
         .map(|c| tokio::spawn(c.read_events(per_sub, deadline)))
         .collect();
     let answer = publish(addrs[0], &f.publish).await?;
+    let publish_secs = t0.elapsed().as_secs_f64();
     let mut run = Run {
         subscribers: f.subscribers,
         channels,
         events: per_sub,
         expected: f.subscribers as u64 * per_sub,
         errors: answer.errors,
+        publish_secs,
         ..Run::default()
     };
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
@@ -236,6 +258,8 @@ pub async fn fanout(servers: &[ServerProc], f: &Fanout) -> Result<Run, Error> {
         }
     }
     let cpu1: f64 = servers.iter().map(ServerProc::cpu).sum();
+    let sys1: f64 = servers.iter().map(ServerProc::sys_cpu).sum();
+    let w1: u64 = servers.iter().map(ServerProc::write_syscalls).sum();
     run.lost = run.expected.saturating_sub(run.delivered);
     run.secs = (last - t0).as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
@@ -243,6 +267,8 @@ pub async fn fanout(servers: &[ServerProc], f: &Fanout) -> Result<Run, Error> {
         run.deliveries_per_s = run.delivered as f64 / run.secs.max(1e-9);
         run.cpu_s = cpu1 - cpu0;
         run.deliveries_per_cpu_s = run.delivered as f64 / run.cpu_s.max(0.01);
+        run.sys_share = (sys1 - sys0) / run.cpu_s.max(0.01);
+        run.writes_per_delivery = (w1 - w0) as f64 / run.delivered.max(1) as f64;
     }
     run.p50_us = hist.value_at_quantile(0.50);
     run.p99_us = hist.value_at_quantile(0.99);

@@ -533,11 +533,11 @@ fn table(runs: &[Run], targets: &[Target]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| sc | server | run | subs | delivered/expected | deliveries/s | ratio | server CPU s | deliveries/CPU-s | ratio | p50 us | p99 us | p99.9 us | peak RSS MiB |"
+        "| sc | server | run | subs | delivered/expected | deliveries/s | ratio | server CPU s | deliveries/CPU-s | ratio | kernel share | writes/delivery | p50 us | p99 us | p99.9 us | peak RSS MiB |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in runs {
         let base = if r.server == "ssehub" {
@@ -554,7 +554,7 @@ fn table(runs: &[Run], targets: &[Target]) -> String {
         if r.scenario == 3 {
             let _ = writeln!(
                 s,
-                "| 3 | {} | idle | {} | - | - | - | - | - | - | - | - | - | {:.1} |",
+                "| 3 | {} | idle | {} | - | - | - | - | - | - | - | - | - | - | - | {:.1} |",
                 r.server,
                 r.subscribers,
                 r.peak_rss_kib as f64 / 1024.0
@@ -563,7 +563,7 @@ fn table(runs: &[Run], targets: &[Target]) -> String {
         }
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {}/{} | {:.0} | {} | {:.2} | {:.0} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {} | {} | {}/{} | {:.0} | {} | {:.2} | {:.0} | {} | {:.0}% | {:.2} | {} | {} | {} | {:.1} |",
             r.scenario,
             r.server,
             r.label,
@@ -575,10 +575,21 @@ fn table(runs: &[Run], targets: &[Target]) -> String {
             r.cpu_s,
             r.deliveries_per_cpu_s,
             r2,
+            r.sys_share * 100.0,
+            r.writes_per_delivery,
             r.p50_us,
             r.p99_us,
             r.p999_us,
             r.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    for r in runs.iter().filter(|r| r.scenario == 5) {
+        #[allow(clippy::cast_precision_loss)]
+        let per = r.publish_secs * 1e6 / r.events.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "\nscenario 5 {}: publishing took {:.3} s ({per:.0} us per event, one publisher awaiting each publish)",
+            r.label, r.publish_secs
         );
     }
     for r in runs.iter().filter(|r| !r.note.is_empty()) {
