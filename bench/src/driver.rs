@@ -1,0 +1,330 @@
+//! The load generator's scenarios: start servers as child processes, open subscribers, publish
+//! through `POST /publish`, verify every delivery and measure.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::client::{self, Conn};
+use crate::proc;
+use crate::server::{Kind, PublishAnswer, PublishParams, Stats};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// One server under test, a child process of the load generator.
+#[derive(Debug)]
+pub struct ServerProc {
+    /// Which server.
+    pub kind: Kind,
+    child: Child,
+    port: u16,
+}
+
+impl ServerProc {
+    /// Re-exec `exe --serve KIND --port P --backend B` and wait until it listens.
+    pub async fn start(
+        exe: &PathBuf,
+        kind: Kind,
+        backend: &str,
+        metrics: bool,
+    ) -> Result<Self, Error> {
+        let port = ssehub_test_support::free_port();
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--serve",
+            kind.as_str(),
+            "--port",
+            &port.to_string(),
+            "--backend",
+            backend,
+        ]);
+        if metrics {
+            cmd.arg("--metrics");
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let server = ServerProc { kind, child, port };
+        if !ssehub_test_support::wait_for_port(port, Duration::from_secs(20)).await {
+            return Err(format!("{} server did not listen on {port}", kind.as_str()).into());
+        }
+        Ok(server)
+    }
+
+    /// Its address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// CPU seconds used so far.
+    #[must_use]
+    pub fn cpu(&self) -> f64 {
+        proc::cpu_seconds(self.child.id())
+    }
+
+    /// System (kernel) CPU seconds so far.
+    #[must_use]
+    pub fn sys_cpu(&self) -> f64 {
+        proc::cpu_split(self.child.id()).1
+    }
+
+    /// Write system calls so far.
+    #[must_use]
+    pub fn write_syscalls(&self) -> u64 {
+        proc::io_counter(self.child.id(), "syscw")
+    }
+
+    /// Peak RSS so far, KiB.
+    #[must_use]
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc::status_kib(self.child.id(), "VmHWM")
+    }
+
+    /// Current RSS, KiB.
+    #[must_use]
+    pub fn rss_kib(&self) -> u64 {
+        proc::status_kib(self.child.id(), "VmRSS")
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request with `Connection: close`; the body of the answer.
+async fn request(addr: SocketAddr, method: &str, path: &str) -> Result<String, Error> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(format!("{method} {path}: {}", text.lines().next().unwrap_or("")).into());
+    }
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
+
+async fn publish(addr: SocketAddr, p: &PublishParams) -> Result<PublishAnswer, Error> {
+    let q = format!(
+        "/publish?channel={}&channels={}&count={}&rate={}&pad={}",
+        p.channel, p.channels, p.count, p.rate, p.pad
+    );
+    Ok(serde_json::from_str(&request(addr, "POST", &q).await?)?)
+}
+
+async fn stats(addr: SocketAddr) -> Result<Stats, Error> {
+    Ok(serde_json::from_str(
+        &request(addr, "GET", "/stats").await?,
+    )?)
+}
+
+/// The measurements of one run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Run {
+    /// Scenario number (1..6; 0 for the chart's runs).
+    pub scenario: u32,
+    /// What this run is (server, backend, variant).
+    pub label: String,
+    /// `ssehub` or `baseline`.
+    pub server: String,
+    /// Subscribers measured.
+    pub subscribers: usize,
+    /// Channels.
+    pub channels: usize,
+    /// Events per channel.
+    pub events: u64,
+    /// Deliveries expected (subscribers × events).
+    pub expected: u64,
+    /// Deliveries received.
+    pub delivered: u64,
+    /// Deliveries missing.
+    pub lost: u64,
+    /// Deliveries received twice or out of order.
+    pub duplicates: u64,
+    /// Connection or publish errors.
+    pub errors: u64,
+    /// From the publish request to the last delivery, s.
+    pub secs: f64,
+    /// Deliveries per second.
+    pub deliveries_per_s: f64,
+    /// Server CPU (user + system, all server processes) during the run, s.
+    pub cpu_s: f64,
+    /// Deliveries per server CPU-second.
+    pub deliveries_per_cpu_s: f64,
+    /// How long the publish request took (all events published), s.
+    pub publish_secs: f64,
+    /// Share of the server CPU spent in the kernel (system time).
+    pub sys_share: f64,
+    /// Server write system calls per delivery.
+    pub writes_per_delivery: f64,
+    /// Publish→receive latency percentiles, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// Peak RSS of the server process(es), KiB.
+    pub peak_rss_kib: u64,
+    /// Server memory per idle connection, KiB (scenario 3).
+    pub kib_per_conn: f64,
+    /// Free-form notes (slow consumer outcome, memory slope).
+    pub note: String,
+}
+
+/// What one fan-out run does.
+#[derive(Clone, Debug)]
+pub struct Fanout {
+    /// Paths subscribed, round robin (e.g. one per channel).
+    pub paths: Vec<String>,
+    /// Subscribers (round robin over paths and servers).
+    pub subscribers: usize,
+    /// What to publish.
+    pub publish: PublishParams,
+    /// Add one subscriber that never reads (scenario 6).
+    pub slow: bool,
+    /// Give up waiting after this long.
+    pub timeout: Duration,
+}
+
+/// Run one fan-out against `servers` (published through the first).
+pub async fn fanout(servers: &[ServerProc], f: &Fanout) -> Result<Run, Error> {
+    let addrs: Vec<SocketAddr> = servers.iter().map(ServerProc::addr).collect();
+    let conns = client::open_many(&addrs, &f.paths, f.subscribers, 250).await?;
+    let slow: Option<Conn> = if f.slow {
+        Some(client::connect(addrs[0], &f.paths[0], Some(4096)).await?)
+    } else {
+        None
+    };
+    let channels = if f.publish.channels == 0 {
+        1
+    } else {
+        f.publish.channels
+    };
+    let per_sub = f.publish.count;
+    let cpu0: f64 = servers.iter().map(ServerProc::cpu).sum();
+    let sys0: f64 = servers.iter().map(ServerProc::sys_cpu).sum();
+    let w0: u64 = servers.iter().map(ServerProc::write_syscalls).sum();
+    let t0 = Instant::now();
+    let deadline = t0 + f.timeout;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|c| tokio::spawn(c.read_events(per_sub, deadline)))
+        .collect();
+    let answer = publish(addrs[0], &f.publish).await?;
+    let publish_secs = t0.elapsed().as_secs_f64();
+    let mut run = Run {
+        subscribers: f.subscribers,
+        channels,
+        events: per_sub,
+        expected: f.subscribers as u64 * per_sub,
+        errors: answer.errors,
+        publish_secs,
+        ..Run::default()
+    };
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut last = t0;
+    for t in tasks {
+        let r = t.await?;
+        run.delivered += r.events;
+        run.duplicates += r.duplicates;
+        if r.error.is_some() {
+            run.errors += 1;
+        }
+        if let Some(at) = r.last_at {
+            last = last.max(at);
+        }
+        for us in r.latencies_us {
+            hist.saturating_record(u64::from(us).max(1));
+        }
+    }
+    let cpu1: f64 = servers.iter().map(ServerProc::cpu).sum();
+    let sys1: f64 = servers.iter().map(ServerProc::sys_cpu).sum();
+    let w1: u64 = servers.iter().map(ServerProc::write_syscalls).sum();
+    run.lost = run.expected.saturating_sub(run.delivered);
+    run.secs = (last - t0).as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    {
+        run.deliveries_per_s = run.delivered as f64 / run.secs.max(1e-9);
+        run.cpu_s = cpu1 - cpu0;
+        run.deliveries_per_cpu_s = run.delivered as f64 / run.cpu_s.max(0.01);
+        run.sys_share = (sys1 - sys0) / run.cpu_s.max(0.01);
+        run.writes_per_delivery = (w1 - w0) as f64 / run.delivered.max(1) as f64;
+    }
+    run.p50_us = hist.value_at_quantile(0.50);
+    run.p99_us = hist.value_at_quantile(0.99);
+    run.p999_us = hist.value_at_quantile(0.999);
+    run.peak_rss_kib = servers.iter().map(ServerProc::peak_rss_kib).sum();
+    if let Some(conn) = slow {
+        let st = stats(addrs[0]).await?;
+        // Now read what the slow one was sent: a prefix of the events, then the end.
+        let r = conn
+            .read_events(per_sub, Instant::now() + Duration::from_secs(15))
+            .await;
+        let cut = r.ended && r.events < per_sub && r.gaps == 0;
+        run.note = format!(
+            "slow subscriber: got {} of {} events, stream ended: {}, server-side cut-offs: {} -> {}",
+            r.events,
+            per_sub,
+            r.ended,
+            st.slow_disconnects,
+            if cut { "cut off" } else { "NOT cut off" }
+        );
+        // Being cut off depends on sizes (the smoke run is too small to overflow anything), so
+        // it is a target, not an error; what the slow one did get must be a clean prefix.
+        if r.duplicates > 0 || r.gaps > 0 || r.error.is_some() {
+            run.errors += 1;
+        }
+    }
+    Ok(run)
+}
+
+/// Memory per idle connection: RSS at `low` and at `high` connections on one channel.
+pub async fn idle(server: &ServerProc, low: usize, high: usize) -> Result<Run, Error> {
+    let addrs = [server.addr()];
+    let paths = ["/sse/idle".to_owned()];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss0 = server.rss_kib();
+    let mut conns = client::open_many(&addrs, &paths, low, 250).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_low = server.rss_kib();
+    conns.extend(client::open_many(&addrs, &paths, high - low, 250).await?);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let rss_high = server.rss_kib();
+    let st = stats(server.addr()).await?;
+    #[allow(clippy::cast_precision_loss)]
+    let per_conn = (rss_high.saturating_sub(rss_low)) as f64 / (high - low) as f64;
+    let errors = u64::from(st.sessions != high);
+    drop(conns);
+    Ok(Run {
+        subscribers: high,
+        channels: 1,
+        peak_rss_kib: server.peak_rss_kib(),
+        errors,
+        note: format!(
+            "RSS {rss0} KiB idle, {rss_low} KiB at {low}, {rss_high} KiB at {high}: {per_conn:.2} KiB per connection; server sessions {}",
+            st.sessions
+        ),
+        kib_per_conn: per_conn,
+        ..Run::default()
+    })
+}

@@ -1,0 +1,358 @@
+//! The two servers under test, run as child processes (`ssehub-load --serve ...`).
+//!
+//! Both serve the same routes and publish the same events:
+//!
+//! - `GET /sse/{channel}` — the SSE stream of one channel.
+//! - `POST /publish?channel=C&channels=K&count=N&rate=R&pad=P` — publish `count` events to
+//!   channel `C` (or to each of channels `0..K`), `rate` rounds per second (0: as fast as
+//!   possible); each event's data is `{"n":<seq>,"t":<publish time, ns since the epoch>,"pad":..}`.
+//! - `GET /stats` — `{"sessions":..,"slow_disconnects":..}`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Json};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use ssehub_axum::{PathParams, SseEndpoint, WriteTimeoutListener};
+use ssehub_core::{Broker, ChannelManager};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+/// The event both servers publish.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchEvent {
+    /// Sequence number within the channel, from 0.
+    pub n: u64,
+    /// Publish time, nanoseconds since the Unix epoch (taken just before publishing).
+    pub t: u64,
+    /// Padding to the requested event size.
+    pub pad: &'static str,
+}
+
+/// The queue bound of both servers: ssehub's default session queue (1,024 events) and the
+/// baseline's broadcast capacity.
+pub const QUEUE_EVENTS: usize = 1024;
+
+/// Nanoseconds since the Unix epoch (the realtime clock both processes share).
+#[must_use]
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Query of `POST /publish`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct PublishParams {
+    /// The channel to publish to (when `channels` is 0).
+    #[serde(default)]
+    pub channel: String,
+    /// Publish to each of channels `"0"`..`"K-1"` instead.
+    #[serde(default)]
+    pub channels: usize,
+    /// Events per channel.
+    pub count: u64,
+    /// Rounds per second; 0 publishes as fast as possible.
+    #[serde(default)]
+    pub rate: f64,
+    /// Bytes of padding per event.
+    #[serde(default)]
+    pub pad: usize,
+}
+
+/// Answer of `POST /publish`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct PublishAnswer {
+    /// Events accepted.
+    pub published: u64,
+    /// Publishes that failed.
+    pub errors: u64,
+}
+
+/// Answer of `GET /stats`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Stats {
+    /// Open sessions.
+    pub sessions: usize,
+    /// Sessions cut off at their queue bound.
+    pub slow_disconnects: u64,
+}
+
+trait Publisher: Send + Sync + 'static {
+    fn publish(
+        &self,
+        channel: &str,
+        event: &BenchEvent,
+    ) -> impl std::future::Future<Output = bool> + Send;
+}
+
+fn pad_str(len: usize) -> &'static str {
+    static PADS: Mutex<Vec<(usize, &'static str)>> = Mutex::new(Vec::new());
+    let mut pads = PADS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = pads.iter().find(|(l, _)| *l == len) {
+        return s;
+    }
+    let s: &'static str = Box::leak("x".repeat(len).into_boxed_str());
+    pads.push((len, s));
+    s
+}
+
+async fn run_publish<P: Publisher>(p: &P, q: PublishParams) -> PublishAnswer {
+    let pad = pad_str(q.pad);
+    let names: Vec<String> = if q.channels == 0 {
+        vec![q.channel.clone()]
+    } else {
+        (0..q.channels).map(|c| c.to_string()).collect()
+    };
+    let start = tokio::time::Instant::now();
+    let mut answer = PublishAnswer::default();
+    for n in 0..q.count {
+        if q.rate > 0.0 {
+            #[allow(clippy::cast_precision_loss)]
+            let at = start + Duration::from_secs_f64(n as f64 / q.rate);
+            tokio::time::sleep_until(at).await;
+        }
+        for name in &names {
+            let event = BenchEvent {
+                n,
+                t: now_ns(),
+                pad,
+            };
+            if p.publish(name, &event).await {
+                answer.published += 1;
+            } else {
+                answer.errors += 1;
+            }
+        }
+    }
+    answer
+}
+
+// ---------------------------------------------------------------- ssehub
+
+#[derive(Clone)]
+struct Hub {
+    manager: ChannelManager<BenchEvent>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl Publisher for Hub {
+    async fn publish(&self, channel: &str, event: &BenchEvent) -> bool {
+        self.manager.publish(channel, event).await.is_ok()
+    }
+}
+
+async fn hub_publish(State(h): State<Hub>, Query(q): Query<PublishParams>) -> Json<PublishAnswer> {
+    Json(run_publish(&h, q).await)
+}
+
+async fn hub_stats(State(h): State<Hub>) -> Json<Stats> {
+    let slow_disconnects = h.metrics.as_ref().map_or(0, |m| {
+        m.render()
+            .lines()
+            .find(|l| l.starts_with(ssehub_core::metrics::SLOW_CONSUMER_DISCONNECTS))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    });
+    Json(Stats {
+        sessions: h.manager.total_sessions(),
+        slow_disconnects,
+    })
+}
+
+/// The app a user builds with ssehub: a `ChannelManager` and an `SseEndpoint`, like the demo.
+fn ssehub_app(broker: Arc<dyn Broker>, metrics: bool) -> Result<Router, ssehub_core::Error> {
+    let manager = ChannelManager::<BenchEvent>::builder_dyn(broker)
+        .key_prefix("bench")
+        .build()?;
+    let cleanup = manager.clone();
+    let endpoint = SseEndpoint::new(manager.clone(), "/sse/{channel}")?
+        .resource(|p: &PathParams| p.get("channel").unwrap_or_default().to_owned())
+        .on_disconnect(move |p: &PathParams| {
+            cleanup.cleanup_if_empty(p.get("channel").unwrap_or_default());
+        });
+    let metrics = if metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .ok()
+    } else {
+        None
+    };
+    let state = Hub { manager, metrics };
+    Ok(Router::new()
+        .route("/publish", post(hub_publish))
+        .route("/stats", get(hub_stats))
+        .with_state(state)
+        .merge(endpoint.into_router()))
+}
+
+// ---------------------------------------------------------------- baseline
+
+/// One channel of the baseline: event id and JSON, shared.
+type Tx = broadcast::Sender<(u64, Arc<str>)>;
+
+/// What a competent user writes by hand: one `tokio::sync::broadcast` per channel, JSON
+/// serialized once per publish, one axum `Event` per subscriber.
+#[derive(Clone, Default)]
+struct Baseline {
+    channels: Arc<Mutex<HashMap<String, Tx>>>,
+    next_id: Arc<AtomicU64>,
+    sessions: Arc<AtomicUsize>,
+    lagged: Arc<AtomicU64>,
+}
+
+impl Baseline {
+    fn sender(&self, channel: &str) -> Tx {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(channel.to_owned())
+            .or_insert_with(|| broadcast::channel(QUEUE_EVENTS).0)
+            .clone()
+    }
+}
+
+impl Publisher for Baseline {
+    async fn publish(&self, channel: &str, event: &BenchEvent) -> bool {
+        let Ok(json) = serde_json::to_string(event) else {
+            return false;
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let tx = self
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(channel)
+            .cloned();
+        if let Some(tx) = tx {
+            // No receiver is not an error: nobody listens.
+            let _ = tx.send((id, json.into()));
+        }
+        true
+    }
+}
+
+struct SessionGuard(Arc<AtomicUsize>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn baseline_sse(
+    State(b): State<Baseline>,
+    Path(channel): Path<String>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = b.sender(&channel).subscribe();
+    b.sessions.fetch_add(1, Ordering::AcqRel);
+    let guard = SessionGuard(b.sessions.clone());
+    let lagged = b.lagged.clone();
+    let retry = futures_util::stream::once(async {
+        Ok::<_, Infallible>(Event::default().retry(Duration::from_secs(3)))
+    });
+    // A receiver that lagged has lost events: end its stream so the client reconnects (the
+    // same policy as ssehub's default).
+    let live = tokio_stream::StreamExt::map_while(BroadcastStream::new(rx), move |r| {
+        let _keep = &guard;
+        match r {
+            Ok((id, json)) => Some(Ok(Event::default().id(id.to_string()).data(&*json))),
+            Err(BroadcastStreamRecvError::Lagged(_)) => {
+                lagged.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    });
+    Sse::new(futures_util::StreamExt::chain(retry, live)).keep_alive(KeepAlive::default())
+}
+
+async fn baseline_publish(
+    State(b): State<Baseline>,
+    Query(q): Query<PublishParams>,
+) -> Json<PublishAnswer> {
+    Json(run_publish(&b, q).await)
+}
+
+async fn baseline_stats(State(b): State<Baseline>) -> impl IntoResponse {
+    Json(Stats {
+        sessions: b.sessions.load(Ordering::Acquire),
+        slow_disconnects: b.lagged.load(Ordering::Relaxed),
+    })
+}
+
+fn baseline_app() -> Router {
+    Router::new()
+        .route("/sse/{channel}", get(baseline_sse))
+        .route("/publish", post(baseline_publish))
+        .route("/stats", get(baseline_stats))
+        .with_state(Baseline::default())
+}
+
+// ---------------------------------------------------------------- process entry
+
+/// Which server `--serve` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Kind {
+    /// ssehub: `ChannelManager` + `SseEndpoint`.
+    Ssehub,
+    /// axum `Sse` + `broadcast`, by hand.
+    Baseline,
+}
+
+impl Kind {
+    /// The name used on the command line and in reports.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ssehub => "ssehub",
+            Kind::Baseline => "baseline",
+        }
+    }
+}
+
+async fn broker(url: &str) -> Result<Arc<dyn Broker>, Box<dyn std::error::Error>> {
+    if url == "memory" {
+        return Ok(Arc::new(ssehub_memory::MemoryBroker::new()));
+    }
+    if url.starts_with("redis://") {
+        return Ok(Arc::new(ssehub_redis::RedisBroker::connect(url).await?));
+    }
+    if url.starts_with("nats://") {
+        return Ok(Arc::new(ssehub_nats::NatsBroker::connect(url).await?));
+    }
+    Err(format!("unknown backend {url:?}").into())
+}
+
+/// Run one server until killed (the body of `ssehub-load --serve KIND --port P ...`).
+pub async fn serve(
+    kind: Kind,
+    port: u16,
+    backend: &str,
+    metrics: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    crate::raise_fd_limit();
+    let app = match kind {
+        Kind::Ssehub => ssehub_app(broker(backend).await?, metrics)?,
+        Kind::Baseline => baseline_app(),
+    };
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    // As the demo does: close connections of clients that stopped reading. Both servers get it.
+    // TCP_NODELAY on every connection (both servers): without it, Nagle's algorithm and the
+    // client's delayed ACK hold back small SSE writes by up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let listener = WriteTimeoutListener::new(listener, Duration::from_secs(10));
+    axum::serve(listener, app).await?;
+    Ok(())
+}
