@@ -16,6 +16,9 @@
 //! - `GET /api/comments/{discussionId}` — the current count as JSON (what a page refetches
 //!   after a `reset`).
 //! - `GET /metrics` — ssehub's metrics in the Prometheus text format.
+//! - `GET /react/` — the React + TanStack Query demo (`@ssehub/client`'s hooks), served from
+//!   `clients/typescript/demo/dist` once built (`cd clients/typescript && npm ci &&
+//!   npm run build:demo`); `SSEHUB_REACT_DIST` points elsewhere.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,15 +32,20 @@ use axum::{Json, Router};
 use serde::Serialize;
 use ssehub::{Broker, ChannelManager, PathParams, SseEndpoint};
 
+// Its TypeScript twin, `clients/typescript/src/generated/CommentEvent.ts`, is generated from
+// this definition by `tests/ts_types.rs` (`SSEHUB_WRITE_TS=1 cargo test --test ts_types`). ts-rs
+// names the type after serde's `rename` (it is also the tag's value); the test renames it.
 /// 1. The event type — serialized as `{type, discussionId, commentCount, timestamp}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ts_rs::TS)]
 #[serde(tag = "type", rename = "comment-added", rename_all = "camelCase")]
 pub struct CommentEvent {
     /// The discussion the comment was added to.
     pub discussion_id: String,
     /// The discussion's comment count after the addition.
+    #[ts(type = "number")]
     pub comment_count: u64,
     /// When, in milliseconds since the Unix epoch.
+    #[ts(type = "number")]
     pub timestamp: u64,
 }
 
@@ -122,7 +130,34 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/metrics", get(render_metrics))
         .route_service(state.endpoint.pattern(), state.endpoint.clone())
+        .merge(react_demo())
         .with_state(state)
+}
+
+/// Where the built React demo lives: `SSEHUB_REACT_DIST`, else `clients/typescript/demo/dist`.
+pub fn react_dist() -> std::path::PathBuf {
+    std::env::var_os("SSEHUB_REACT_DIST").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/typescript/demo/dist"),
+        Into::into,
+    )
+}
+
+/// `GET /react/…`: the built React demo, or a page saying how to build it.
+fn react_demo<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let dist = react_dist();
+    if dist.join("index.html").is_file() {
+        return Router::new().nest_service("/react", tower_http::services::ServeDir::new(dist));
+    }
+    let msg = format!(
+        "The React demo has not been built: {} is missing.\n\n\
+         Build it with:\n  cd clients/typescript && npm ci && npm run build:demo\n",
+        dist.join("index.html").display()
+    );
+    let not_built = get(move || async move { (axum::http::StatusCode::NOT_FOUND, msg) });
+    Router::new()
+        .route("/react", not_built.clone())
+        .route("/react/", not_built.clone())
+        .route("/react/{*rest}", not_built)
 }
 
 async fn page() -> Html<&'static str> {

@@ -1,0 +1,16 @@
+import { QueryClient, QueryClientProvider } from '@tanstack/react-query';
+import { StrictMode } from 'react';
+import { createRoot } from 'react-dom/client';
+
+import { App } from './App';
+
+const queryClient = new QueryClient();
+const id = new URLSearchParams(location.search).get('discussion') || '123';
+
+createRoot(document.getElementById('root')!).render(
+  <StrictMode>
+    <QueryClientProvider client={queryClient}>
+      <App discussionId={id} />
+    </QueryClientProvider>
+  </StrictMode>,
+);

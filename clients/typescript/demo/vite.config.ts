@@ -1,0 +1,24 @@
+import { fileURLToPath } from 'node:url';
+
+import react from '@vitejs/plugin-react';
+import { defineConfig } from 'vite';
+
+// The React demo, served by the comments example at /react/ (`npm run build:demo`).
+// `npm run dev:demo` proxies the API to a comments example on 127.0.0.1:3000.
+export default defineConfig({
+  root: fileURLToPath(new URL('.', import.meta.url)),
+  base: '/react/',
+  plugins: [react()],
+  resolve: {
+    alias: {
+      '@ssehub/client': fileURLToPath(new URL('../src/index.ts', import.meta.url)),
+    },
+  },
+  build: {
+    outDir: 'dist',
+    emptyOutDir: true,
+  },
+  server: {
+    proxy: { '/api': 'http://127.0.0.1:3000' },
+  },
+});

@@ -1,0 +1,160 @@
+/**
+ * React hooks with the API of `@enalmada/start-streaming/client`: `useSSEConnection` and
+ * `useSSEQueryInvalidation` (TanStack Query), over the shared connections of {@link connect}.
+ */
+
+import { hashKey, useQueryClient, type QueryKey } from '@tanstack/react-query';
+import { useEffect, useRef, useState } from 'react';
+
+import {
+  connect,
+  type EventMeta,
+  type EventSourceConstructor,
+  type ResetInfo,
+} from './core.js';
+
+/** Options of {@link useSSEConnection}. */
+export interface UseSSEConnectionOptions<TEvent> {
+  /** The SSE endpoint URL. */
+  endpoint: string;
+  /** Called with each event. */
+  onEvent: (event: TEvent, meta: EventMeta) => void;
+  /** Called when the connection opens or drops. */
+  onConnectionChange?: (connected: boolean) => void;
+  /** Called on connection errors and unparseable events. */
+  onError?: (error: unknown) => void;
+  /** Called when the server could not replay what was missed (or a reconnect did not resume). */
+  onReset?: (reset: ResetInfo) => void;
+  /** Whether to connect (default: true). */
+  enabled?: boolean;
+  /** Named SSE events to receive besides `message`. */
+  eventTypes?: readonly string[];
+  /** The `EventSource` constructor (default: the global one). */
+  EventSource?: EventSourceConstructor;
+}
+
+/** What the hooks return. */
+export interface SSEConnectionState {
+  /** Whether the (shared) connection is open. */
+  connected: boolean;
+}
+
+/** Keep the latest value in a ref, so callbacks can change without reconnecting. */
+function useLatest<T>(value: T): { readonly current: T } {
+  const ref = useRef(value);
+  ref.current = value;
+  return ref;
+}
+
+/**
+ * Connect to an SSE endpoint while the component is mounted (and `enabled`); reconnects only
+ * when `endpoint`, `enabled` or `eventTypes` change. Callbacks may change on every render.
+ */
+export function useSSEConnection<TEvent = unknown>(
+  options: UseSSEConnectionOptions<TEvent>,
+): SSEConnectionState {
+  const { endpoint, enabled = true, EventSource } = options;
+  const latest = useLatest(options);
+  const [connected, setConnected] = useState(false);
+  const typesKey = (options.eventTypes ?? []).join('\n');
+
+  useEffect(() => {
+    if (!enabled) {
+      setConnected(false);
+      return undefined;
+    }
+    const sub = connect<TEvent>(endpoint, {
+      eventTypes: typesKey ? typesKey.split('\n') : [],
+      ...(EventSource ? { EventSource } : {}),
+      onEvent: (event, meta) => latest.current.onEvent(event, meta),
+      onConnectionChange: (c) => {
+        setConnected(c);
+        latest.current.onConnectionChange?.(c);
+      },
+      onError: (e) => latest.current.onError?.(e),
+      onReset: (r) => latest.current.onReset?.(r),
+    });
+    setConnected(sub.connected);
+    return () => {
+      sub.close();
+      setConnected(false);
+    };
+  }, [endpoint, enabled, typesKey, EventSource, latest]);
+
+  return { connected };
+}
+
+/** Options of {@link useSSEQueryInvalidation}. */
+export interface UseSSEQueryInvalidationOptions<TEvent> {
+  /** The SSE endpoint URL. */
+  endpoint: string;
+  /** Query keys to invalidate on each event: a list, or a function of the event. */
+  queryKeys: readonly QueryKey[] | ((event: TEvent) => readonly QueryKey[]);
+  /** Called when the connection opens or drops. */
+  onConnectionChange?: (connected: boolean) => void;
+  /** Called on connection errors and unparseable events. */
+  onError?: (error: unknown) => void;
+  /** Called on a reset, after every registered query key was invalidated. */
+  onReset?: (reset: ResetInfo) => void;
+  /** Whether to connect (default: true). */
+  enabled?: boolean;
+  /** Named SSE events that also invalidate, besides `message`. */
+  eventTypes?: readonly string[];
+  /** The `EventSource` constructor (default: the global one). */
+  EventSource?: EventSourceConstructor;
+}
+
+/**
+ * Invalidate TanStack Query keys when events arrive.
+ *
+ * Beyond the seed: when the server sends `reset` (it could not replay what this page missed)
+ * or a reconnect could not resume, EVERY key this hook has registered — the static list, and
+ * every key a `queryKeys` function returned so far — is invalidated, so the page never stays
+ * stale.
+ */
+export function useSSEQueryInvalidation<TEvent = unknown>(
+  options: UseSSEQueryInvalidationOptions<TEvent>,
+): SSEConnectionState {
+  const queryClient = useQueryClient();
+  const latest = useLatest(options);
+  // Every key this hook invalidated or was given, by TanStack's own key hash.
+  const registered = useRef(new Map<string, QueryKey>());
+  const endpointRef = useRef(options.endpoint);
+  if (endpointRef.current !== options.endpoint) {
+    // Keys of another endpoint's events are not this stream's business any more.
+    endpointRef.current = options.endpoint;
+    registered.current = new Map();
+  }
+
+  const register = (keys: readonly QueryKey[]): void => {
+    for (const k of keys) registered.current.set(hashKey(k), k);
+  };
+  if (typeof options.queryKeys !== 'function') register(options.queryKeys);
+
+  const invalidate = (keys: Iterable<QueryKey>): void => {
+    for (const queryKey of keys) {
+      void queryClient.invalidateQueries({ queryKey });
+    }
+  };
+
+  return useSSEConnection<TEvent>({
+    endpoint: options.endpoint,
+    enabled: options.enabled ?? true,
+    ...(options.eventTypes ? { eventTypes: options.eventTypes } : {}),
+    ...(options.EventSource ? { EventSource: options.EventSource } : {}),
+    onEvent: (event) => {
+      const qk = latest.current.queryKeys;
+      const keys = typeof qk === 'function' ? qk(event) : qk;
+      register(keys);
+      invalidate(keys);
+    },
+    onConnectionChange: (c) => latest.current.onConnectionChange?.(c),
+    onError: (e) => latest.current.onError?.(e),
+    onReset: (reset) => {
+      const qk = latest.current.queryKeys;
+      if (typeof qk !== 'function') register(qk);
+      invalidate(registered.current.values());
+      latest.current.onReset?.(reset);
+    },
+  });
+}

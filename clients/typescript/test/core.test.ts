@@ -1,0 +1,208 @@
+// The framework-free core against the real comments example, with the npm `eventsource`
+// package as the EventSource (a real SSE client).
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import { afterEach, describe, expect, it } from 'vitest';
+
+import { connect, openConnectionCount, type ResetInfo, type Subscription } from '../src/core.js';
+import type { CommentEvent } from '../src/generated/CommentEvent.js';
+import { addComment, base, countingEventSource, ES, uniqueId, waitFor } from './helpers.js';
+
+const subs: Subscription[] = [];
+afterEach(() => {
+  for (const s of subs.splice(0)) s.close();
+});
+
+describe('connect', () => {
+  it('delivers the typed initial event, then published events with ids', async () => {
+    const id = uniqueId('core');
+    const events: { event: CommentEvent; lastEventId: string }[] = [];
+    const states: boolean[] = [];
+    subs.push(
+      connect<CommentEvent>(`${base()}/api/sse/comments/${id}`, {
+        EventSource: ES,
+        onEvent: (event, meta) => events.push({ event, lastEventId: meta.lastEventId }),
+        onConnectionChange: (c) => states.push(c),
+      }),
+    );
+    await waitFor(() => events.length === 1, 10_000, 'the initial event');
+    expect(events[0]?.event).toMatchObject({ type: 'comment-added', discussionId: id, commentCount: 0 });
+    expect(events[0]?.lastEventId).toBe('');
+    expect(states).toEqual([true]);
+    expect(subs[0]?.connected).toBe(true);
+
+    await addComment(id);
+    await addComment(id);
+    await waitFor(() => events.length === 3, 10_000, 'two published events');
+    expect(events.map((e) => e.event.commentCount)).toEqual([0, 1, 2]);
+    expect(events[1]?.lastEventId).not.toBe('');
+    expect(events[2]?.lastEventId).not.toBe(events[1]?.lastEventId);
+  });
+
+  it('shares one EventSource per endpoint and closes it with the last subscriber', async () => {
+    const id = uniqueId('shared');
+    const { Ctor, created } = countingEventSource();
+    const endpoint = `${base()}/api/sse/comments/${id}`;
+    const a: number[] = [];
+    const b: number[] = [];
+    let bConnected = false;
+    const subA = connect<CommentEvent>(endpoint, { EventSource: Ctor, onEvent: (e) => a.push(e.commentCount) });
+    await waitFor(() => a.length === 1, 10_000, 'A initial');
+    const subB = connect<CommentEvent>(endpoint, {
+      EventSource: Ctor,
+      onEvent: (e) => b.push(e.commentCount),
+      onConnectionChange: (c) => {
+        bConnected = c;
+      },
+    });
+    // A late subscriber learns the connection is already open.
+    await waitFor(() => bConnected, 2_000, 'B told it is connected');
+    expect(created()).toHaveLength(1);
+    expect(openConnectionCount(Ctor)).toBe(1);
+
+    await addComment(id);
+    await waitFor(() => a.length === 2 && b.length === 1, 10_000, 'both got the comment');
+    expect(a).toEqual([0, 1]);
+    expect(b).toEqual([1]);
+
+    subA.close();
+    await addComment(id);
+    await waitFor(() => b.length === 2, 10_000, 'B still receives');
+    expect(a).toEqual([0, 1]);
+    expect(created()[0]?.readyState).not.toBe(2);
+
+    subB.close();
+    expect(created()[0]?.readyState).toBe(2); // CLOSED
+    expect(openConnectionCount(Ctor)).toBe(0);
+
+    // A new subscriber opens a fresh connection.
+    subs.push(connect(endpoint, { EventSource: Ctor, onEvent: () => {} }));
+    expect(created()).toHaveLength(2);
+  });
+
+  it('calls onReset when the server cannot replay what the client missed', async () => {
+    const id = uniqueId('reset');
+    const resets: ResetInfo[] = [];
+    const events: CommentEvent[] = [];
+    subs.push(
+      connect<CommentEvent>(`${base()}/api/sse/comments/${id}?lastEventId=not-an-id-of-this-server`, {
+        EventSource: ES,
+        onEvent: (e) => events.push(e),
+        onReset: (r) => resets.push(r),
+      }),
+    );
+    await waitFor(() => resets.length === 1, 10_000, 'the reset');
+    expect(resets[0]?.reason).toMatch(/^(out-of-window|malformed-id)$/);
+    // The reset is not passed to onEvent as if it were a CommentEvent.
+    expect(events.every((e) => e.type === 'comment-added')).toBe(true);
+  });
+});
+
+// A tiny SSE server for what the comments example never sends: named events, bad JSON, and a
+// connection dropped before any event with an id.
+function tinyServer(handle: (res: ServerResponse, n: number, lastEventId: string | undefined) => void) {
+  let n = 0;
+  const server = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    const last = req.headers['last-event-id'];
+    handle(res, n++, Array.isArray(last) ? last[0] : last);
+  });
+  return new Promise<{ url: string; close: () => void }>((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      resolve({
+        url: `http://127.0.0.1:${port}/`,
+        close: () => {
+          server.closeAllConnections();
+          server.close();
+        },
+      });
+    });
+  });
+}
+
+describe('connect (protocol details)', () => {
+  it('delivers listed named events, and reports data that is not JSON', async () => {
+    const srv = await tinyServer((res) => {
+      res.write('retry: 60000\n\n');
+      res.write('event: vote-changed\nid: 1\ndata: {"type":"vote-changed","yes":2}\n\n');
+      res.write('event: ignored\nid: 2\ndata: {"type":"ignored"}\n\n');
+      res.write('id: 3\ndata: not json\n\n');
+      res.write('id: 4\ndata: {"type":"comment-added"}\n\n');
+    });
+    try {
+      const got: { type: string; meta: string }[] = [];
+      const errors: unknown[] = [];
+      subs.push(
+        connect<{ type: string }>(srv.url, {
+          EventSource: ES,
+          eventTypes: ['vote-changed'],
+          onEvent: (e, meta) => got.push({ type: e.type, meta: meta.type }),
+          onError: (e) => errors.push(e),
+        }),
+      );
+      await waitFor(() => got.length === 2, 5_000, 'two events');
+      expect(got).toEqual([
+        { type: 'vote-changed', meta: 'vote-changed' },
+        { type: 'comment-added', meta: 'message' },
+      ]);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toBeInstanceOf(SyntaxError);
+    } finally {
+      srv.close();
+    }
+  });
+
+  it('treats a reconnect without an id to resume from as a reset', async () => {
+    const srv = await tinyServer((res, n) => {
+      res.write('retry: 50\n\n');
+      res.write(`data: {"n":${n}}\n\n`); // an initial event, without id
+      if (n === 0) setTimeout(() => res.destroy(), 50);
+    });
+    try {
+      const resets: ResetInfo[] = [];
+      const states: boolean[] = [];
+      const events: { n: number }[] = [];
+      subs.push(
+        connect<{ n: number }>(srv.url, {
+          EventSource: ES,
+          onEvent: (e) => events.push(e),
+          onReset: (r) => resets.push(r),
+          onConnectionChange: (c) => states.push(c),
+        }),
+      );
+      await waitFor(() => resets.length === 1 && events.length === 2, 5_000, 'the reconnect');
+      expect(resets[0]?.reason).toBe('not-resumed');
+      expect(states).toEqual([true, false, true]);
+    } finally {
+      srv.close();
+    }
+  });
+
+  it('does not report a reset when the reconnect resumes from an id', async () => {
+    const heads: (string | undefined)[] = [];
+    const srv = await tinyServer((res, n, last) => {
+      heads.push(last);
+      res.write('retry: 50\n\n');
+      res.write(`id: ${n + 1}\ndata: {"n":${n}}\n\n`);
+      if (n === 0) setTimeout(() => res.destroy(), 50);
+    });
+    try {
+      const resets: ResetInfo[] = [];
+      const events: { n: number }[] = [];
+      subs.push(
+        connect<{ n: number }>(srv.url, {
+          EventSource: ES,
+          onEvent: (e) => events.push(e),
+          onReset: (r) => resets.push(r),
+        }),
+      );
+      await waitFor(() => events.length === 2, 5_000, 'the reconnect');
+      expect(heads).toEqual([undefined, '1']);
+      expect(resets).toEqual([]);
+    } finally {
+      srv.close();
+    }
+  });
+});
