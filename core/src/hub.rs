@@ -280,34 +280,43 @@ impl ChannelInner {
         let sessions = lock(&self.sessions);
         let _span = tracing::trace_span!("ssehub.deliver", topic = %self.topic, id = %env.id, sessions = sessions.len()).entered();
         metrics::counter!(crate::metrics::EVENTS_DELIVERED).increment(sessions.len() as u64);
-        let mut frames: Vec<(&'static str, Bytes)> = Vec::with_capacity(1);
-        for (_, s) in sessions.iter() {
-            let name = s.transport.name();
-            let frame = match frames.iter().find(|(n, _)| *n == name) {
-                Some((_, f)) => f.clone(),
-                None => {
-                    let f = s.transport.event(Some(&env.id), &env.event, &env.data);
-                    frames.push((name, f.clone()));
-                    f
-                }
-            };
-            s.shared.push(Some(&env.id), &frame);
-        }
+        fan_out(&sessions, Some(&env.id), |t| {
+            t.event(Some(&env.id), &env.event, &env.data)
+        });
     }
 
     fn deliver_reset(&self, reason: ResetReason) {
         metrics::counter!(crate::metrics::BROKER_GAPS).increment(1);
         let sessions = lock(&self.sessions);
         crate::metrics::resets_sent(reason, sessions.len());
-        for (_, s) in sessions.iter() {
-            s.shared.push(None, &s.transport.reset(reason));
-        }
+        fan_out(&sessions, None, |t| t.reset(reason));
     }
 
     fn close_all(&self, reason: CloseReason) {
         for (_, s) in lock(&self.sessions).iter() {
             s.shared.close(reason, None, true);
         }
+    }
+}
+
+/// Push one frame to every session, framing it once per transport in use (not per session).
+fn fan_out(
+    sessions: &Slab<SessionEntry>,
+    id: Option<&crate::id::EventId>,
+    frame_for: impl Fn(&dyn Transport) -> Bytes,
+) {
+    let mut frames: Vec<(&'static str, Bytes)> = Vec::with_capacity(1);
+    for (_, s) in sessions.iter() {
+        let name = s.transport.name();
+        let frame = match frames.iter().find(|(n, _)| *n == name) {
+            Some((_, f)) => f.clone(),
+            None => {
+                let f = frame_for(s.transport.as_ref());
+                frames.push((name, f.clone()));
+                f
+            }
+        };
+        s.shared.push(id, &frame);
     }
 }
 
