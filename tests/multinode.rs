@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use ssehub::Broker;
-use ssehub::sse_parser::{ParsedEvent, SseParser};
+use ssehub::sse_parser::ParsedEvent;
+use ssehub_test_support::sse_client::SseClient;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -27,45 +27,23 @@ async fn node(broker: Arc<dyn Broker>) -> (SocketAddr, comments::AppState) {
     (addr, state)
 }
 
-struct Client {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    parser: SseParser,
-    events: std::collections::VecDeque<ParsedEvent>,
+/// Open a stream and consume its initial event.
+async fn open(addr: SocketAddr, id: &str, last: Option<&str>) -> SseClient {
+    let headers: Vec<(&str, &str)> = last.map(|l| ("last-event-id", l)).into_iter().collect();
+    let mut c = SseClient::connect(addr, &format!("/api/sse/comments/{id}"), &headers)
+        .await
+        .unwrap();
+    assert_eq!(c.status(), 200);
+    let initial = next(&mut c).await;
+    assert!(
+        initial.id.is_none() || last.is_some(),
+        "initial event first"
+    );
+    c
 }
 
-impl Client {
-    async fn open(addr: SocketAddr, id: &str, last: Option<&str>) -> Self {
-        let mut req = reqwest::Client::new().get(format!("http://{addr}/api/sse/comments/{id}"));
-        if let Some(last) = last {
-            req = req.header("Last-Event-ID", last);
-        }
-        let res = req.send().await.unwrap();
-        assert_eq!(res.status(), 200);
-        let mut c = Client {
-            body: Box::pin(res.bytes_stream()),
-            parser: SseParser::new(),
-            events: Default::default(),
-        };
-        let initial = c.next().await;
-        assert!(
-            initial.id.is_none() || last.is_some(),
-            "initial event first"
-        );
-        c
-    }
-
-    async fn next(&mut self) -> ParsedEvent {
-        while self.events.is_empty() {
-            let chunk = tokio::time::timeout(WAIT, self.body.next())
-                .await
-                .expect("data in time")
-                .expect("stream open")
-                .unwrap();
-            self.parser.feed(&chunk);
-            self.events.extend(self.parser.take_events());
-        }
-        self.events.pop_front().unwrap()
-    }
+async fn next(c: &mut SseClient) -> ParsedEvent {
+    c.next_event().await.expect("event in time")
 }
 
 fn count(e: &ParsedEvent) -> u64 {
@@ -88,7 +66,7 @@ async fn two_nodes_share_events_and_resume(a: Arc<dyn Broker>, b: Arc<dyn Broker
     let (addr_a, state_a) = node(a).await;
     let (addr_b, _state_b) = node(b).await;
     let id = ssehub::conformance::unique_id("multinode");
-    let mut on_a = Client::open(addr_a, &id, None).await;
+    let mut on_a = open(addr_a, &id, None).await;
     // Published on B, received on A, in order.
     let mut sent = Vec::new();
     for _ in 0..20 {
@@ -97,7 +75,7 @@ async fn two_nodes_share_events_and_resume(a: Arc<dyn Broker>, b: Arc<dyn Broker
     let mut got = Vec::new();
     let mut last_id = String::new();
     for _ in 0..20 {
-        let e = on_a.next().await;
+        let e = next(&mut on_a).await;
         last_id = e.id.clone().unwrap();
         got.push(count(&e));
     }
@@ -113,17 +91,17 @@ async fn two_nodes_share_events_and_resume(a: Arc<dyn Broker>, b: Arc<dyn Broker
     for _ in 0..10 {
         missed.push(post(addr_a, &id).await);
     }
-    let mut on_b = Client::open(addr_b, &id, Some(&last_id)).await;
+    let mut on_b = open(addr_b, &id, Some(&last_id)).await;
     let mut replayed = Vec::new();
     for _ in 0..10 {
-        let e = on_b.next().await;
+        let e = next(&mut on_b).await;
         assert_eq!(e.event, "message", "resumed, not reset");
         replayed.push(count(&e));
     }
     assert_eq!(replayed, missed, "exactly the missed events, in order");
     // And live again afterwards, with nothing extra in between.
     let after = post(addr_a, &id).await;
-    assert_eq!(count(&on_b.next().await), after);
+    assert_eq!(count(&next(&mut on_b).await), after);
 }
 
 #[cfg(feature = "redis")]
