@@ -17,6 +17,7 @@
 //! # }
 //! ```
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -94,8 +95,6 @@ impl<I> WriteTimeoutIo<I> {
         }
     }
 }
-
-use std::future::Future as _;
 
 impl<I: AsyncRead + Unpin> AsyncRead for WriteTimeoutIo<I> {
     fn poll_read(

@@ -15,6 +15,7 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -408,5 +409,3 @@ impl Stream for Session {
         Poll::Pending
     }
 }
-
-use std::future::Future as _;
