@@ -1,8 +1,10 @@
-//! Fault tests: kill the test's own `nats-server -js` during a publishing burst and restart it.
+//! Fault tests: kill the test's own `nats-server -js` during a publishing burst and restart it,
+//! or freeze it (SIGSTOP: its sockets stay open, nothing answers) and let it run again.
 //!
 //! Every wait is bounded; nothing asserts on how long anything took.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -17,6 +19,7 @@ async fn broker(url: &str, mode: Mode) -> NatsBroker {
         .prefix("faults")
         .mode(mode)
         .timeout(Duration::from_secs(1))
+        .ping_interval(Duration::from_millis(500))
         .build()
         .await
         .expect("connect")
@@ -77,8 +80,28 @@ struct Burst {
     errors: usize,
 }
 
+/// How the test takes the server away.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// SIGKILL, then start it again on the same port and store.
+    Kill,
+    /// SIGSTOP until the clients' pings have dropped their half-open connections, then SIGCONT.
+    Freeze,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_resumes_without_loss_after_a_server_restart() {
+    jetstream_outage(Fault::Kill).await;
+}
+
+/// A frozen server is detected (publishes fail with temporary errors, health fails, the pings
+/// drop the half-open connection) and after SIGCONT the subscription resumes without loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_detects_a_frozen_server_and_resumes_without_loss() {
+    jetstream_outage(Fault::Freeze).await;
+}
+
+async fn jetstream_outage(fault: Fault) {
     let Some(mut server) = NatsServer::start(NatsOptions::default()).await else {
         return;
     };
@@ -126,7 +149,16 @@ async fn jetstream_resumes_without_loss_after_a_server_restart() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    server.kill();
+    let connects = subscriber
+        .client()
+        .statistics()
+        .connects
+        .load(Ordering::Relaxed);
+    let started = tokio::time::Instant::now();
+    match fault {
+        Fault::Kill => server.kill(),
+        Fault::Freeze => assert!(server.freeze(), "SIGSTOP nats-server"),
+    }
     let deadline = tokio::time::Instant::now() + WAIT;
     while !poll(&|b| b.errors >= 3) {
         assert!(
@@ -135,8 +167,36 @@ async fn jetstream_resumes_without_loss_after_a_server_restart() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let health = tokio::time::timeout(WAIT, publisher.health())
+        .await
+        .expect("health must answer (not hang) while the server is away");
+    assert!(health.is_err(), "health must fail while the server is away");
+    eprintln!(
+        "{fault:?}: outage detected (publishes and health failing) after {:?}",
+        started.elapsed()
+    );
     let ok_before = burst.lock().expect("lock").ok.len();
-    server.restart().await.expect("restart nats-server");
+    match fault {
+        Fault::Kill => server.restart().await.expect("restart nats-server"),
+        Fault::Freeze => {
+            // Three unanswered pings (500 ms apart) drop the half-open connection.
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while subscriber.client().connection_state() == async_nats::connection::State::Connected
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the half-open connection to a frozen server was never dropped"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            eprintln!(
+                "Freeze: half-open connection dropped after {:?}",
+                started.elapsed()
+            );
+            assert!(server.thaw(), "SIGCONT nats-server");
+        }
+    }
+    let back = tokio::time::Instant::now();
     let deadline = tokio::time::Instant::now() + WAIT;
     while !poll(&|b| b.ok.len() >= ok_before + 50) {
         assert!(
@@ -145,6 +205,10 @@ async fn jetstream_resumes_without_loss_after_a_server_restart() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    eprintln!(
+        "{fault:?}: publishing again {:?} after the server came back",
+        back.elapsed()
+    );
     stop.store(true, std::sync::atomic::Ordering::Release);
     task.await.expect("publisher task");
     let ok = std::mem::take(&mut burst.lock().expect("lock").ok);
@@ -186,10 +250,30 @@ async fn jetstream_resumes_without_loss_after_a_server_restart() {
         publisher.id_order(first, last),
         Some(std::cmp::Ordering::Less)
     );
+    assert!(
+        subscriber
+            .client()
+            .statistics()
+            .connects
+            .load(Ordering::Relaxed)
+            > connects,
+        "the subscriber must have reconnected"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_mode_reports_a_gap_after_a_server_restart() {
+    core_outage(Fault::Kill).await;
+}
+
+/// Core NATS keeps nothing: a frozen server is detected by the pings, reported as a gap, and
+/// live events flow again after SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_mode_reports_a_gap_for_a_frozen_server() {
+    core_outage(Fault::Freeze).await;
+}
+
+async fn core_outage(fault: Fault) {
     let Some(mut server) = NatsServer::start(NatsOptions::default()).await else {
         return;
     };
@@ -208,14 +292,36 @@ async fn core_mode_reports_a_gap_after_a_server_restart() {
             Delivery::Gap => panic!("gap before the outage"),
         }
     }
-    server.kill();
-    publish_during_outage(&publisher, &topic, &mut next).await;
+    match fault {
+        Fault::Kill => server.kill(),
+        Fault::Freeze => assert!(server.freeze(), "SIGSTOP nats-server"),
+    }
+    if fault == Fault::Kill {
+        publish_during_outage(&publisher, &topic, &mut next).await;
+    }
     assert_eq!(
         next_delivery(&mut sub).await,
         Delivery::Gap,
         "core mode must report the outage as a gap"
     );
-    server.restart().await.expect("restart nats-server");
+    if fault == Fault::Freeze {
+        // A core publish is fire-and-forget: while the half-open connection still looks alive
+        // it only fills the socket, so it may be `Ok`. Once the pings dropped the connection,
+        // every publish fails.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while publisher.client().connection_state() == async_nats::connection::State::Connected {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the publisher's half-open connection was never dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        publish_during_outage(&publisher, &topic, &mut next).await;
+    }
+    match fault {
+        Fault::Kill => server.restart().await.expect("restart nats-server"),
+        Fault::Freeze => assert!(server.thaw(), "SIGCONT nats-server"),
+    }
     // After the reconnect (and resubscribe), live events flow again. Publish until one arrives:
     // the subscriber's resubscription may land a moment after the publisher's reconnect.
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -151,6 +151,7 @@ pub struct RedisConfig {
     presence_ttl: Duration,
     subscriber_buffer: usize,
     reconnect_max_delay: Duration,
+    ping_interval: Duration,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -180,6 +181,8 @@ impl fmt::Debug for RedisConfig {
             .field("health_timeout", &self.health_timeout)
             .field("presence_ttl", &self.presence_ttl)
             .field("subscriber_buffer", &self.subscriber_buffer)
+            .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("ping_interval", &self.ping_interval)
             .finish()
     }
 }
@@ -216,6 +219,7 @@ impl RedisConfig {
             presence_ttl: Duration::from_secs(60),
             subscriber_buffer: 4096,
             reconnect_max_delay: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(5),
         }
     }
 
@@ -281,6 +285,15 @@ impl RedisConfig {
     /// doubles from 50 ms up to this). Default: 2 seconds.
     pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
         self.reconnect_max_delay = delay.max(Duration::from_millis(50));
+        self
+    }
+
+    /// How often the subscriber connection, which otherwise only receives, pings the server. A
+    /// server that stops answering (frozen process, half-open connection, silent network) is
+    /// noticed within this interval plus the connect and response timeouts; the subscriber
+    /// then reconnects and fills what it missed from the stream. Default: 5 seconds.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval.max(Duration::from_millis(10));
         self
     }
 
@@ -1185,7 +1198,7 @@ impl Actor {
         con: &mut MultiplexedConnection,
         pushes: &mut mpsc::UnboundedReceiver<PushInfo>,
     ) -> Outcome {
-        let mut ping = tokio::time::interval(Duration::from_secs(5));
+        let mut ping = tokio::time::interval(self.config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         loop {

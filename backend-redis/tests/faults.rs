@@ -1,5 +1,9 @@
-//! Fault tests: each starts its own `redis-server`, kills it during a publishing burst and
-//! restarts it on the same port. The shared server is never touched.
+//! Fault tests: each starts its own `redis-server` and, during a publishing burst, kills and
+//! restarts it on the same port, freezes it (SIGSTOP: connections stay open, nothing answers),
+//! or makes it disconnect us for reading too slowly. The shared server is never touched.
+//!
+//! Every wait is bounded; nothing asserts on how long anything took (durations are printed for
+//! RELIABILITY.md).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,16 +30,58 @@ fn own_server(persistent: bool) -> Option<RedisServer> {
 }
 
 async fn broker(url: &str) -> RedisBroker {
+    broker_pinging(url, Duration::from_millis(500)).await
+}
+
+async fn broker_pinging(url: &str, ping: Duration) -> RedisBroker {
     RedisBroker::builder(url)
         .expect("url")
         .key_prefix("ssehub-faults")
         .history(10_000)
         .connect_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(1))
+        .health_timeout(Duration::from_secs(1))
+        .ping_interval(ping)
         .reconnect_max_delay(Duration::from_millis(200))
         .connect()
         .await
         .expect("connect")
+}
+
+/// A plain connection to the test's own server, for `CONFIG`, `INFO` and `CLIENT LIST`.
+async fn admin(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection")
+}
+
+/// Ids of the server's pub/sub clients (the brokers' subscriber connections).
+async fn pubsub_clients(con: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(con)
+        .await
+        .expect("client list");
+    let mut ids: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// How the test takes the server away.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// SIGKILL, then start it again on the same port and dir.
+    Kill,
+    /// SIGSTOP for a while, then SIGCONT: a half-open connection, nothing lost on the server.
+    Freeze,
 }
 
 async fn next(sub: &mut Subscription) -> Delivery {
@@ -91,11 +137,13 @@ async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
     }
 }
 
-/// Kill the server mid-burst, restart it, and check what reached the subscriptions.
-async fn kill_and_restart(
+/// Take the server away mid-burst (`fault`), bring it back, and wait until the broker has
+/// recovered; returns what the burst saw and two subscriptions to check.
+async fn outage(
     server: &mut RedisServer,
     broker: &RedisBroker,
     topic: &Topic,
+    fault: Fault,
 ) -> (Burst, Vec<Subscription>) {
     let subs = vec![
         broker.subscribe(topic).await.expect("subscribe"),
@@ -109,17 +157,36 @@ async fn kill_and_restart(
         burst.lock().await.ok.len() >= 50
     })
     .await;
-    server.kill();
+    let started = tokio::time::Instant::now();
+    match fault {
+        Fault::Kill => server.kill(),
+        Fault::Freeze => assert!(server.freeze(), "SIGSTOP redis-server"),
+    }
     let before = burst.lock().await.ok.len();
+    // Detection: publishes fail (time out) instead of hanging, and health reports the outage.
+    let errors = if fault == Fault::Freeze { 3 } else { 10 };
     wait_until("publishes failing during the outage", async || {
-        burst.lock().await.errors.len() >= 10
+        burst.lock().await.errors.len() >= errors
     })
     .await;
-    assert!(
-        broker.health().await.is_err(),
-        "health must fail while redis is down"
+    let health = tokio::time::timeout(WAIT, broker.health())
+        .await
+        .expect("health must answer (not hang) while redis is away");
+    assert!(health.is_err(), "health must fail while redis is away");
+    eprintln!(
+        "{fault:?}: outage detected (publishes failing, health failing) after {:?}",
+        started.elapsed()
     );
-    server.restart().expect("restart redis");
+    match fault {
+        Fault::Kill => server.restart().expect("restart redis"),
+        Fault::Freeze => {
+            // Stay frozen past the subscriber's ping interval plus its timeouts, so its
+            // half-open connection is noticed and dropped too.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert!(server.thaw(), "SIGCONT redis-server");
+        }
+    }
+    let thawed = tokio::time::Instant::now();
     wait_until("50 publishes after the restart", async || {
         burst.lock().await.ok.len() >= before + 50
     })
@@ -128,6 +195,10 @@ async fn kill_and_restart(
         broker.health().await.is_ok()
     })
     .await;
+    eprintln!(
+        "{fault:?}: healthy again {:?} after the server came back",
+        thawed.elapsed()
+    );
     // Health means the subscriber is back and caught up: publish some more after it.
     let recovered = burst.lock().await.ok.len();
     wait_until("publishes after recovery", async || {
@@ -156,15 +227,26 @@ async fn restart_with_appendfsync_always_loses_nothing() {
     };
     let broker = broker(&server.url()).await;
     let topic = unique_topic("durable");
-    let (burst, mut subs) = kill_and_restart(&mut server, &broker, &topic).await;
+    let (burst, mut subs) = outage(&mut server, &broker, &topic, Fault::Kill).await;
+    assert_everything_arrived(&broker, &topic, &burst, &mut subs).await;
+}
+
+/// Every Ok-published event of `burst` reached every subscription, in order, with no gap, and
+/// is still in the history.
+async fn assert_everything_arrived(
+    broker: &RedisBroker,
+    topic: &Topic,
+    burst: &Burst,
+    subs: &mut [Subscription],
+) {
     let failed: std::collections::HashSet<u64> = burst.errors.iter().copied().collect();
-    for sub in &mut subs {
+    for sub in subs.iter_mut() {
         // Every Ok-published event arrives, in order. A publish that failed may still have
         // been applied (the reply was lost with the connection), so it may arrive too.
         let mut expected = burst.ok.iter().peekable();
         while let Some((n, id)) = expected.peek() {
             match next(sub).await {
-                Delivery::Gap => panic!("gap with appendfsync always"),
+                Delivery::Gap => panic!("gap although the server kept every event"),
                 Delivery::Event(env) => {
                     let got: u64 = std::str::from_utf8(&env.data)
                         .expect("utf-8")
@@ -185,14 +267,14 @@ async fn restart_with_appendfsync_always_loses_nothing() {
     }
     // History survived too: replay from the first id answers every later Ok-published event.
     let (_, first) = &burst.ok[0];
-    match broker.replay(&topic, first).await.expect("replay") {
+    match broker.replay(topic, first).await.expect("replay") {
         Replay::Events(events) => {
             let ids: std::collections::HashSet<_> = events.iter().map(|e| e.id.clone()).collect();
             for (n, id) in &burst.ok[1..] {
                 assert!(ids.contains(id), "event {n} missing from history");
             }
         }
-        Replay::Gap => panic!("history lost with appendfsync always"),
+        Replay::Gap => panic!("history lost although the server kept it"),
     }
 }
 
@@ -203,7 +285,7 @@ async fn restart_without_persistence_yields_gap() {
     };
     let broker = broker(&server.url()).await;
     let topic = unique_topic("volatile");
-    let (burst, mut subs) = kill_and_restart(&mut server, &broker, &topic).await;
+    let (burst, mut subs) = outage(&mut server, &broker, &topic, Fault::Kill).await;
     let before_kill: EventId = burst.ok[0].1.clone();
     for sub in &mut subs {
         // Events up to the kill arrive; then the history is gone with the server: a gap.
@@ -243,4 +325,101 @@ async fn restart_without_persistence_yields_gap() {
             }
         }
     }
+}
+
+/// A frozen server (SIGSTOP: its sockets stay open, nothing answers) is detected: publishes fail
+/// with temporary errors instead of hanging, health fails, and the subscriber's pings notice its
+/// half-open connection and drop it. After SIGCONT the broker reconnects, fills what the
+/// subscriptions missed from the stream, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_is_detected_and_recovered_without_loss() {
+    let Some(mut server) = own_server(false) else {
+        return;
+    };
+    let broker = broker(&server.url()).await;
+    let mut admin_con = admin(&server).await;
+    let topic = unique_topic("frozen");
+    let before = pubsub_clients(&mut admin_con).await;
+    assert_eq!(
+        before.len(),
+        1,
+        "the broker's subscriber connection: {before:?}"
+    );
+    let (burst, mut subs) = outage(&mut server, &broker, &topic, Fault::Freeze).await;
+    assert_everything_arrived(&broker, &topic, &burst, &mut subs).await;
+    // The half-open subscriber connection was noticed and replaced by a new one.
+    let now = pubsub_clients(&mut admin_con).await;
+    assert_eq!(
+        now.len(),
+        1,
+        "one subscriber connection per broker: {now:?}"
+    );
+    assert_ne!(
+        now, before,
+        "the subscriber connection must have been replaced"
+    );
+}
+
+/// Redis drops a subscriber that reads too slowly (`client-output-buffer-limit pubsub`). Here
+/// the subscribing broker reaches Redis through a proxy throttled to 16 KiB/s while another
+/// broker publishes 4 MiB directly; Redis disconnects it, it reconnects and fills from the
+/// stream, and its subscription receives every event in order with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_disconnected_for_reading_too_slowly_loses_nothing() {
+    let Some(server) = own_server(false) else {
+        return;
+    };
+    let mut admin_con = admin(&server).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 256kb 64kb 1")
+        .query_async(&mut admin_con)
+        .await
+        .expect("config set");
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], server.port()));
+    let proxy = ssehub_test_support::proxy::TcpProxy::start(upstream)
+        .await
+        .expect("proxy");
+    // A long ping interval: the subscriber's own pings (stuck behind the backlog) must not
+    // drop the connection first; Redis is the one to cut it here.
+    let subscriber = broker_pinging(
+        &format!("redis://{}", proxy.addr()),
+        Duration::from_secs(600),
+    )
+    .await;
+    let publisher = broker(&server.url()).await;
+    let topic = unique_topic("slow-reader");
+    let mut sub = subscriber.subscribe(&topic).await.expect("subscribe");
+
+    proxy.bandwidth(16 * 1024);
+    let payload = "x".repeat(4096);
+    let mut ids = Vec::new();
+    for n in 0..1000u64 {
+        let id = publisher
+            .publish(&topic, Message::new(format!("{n}:{payload}")))
+            .await
+            .expect("publish (direct connection)");
+        ids.push(id);
+    }
+    const CUT: &str = "for overcoming of output buffer limits";
+    wait_until("redis disconnecting the slow subscriber", async || {
+        server.log().contains(CUT)
+    })
+    .await;
+    proxy.bandwidth(0);
+    for (n, id) in ids.iter().enumerate() {
+        match next(&mut sub).await {
+            Delivery::Gap => panic!("gap after a slow-reader disconnect (history holds it all)"),
+            Delivery::Event(env) => {
+                assert_eq!(&env.id, id, "event {n} out of order, missing or repeated");
+                let data = std::str::from_utf8(&env.data).expect("utf-8");
+                assert_eq!(data.split(':').next(), Some(n.to_string().as_str()));
+            }
+        }
+    }
+    let dropped = server.log().matches(CUT).count();
+    eprintln!(
+        "slow reader: redis disconnected the subscriber {dropped} time(s); 1000/1000 events arrived in order"
+    );
 }

@@ -159,6 +159,12 @@ impl RedisServer {
         self.port
     }
 
+    /// What the server wrote to its log file so far (empty when it cannot be read).
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
     /// Freeze the process (SIGSTOP): its connections stay open but nothing answers.
     pub fn freeze(&self) -> bool {
         self.child
