@@ -69,7 +69,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{NatsError, boxed};
 use crate::subject::{
-    escape_token, topic_subject, unescape_token, valid_prefix, valid_stream_name,
+    escape_token, subject_topic, topic_subject, unescape_token, valid_prefix, valid_stream_name,
 };
 
 /// Header carrying the (escaped) event name.
@@ -550,6 +550,28 @@ impl Inner {
         *self.epoch.write().unwrap_or_else(|e| e.into_inner()) = epoch;
     }
 
+    /// A message to ourselves through the server: when it returns, the server has processed
+    /// everything this connection sent before it (a flush only empties our socket buffer).
+    async fn round_trip(&self) -> Result<()> {
+        let probe = async {
+            let subject = self.client.new_inbox();
+            let mut sub = self
+                .client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| NatsError::Subscribe(boxed(e)))?;
+            self.client
+                .publish(subject, Bytes::from_static(b"probe"))
+                .await
+                .map_err(|e| NatsError::Publish(boxed(e)))?;
+            sub.next().await.ok_or(NatsError::ProbeTimeout)?;
+            Ok::<(), Error>(())
+        };
+        tokio::time::timeout(self.config.timeout, probe)
+            .await
+            .map_err(|_| Error::from(NatsError::ProbeTimeout))?
+    }
+
     fn presence_root(&self) -> String {
         format!("_ssehub_presence.{}", self.config.prefix)
     }
@@ -602,7 +624,7 @@ impl Inner {
                 if msg.payload.as_ref() == inner.node.as_bytes() {
                     continue; // our own request
                 }
-                let Some(topic) = topic_of_presence(&inner.presence_root(), &msg.subject) else {
+                let Some(topic) = subject_topic(&inner.presence_root(), &msg.subject) else {
                     continue;
                 };
                 let live = lock(&inner.topics)
@@ -696,8 +718,8 @@ impl Inner {
                 .map_err(|e| NatsError::Publish(boxed(e)))?;
             id
         };
-        // The flush returns once the server has processed everything sent before it, so the
-        // event reached every current subscriber; a buffered publish during an outage errors.
+        // The flush returns once the event left our socket (not once the server routed it: core
+        // NATS is at-most-once); a publish buffered during an outage errors here.
         match tokio::time::timeout(self.config.timeout, self.client.flush()).await {
             Ok(Ok(())) if self.connected() => Ok(id),
             Ok(Ok(())) => Err(NatsError::Unconfirmed(None).into()),
@@ -721,10 +743,10 @@ impl Inner {
                     .await
                     .map_err(|e| NatsError::Subscribe(boxed(e)))?;
                 let events = self.events.subscribe();
-                tokio::time::timeout(self.config.timeout, self.client.flush())
-                    .await
-                    .map_err(|_| NatsError::NotConnected)?
-                    .map_err(|e| NatsError::Subscribe(boxed(e)))?;
+                // A flush only means the SUB left our socket; a round trip on the same
+                // connection means the server registered it, so an event published from any
+                // connection after `subscribe` returns reaches us.
+                self.round_trip().await?;
                 Ok(tokio::spawn(core_feed(sub, events, tx)))
             }
             Mode::JetStream => {
@@ -761,12 +783,6 @@ fn event_of(headers: Option<&HeaderMap>) -> Option<EventName> {
         return Some(EventName::MESSAGE);
     };
     EventName::from_wire(&unescape_token(value.as_str())?).ok()
-}
-
-fn topic_of_presence(root: &str, subject: &str) -> Option<Topic> {
-    let rest = subject.strip_prefix(root)?.strip_prefix('.')?;
-    let parts: Option<Vec<String>> = rest.split('.').map(unescape_token).collect();
-    Topic::new(parts?.join(":")).ok()
 }
 
 async fn core_feed(
@@ -1091,18 +1107,7 @@ impl Broker for NatsBroker {
         let inner = &self.inner;
         let timeout = inner.config.timeout;
         let probe = async {
-            let subject = format!("{}._health.{}", inner.presence_root(), inner.node);
-            let mut sub = inner
-                .client
-                .subscribe(subject.clone())
-                .await
-                .map_err(|e| NatsError::Subscribe(boxed(e)))?;
-            inner
-                .client
-                .publish(subject, Bytes::from_static(b"probe"))
-                .await
-                .map_err(|e| NatsError::Publish(boxed(e)))?;
-            sub.next().await.ok_or(NatsError::ProbeTimeout)?;
+            inner.round_trip().await?;
             if inner.config.mode == Mode::JetStream {
                 inner.refresh_stream().await?;
             }
