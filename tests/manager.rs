@@ -277,10 +277,16 @@ async fn a_slow_reader_is_cut_off_while_others_keep_receiving() {
         }
     }
     assert_eq!(slow.close_reason(), Some(CloseReason::Overflow));
+    // The backlog it had is still delivered (events 0..16, contiguous), then the stream ends,
+    // so the client resumes right after the last event it got.
     let mut slow = slow;
+    let mut slow_parser = SseParser::new();
+    let got = read_events(&mut slow, &mut slow_parser, 16).await;
+    let got: Vec<u64> = got.iter().map(|e| e.data.parse().unwrap()).collect();
+    assert_eq!(got, (0..16).collect::<Vec<u64>>());
     assert!(
         slow.next().await.is_none(),
-        "an overflowed stream ends without its backlog"
+        "an overflowed stream ends after its backlog"
     );
     assert!(fast.close_reason().is_none());
 }

@@ -80,7 +80,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// 200 clients reconnect in a loop with their Last-Event-ID while events are published; each
 /// must see every event exactly once, in order, with no reset.
 ///
-/// `max_quota` bounds how many events a client reads before it reconnects (NATS replays cost a
+/// `max_quota` bounds how many events a client reads before it reconnects, at 250 events/s
+/// (scaled with the rate, so clients reconnect as often at any rate; NATS replays cost a
 /// JetStream consumer each, about 4-12 ms here, so its clients reconnect less often).
 async fn resume_under_churn(broker: Arc<dyn Broker>, max_quota: u64) {
     let secs = env_u64("SSEHUB_CHURN_SECS", 6);
@@ -89,7 +90,8 @@ async fn resume_under_churn(broker: Arc<dyn Broker>, max_quota: u64) {
     let server = serve::<u64>(broker, |e| e).await;
     let rid = ssehub::conformance::unique_id("churn");
     let path = format!("/events/{rid}");
-    let max_quota = max_quota.max(1);
+    // Reconnect as often per second of events at any rate: the quota scales with the rate.
+    let max_quota = (max_quota * rate / 250).max(1);
     let mut first = Vec::new();
     for _ in 0..200 {
         let c = SseClient::connect(server.addr, &path, &[]).await.unwrap();
@@ -98,10 +100,12 @@ async fn resume_under_churn(broker: Arc<dyn Broker>, max_quota: u64) {
     }
     wait_until("200 sessions", || server.manager.session_count(&rid) == 200).await;
     let reconnects = Arc::new(AtomicUsize::new(0));
+    let cut_off = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (i, mut c) in first.into_iter().enumerate() {
         let path = path.clone();
         let reconnects = reconnects.clone();
+        let cut_off = cut_off.clone();
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
             let mut next = 0u64;
@@ -113,10 +117,15 @@ async fn resume_under_churn(broker: Arc<dyn Broker>, max_quota: u64) {
                     .wrapping_add(1442695040888963407);
                 let quota = 1 + (seed >> 33) % max_quota;
                 for _ in 0..quota {
-                    let e = c
-                        .next_event()
+                    // A stream the server ended (this client fell a queue behind and was cut
+                    // off) is resumed like a browser would: reconnect with the last id.
+                    let e = tokio::time::timeout(LIMIT, c.next_event())
                         .await
-                        .unwrap_or_else(|| panic!("client {i} stalled at {next}"));
+                        .unwrap_or_else(|_| panic!("client {i} stalled at {next}"));
+                    let Some(e) = e else {
+                        cut_off.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    };
                     assert_ne!(e.event, "reset", "client {i} got a reset at {next}");
                     let n: u64 = e.data.parse().unwrap();
                     assert_eq!(n, next, "client {i}: gap or duplicate");
@@ -149,8 +158,10 @@ async fn resume_under_churn(broker: Arc<dyn Broker>, max_quota: u64) {
             .unwrap();
     }
     eprintln!(
-        "churn: {total} events at {rate}/s, 200 clients, {} reconnects, all contiguous",
-        reconnects.load(Ordering::Relaxed)
+        "churn: {total} events at {rate}/s, 200 clients, {} reconnects ({} after the server \
+         cut a client that fell behind), all contiguous",
+        reconnects.load(Ordering::Relaxed),
+        cut_off.load(Ordering::Relaxed)
     );
     assert!(
         reconnects.load(Ordering::Relaxed) >= 200,

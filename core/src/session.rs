@@ -70,8 +70,9 @@ impl Default for QueueLimits {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OverflowPolicy {
-    /// End the session's stream (the default). A browser reconnects with its `Last-Event-ID` and
-    /// resumes from history, so nothing is lost silently.
+    /// End the session's stream (the default): the frames already queued are still written, then
+    /// the stream ends. A browser reconnects with its `Last-Event-ID` and resumes from history,
+    /// so nothing is lost silently, and a client far behind makes progress on every reconnect.
     #[default]
     Disconnect,
     /// Drop the oldest queued frames to make room. The client silently misses events: use it only
@@ -196,7 +197,11 @@ impl SessionShared {
         if full(st) {
             match self.policy {
                 OverflowPolicy::Disconnect => {
-                    st.close(CloseReason::Overflow, true);
+                    // What is queued is still delivered, then the stream ends: the client
+                    // resumes after the last event it got. Discarding the queue instead would
+                    // livelock a client that resumed from far back: its replay (which may exceed
+                    // the bound) would be thrown away at the next live event, every time.
+                    st.close(CloseReason::Overflow, false);
                     return;
                 }
                 OverflowPolicy::DropOldest => {
