@@ -289,14 +289,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<SseBody> {
     res
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 impl<E: Serialize + Send + Sync + 'static> Config<E> {
     fn jittered_retry(&self) -> Duration {
         let jitter = u64::try_from(self.retry_jitter.as_millis()).unwrap_or(u64::MAX);
@@ -401,17 +393,13 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
             Self::stream_headers(&mut res, transport.as_ref());
             return res;
         }
-        // The header wins over the polyfill query parameter. Bytes that are not an id still
-        // count as "an id was sent", so the stream starts with a reset.
-        let last_event_id = match parts.headers.get("last-event-id") {
-            Some(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            None => parts
-                .uri
-                .query()
-                .and_then(|q| query_param(q, "lastEventId"))
-                .map(str::to_owned),
-        }
-        .filter(|s| !s.is_empty());
+        let last_event_id = crate::resume::last_event_id(
+            parts
+                .headers
+                .get("last-event-id")
+                .map(HeaderValue::as_bytes),
+            parts.uri.query(),
+        );
         let initial = match &self.initial_event {
             Some(f) => f(params.clone()).await,
             None => None,

@@ -60,6 +60,7 @@ mod body;
 mod endpoint;
 mod layer;
 mod listener;
+mod resume;
 
 pub use body::{ResponseBody, SseBody};
 pub use endpoint::{PathParams, SseEndpoint, Unavailable};

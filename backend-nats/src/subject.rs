@@ -20,18 +20,32 @@ pub(crate) fn escape_token(text: &str, out: &mut String) {
     }
 }
 
-/// Undo [`escape_token`]; `None` when the text is not a valid escape.
+/// Undo [`escape_token`]; `None` unless `token` is exactly what [`escape_token`] writes for some
+/// text (uppercase hex, only bytes it escapes), so each text has one token and each token one text.
 pub(crate) fn unescape_token(token: &str) -> Option<String> {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
     let bytes = token.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'~' {
-            let hex = token.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hi = hex(*bytes.get(i + 1)?)?;
+            let lo = hex(*bytes.get(i + 2)?)?;
+            let decoded = hi << 4 | lo;
+            if plain(decoded) {
+                return None;
+            }
+            out.push(decoded);
             i += 3;
-        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+        } else if plain(b) {
             out.push(b);
             i += 1;
         } else {
@@ -50,6 +64,25 @@ pub(crate) fn topic_subject(root: &str, topic: &Topic) -> String {
         escape_token(part, &mut s);
     }
     s
+}
+
+/// Undo [`topic_subject`]: the topic whose subject under `root` is `subject`, or `None` when no
+/// topic has that subject (a token that is not canonical, or that decodes to text holding the `:`
+/// separator, which would add a part).
+pub(crate) fn subject_topic(root: &str, subject: &str) -> Option<Topic> {
+    let rest = subject.strip_prefix(root)?.strip_prefix('.')?;
+    let mut topic = String::with_capacity(rest.len());
+    for (i, token) in rest.split('.').enumerate() {
+        let part = unescape_token(token)?;
+        if part.contains(':') {
+            return None;
+        }
+        if i > 0 {
+            topic.push(':');
+        }
+        topic.push_str(&part);
+    }
+    Topic::new(topic).ok()
 }
 
 /// Whether `prefix` is usable as the root of subjects: non-empty dot-separated tokens of
@@ -113,6 +146,27 @@ mod tests {
             topic_subject("ssehub", &t),
             "ssehub.discussion.1~2E2.comments"
         );
+    }
+
+    #[test]
+    fn only_canonical_tokens_decode() {
+        // Lowercase hex, an escaped plain byte, a sign, a short escape: never written, refused.
+        for bad in ["~2e", "~61", "~+1", "~2", "~", "a.b", "a b", "~G0", "~C3"] {
+            assert_eq!(unescape_token(bad), None, "{bad:?}");
+        }
+        assert_eq!(unescape_token("~C3~A9").as_deref(), Some("é"));
+    }
+
+    #[test]
+    fn subjects_decode_to_their_topic_only() {
+        let t = Topic::new("discussion:1.2:comments").expect("topic");
+        let subject = topic_subject("ssehub", &t);
+        assert_eq!(subject_topic("ssehub", &subject), Some(t));
+        // A token decoding to `a:b` would add a part: no topic has that subject.
+        assert_eq!(subject_topic("ssehub", "ssehub.a~3Ab"), None);
+        assert_eq!(subject_topic("ssehub", "other.a"), None);
+        assert_eq!(subject_topic("ssehub", "ssehubx.a"), None);
+        assert_eq!(subject_topic("ssehub", "ssehub.a..b"), None);
     }
 
     #[test]

@@ -116,10 +116,25 @@ impl AsRef<str> for EventId {
 /// Non-empty, at most [`MAX_EVENT_NAME_LEN`] bytes, no control characters (so no CR, LF or NUL
 /// can split a frame), and never the reserved [`RESET_EVENT`]. The default name is `message`,
 /// which a browser delivers to `EventSource.onmessage`.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct EventName(Repr);
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// Equal names are equal whatever built them (`from_static("x") == new("x")`).
+impl PartialEq for EventName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for EventName {}
+
+impl std::hash::Hash for EventName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+#[derive(Clone)]
 enum Repr {
     Static(&'static str),
     Shared(Arc<str>),
@@ -256,10 +271,17 @@ impl Topic {
     }
 
     /// Build `prefix:id:suffix`; `None` or empty prefix and suffix are left out.
+    ///
+    /// Each of the three is one key part (see [`validate_key_part`]): a prefix or suffix holding
+    /// `:` is refused, so `(prefix, id, suffix)` can be read back from the topic and two different
+    /// triples never share a topic (`("a:b", "c", -)` would otherwise equal `("a", "b", "c")`).
     pub fn from_parts(prefix: Option<&str>, id: &str, suffix: Option<&str>) -> Result<Self> {
         validate_key_part(id)?;
         let prefix = prefix.filter(|p| !p.is_empty());
         let suffix = suffix.filter(|s| !s.is_empty());
+        for part in prefix.iter().chain(suffix.iter()) {
+            validate_key_part(part)?;
+        }
         let mut s = String::with_capacity(
             id.len() + prefix.map_or(0, |p| p.len() + 1) + suffix.map_or(0, |x| x.len() + 1),
         );
@@ -325,6 +347,14 @@ mod tests {
     #[test]
     fn event_name_rules() {
         assert_eq!(EventName::new("message").unwrap(), EventName::MESSAGE);
+        assert_eq!(
+            EventName::from_static("comment-added").unwrap(),
+            EventName::new("comment-added").unwrap()
+        );
+        assert_eq!(
+            EventName::from_static("message").unwrap(),
+            EventName::MESSAGE
+        );
         assert!(EventName::new("comment-added").is_ok());
         assert!(EventName::new("with space").is_ok());
         for bad in ["", "a\nb", "a\rb", "a\0", "reset"] {
@@ -336,6 +366,9 @@ mod tests {
     fn topic_parts() {
         let t = Topic::from_parts(Some("discussion"), "123", Some("comments")).unwrap();
         assert_eq!(t.as_str(), "discussion:123:comments");
+        assert!(Topic::from_parts(Some("a:b"), "c", None).is_err());
+        assert!(Topic::from_parts(None, "a", Some("b:c")).is_err());
+        assert!(Topic::from_parts(Some("a*"), "c", None).is_err());
         let t = Topic::from_parts(None, "123", Some("")).unwrap();
         assert_eq!(t.as_str(), "123");
         for bad in [
