@@ -38,7 +38,10 @@ pub struct SseClient {
     body: Vec<u8>,
     parser: SseParser,
     events: VecDeque<ParsedEvent>,
+    /// Body bytes still expected when the response has a `content-length`.
+    remaining: Option<usize>,
     ended: bool,
+    stalled: bool,
 }
 
 impl SseClient {
@@ -74,7 +77,9 @@ impl SseClient {
             body: Vec::new(),
             parser: SseParser::new(),
             events: VecDeque::new(),
+            remaining: None,
             ended: false,
+            stalled: false,
         };
         loop {
             if let Some(i) = c.raw.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -98,6 +103,9 @@ impl SseClient {
         c.chunked = c
             .header("transfer-encoding")
             .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        if !c.chunked {
+            c.remaining = c.header("content-length").and_then(|v| v.parse().ok());
+        }
         c.decode();
         Ok(c)
     }
@@ -114,7 +122,14 @@ impl SseClient {
     /// Move complete chunks from `raw` into the parser.
     fn decode(&mut self) {
         if !self.chunked {
-            let data = std::mem::take(&mut self.raw);
+            let mut data = std::mem::take(&mut self.raw);
+            if let Some(remaining) = &mut self.remaining {
+                data.truncate(*remaining);
+                *remaining -= data.len();
+                if *remaining == 0 {
+                    self.ended = true;
+                }
+            }
             self.feed(&data);
             return;
         }
@@ -161,7 +176,8 @@ impl SseClient {
         })
     }
 
-    /// The next event, or `None` when the stream ended (or stalled past [`READ_LIMIT`]).
+    /// The next event, or `None` when the response ended (its last chunk, its `content-length`,
+    /// or the connection closed) or stalled past [`READ_LIMIT`] (see [`SseClient::stalled`]).
     pub async fn next_event(&mut self) -> Option<ParsedEvent> {
         loop {
             if let Some(e) = self.events.pop_front() {
@@ -172,7 +188,12 @@ impl SseClient {
             }
             match self.read_more().await {
                 Ok(true) => self.decode(),
-                _ => {
+                Ok(false) => {
+                    self.ended = true;
+                    return None;
+                }
+                Err(e) => {
+                    self.stalled = e.kind() == io::ErrorKind::TimedOut;
                     self.ended = true;
                     return None;
                 }
@@ -187,6 +208,13 @@ impl SseClient {
             out.push(e);
         }
         out
+    }
+
+    /// Whether the last read gave up after [`READ_LIMIT`] without a byte (the stream did not
+    /// end: it went silent).
+    #[must_use]
+    pub fn stalled(&self) -> bool {
+        self.stalled
     }
 
     /// The body read so far, decoded from chunks.
