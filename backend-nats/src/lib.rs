@@ -50,7 +50,7 @@ mod subject;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
@@ -291,15 +291,23 @@ impl NatsBrokerBuilder {
             })
             .event_callback({
                 let events_tx = events_tx.clone();
+                // The first `Connected` is the initial connect, not a reconnect.
+                let was_disconnected = Arc::new(AtomicBool::new(false));
                 move |event| {
                     let events_tx = events_tx.clone();
+                    let was_disconnected = was_disconnected.clone();
                     async move {
                         let ev = match event {
                             async_nats::Event::Connected => {
-                                ssehub_core::metrics::broker_reconnected("nats");
+                                if was_disconnected.swap(false, Ordering::AcqRel) {
+                                    ssehub_core::metrics::broker_reconnected("nats");
+                                }
                                 Some(ConnEvent::Connected)
                             }
-                            async_nats::Event::Disconnected => Some(ConnEvent::Disconnected),
+                            async_nats::Event::Disconnected => {
+                                was_disconnected.store(true, Ordering::Release);
+                                Some(ConnEvent::Disconnected)
+                            }
                             async_nats::Event::SlowConsumer(_) => Some(ConnEvent::SlowConsumer),
                             other => {
                                 tracing::debug!(event = %other, "nats connection event");
