@@ -168,20 +168,19 @@ async fn redis_releases_every_subscription() {
     let client = ssehub::redis::redis::Client::open(url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let pattern = format!("{prefix}:*:events");
-    let mut left: Vec<String> = Vec::new();
     let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        left = ssehub::redis::redis::cmd("PUBSUB")
+    let left = loop {
+        let left: Vec<String> = ssehub::redis::redis::cmd("PUBSUB")
             .arg("CHANNELS")
             .arg(&pattern)
             .query_async(&mut con)
             .await
             .unwrap();
         if left.is_empty() || tokio::time::Instant::now() > deadline {
-            break;
+            break left;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
     assert!(left.is_empty(), "redis still has subscriptions: {left:?}");
     eprintln!(
         "redis: 2,000 cycles, 1,000 abandoned channels: 0 subscriptions, PUBSUB CHANNELS empty"
