@@ -38,6 +38,21 @@ impl std::fmt::Debug for Browser {
     }
 }
 
+/// Whether browser tests can run: `true` when Chromium is installed; otherwise a skip message,
+/// or a panic under `SSEHUB_REQUIRE_BROWSER=1` (CI sets it).
+#[must_use]
+pub fn available() -> bool {
+    if binary().is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var("SSEHUB_REQUIRE_BROWSER").as_deref() != Ok("1"),
+        "SSEHUB_REQUIRE_BROWSER=1 but chromium is not installed"
+    );
+    eprintln!("skipped: chromium is not installed");
+    false
+}
+
 /// The Chromium binary, if installed.
 #[must_use]
 pub fn binary() -> Option<std::path::PathBuf> {

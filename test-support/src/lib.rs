@@ -101,6 +101,47 @@ pub mod chromium;
 pub mod proxy;
 pub mod sse_client;
 
+/// A broker process a test owns: frozen, thawed and killed on demand, killed when dropped.
+#[derive(Debug, Default)]
+pub struct BrokerProcess(Option<std::process::Child>);
+
+impl BrokerProcess {
+    /// Own `child` (killing the process held before, if any).
+    pub fn set(&mut self, child: std::process::Child) {
+        self.kill();
+        self.0 = Some(child);
+    }
+
+    /// Freeze the process (SIGSTOP): its connections stay open but nothing answers.
+    pub fn freeze(&self) -> bool {
+        self.0.as_ref().is_some_and(|c| signal(c.id(), "STOP"))
+    }
+
+    /// Let a frozen process run again (SIGCONT).
+    pub fn thaw(&self) -> bool {
+        self.0.as_ref().is_some_and(|c| signal(c.id(), "CONT"))
+    }
+
+    /// Kill the process (SIGKILL, no clean shutdown) and wait for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Send a signal (`"STOP"`, `"CONT"`, ...) to a process with the system's `kill` command.
 /// Freezing a broker with `STOP` makes a half-open peer: connected, silent.
 pub fn signal(pid: u32, name: &str) -> bool {

@@ -11,7 +11,7 @@
 //! ```
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ pub struct NatsServer {
     port: u16,
     options: NatsOptions,
     dir: TempDir,
-    child: Option<Child>,
+    child: crate::BrokerProcess,
 }
 
 impl NatsServer {
@@ -61,7 +61,7 @@ impl NatsServer {
             port: free_port(),
             options,
             dir,
-            child: None,
+            child: crate::BrokerProcess::default(),
         };
         if let Err(why) = server.restart().await {
             skip(&why);
@@ -84,24 +84,17 @@ impl NatsServer {
 
     /// Freeze the process (SIGSTOP): its connections stay open but nothing answers.
     pub fn freeze(&self) -> bool {
-        self.child
-            .as_ref()
-            .is_some_and(|c| crate::signal(c.id(), "STOP"))
+        self.child.freeze()
     }
 
     /// Let a frozen process run again (SIGCONT).
     pub fn thaw(&self) -> bool {
-        self.child
-            .as_ref()
-            .is_some_and(|c| crate::signal(c.id(), "CONT"))
+        self.child.thaw()
     }
 
     /// Kill the process (SIGKILL) and wait for it to exit.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.kill();
     }
 
     /// (Re)start the process on the same port and store dir; waits until it accepts connections.
@@ -121,7 +114,7 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start nats-server: {e}"))?;
-        self.child = Some(child);
+        self.child.set(child);
         if !wait_for_port(self.port, Duration::from_secs(20)).await {
             self.kill();
             return Err(format!("nats-server did not listen on port {}", self.port));

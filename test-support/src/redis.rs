@@ -22,7 +22,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -76,7 +76,7 @@ impl RedisOptions {
 /// A `redis-server` of this test alone on a free loopback port; killed when dropped.
 #[derive(Debug)]
 pub struct RedisServer {
-    child: Option<Child>,
+    child: crate::BrokerProcess,
     port: u16,
     dir: TempDir,
     options: RedisOptions,
@@ -92,7 +92,7 @@ impl RedisServer {
             return Err("no free loopback port".to_owned());
         }
         let mut server = RedisServer {
-            child: None,
+            child: crate::BrokerProcess::default(),
             port,
             dir,
             options,
@@ -128,15 +128,13 @@ impl RedisServer {
             .spawn()
             .map_err(|e| format!("cannot start redis-server: {e}"))?;
         watch(child.id(), dir);
-        self.child = Some(child);
+        self.child.set(child);
         let deadline = Instant::now() + START_LIMIT;
         while Instant::now() < deadline {
             if ping(self.port) {
                 return Ok(());
             }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
+            if let Some(status) = self.child.exited() {
                 return Err(format!("redis-server exited at start: {status}"));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -167,24 +165,17 @@ impl RedisServer {
 
     /// Freeze the process (SIGSTOP): its connections stay open but nothing answers.
     pub fn freeze(&self) -> bool {
-        self.child
-            .as_ref()
-            .is_some_and(|c| crate::signal(c.id(), "STOP"))
+        self.child.freeze()
     }
 
     /// Let a frozen process run again (SIGCONT).
     pub fn thaw(&self) -> bool {
-        self.child
-            .as_ref()
-            .is_some_and(|c| crate::signal(c.id(), "CONT"))
+        self.child.thaw()
     }
 
     /// Kill the server at once (SIGKILL, no shutdown save) and wait for it to exit.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.kill();
     }
 
     /// Start the server again on the same port with the same dir and options (kills it first
