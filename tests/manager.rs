@@ -158,6 +158,78 @@ async fn resume_replays_exactly_what_was_missed() {
     assert_eq!(data, ["1", "2", "3", "4", "5"]);
 }
 
+/// A memory broker whose replay fails with a temporary error while `down` is set.
+#[derive(Debug)]
+struct FlakyReplay {
+    inner: MemoryBroker,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ssehub::Broker for FlakyReplay {
+    async fn publish(
+        &self,
+        topic: &ssehub::Topic,
+        message: ssehub::Message,
+    ) -> ssehub::Result<ssehub::EventId> {
+        self.inner.publish(topic, message).await
+    }
+    async fn subscribe(&self, topic: &ssehub::Topic) -> ssehub::Result<ssehub::Subscription> {
+        self.inner.subscribe(topic).await
+    }
+    async fn replay(
+        &self,
+        topic: &ssehub::Topic,
+        after: &ssehub::EventId,
+    ) -> ssehub::Result<ssehub::Replay> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::broker("flaky", true, "replay timed out", None));
+        }
+        self.inner.replay(topic, after).await
+    }
+    fn capabilities(&self) -> ssehub::Capabilities {
+        self.inner.capabilities()
+    }
+    fn id_order(&self, a: &ssehub::EventId, b: &ssehub::EventId) -> Option<std::cmp::Ordering> {
+        self.inner.id_order(a, b)
+    }
+    fn active_subscriptions(&self) -> usize {
+        self.inner.active_subscriptions()
+    }
+}
+
+/// A replay the broker cannot answer now refuses the session with a temporary error (the client
+/// retries with the same id), instead of a `reset` that would make it refetch for nothing.
+#[tokio::test]
+async fn a_failed_replay_is_a_temporary_refusal_not_a_reset() {
+    let broker = Arc::new(FlakyReplay {
+        inner: MemoryBroker::new(),
+        down: std::sync::atomic::AtomicBool::new(true),
+    });
+    let m = ChannelManager::<u64>::builder_dyn(broker.clone())
+        .linger(Duration::ZERO)
+        .build()
+        .unwrap();
+    let first = m.publish("f", &0).await.unwrap();
+    m.publish("f", &1).await.unwrap();
+    let options = || SubscribeOptions::new().last_event_id(Some(first.as_str()));
+    let err = m.subscribe("f", options()).await.expect_err("refused");
+    assert!(err.is_temporary(), "{err}");
+    assert_eq!(m.total_sessions(), 0, "the refused session left nothing");
+    // The client comes back with the same id once the broker answers: nothing lost.
+    broker
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut s = m.subscribe("f", options()).await.unwrap();
+    m.publish("f", &2).await.unwrap();
+    let ev = read_events(&mut s, &mut SseParser::new(), 2).await;
+    let data: Vec<_> = ev
+        .iter()
+        .map(|e| (e.event.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(data, [("message", "1"), ("message", "2")]);
+}
+
 #[tokio::test]
 async fn bad_or_unknown_ids_start_with_reset() {
     let m = manager::<u64>();

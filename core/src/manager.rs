@@ -399,6 +399,10 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
     /// then — when a last event id is given — the events after it from the broker's history,
     /// de-duplicated against the buffered live events, or a `reset` event when they cannot be
     /// told; then the live events.
+    ///
+    /// A replay the broker cannot answer right now fails the call with a temporary error
+    /// ([`Error::is_temporary`]): the HTTP adapter answers with a retry hint, and the client comes
+    /// back with the same id.
     pub async fn subscribe(
         &self,
         resource_id: &str,
@@ -447,6 +451,13 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
                             .collect();
                     }
                     Ok(Replay::Gap) => reset = Some(ResetReason::OutOfWindow),
+                    // The broker could not answer now (a timeout, a reconnect): refuse the stream
+                    // with a temporary error, so the client comes back with the same id and
+                    // loses nothing. A `reset` here would make it refetch for no reason.
+                    Err(e) if e.is_temporary() => {
+                        tracing::debug!(%topic, error = %e, "replay failed; the client retries");
+                        return Err(e);
+                    }
                     Err(e) => {
                         tracing::warn!(%topic, error = %e, "replay failed; sending reset");
                         reset = Some(ResetReason::BrokerGap);
