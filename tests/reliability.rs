@@ -32,6 +32,14 @@ async fn serve<E: serde::Serialize + Send + Sync + 'static>(
     broker: Arc<dyn Broker>,
     tune: impl FnOnce(SseEndpoint<E>) -> SseEndpoint<E>,
 ) -> Server<E> {
+    // Warnings (a broker gap, a lagging subscription) show with a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
     let manager = ChannelManager::<E>::builder_dyn(broker)
         .key_prefix("rel")
         .linger(Duration::ZERO)
@@ -119,7 +127,8 @@ async fn resume_under_churn(broker: Arc<dyn Broker>, max_quota: u64) {
                 let quota = 1 + (seed >> 33) % max_quota;
                 for _ in 0..quota {
                     // A stream the server ended (this client fell a queue behind and was cut
-                    // off) is resumed like a browser would: reconnect with the last id.
+                    // off, or its replay could not be answered and it was asked to retry) is
+                    // resumed like a browser would: reconnect with the last id.
                     let Some(e) = c.next_event().await else {
                         assert!(!c.stalled(), "client {i} stalled at {next}");
                         cut_off.fetch_add(1, Ordering::Relaxed);
@@ -150,15 +159,18 @@ async fn resume_under_churn(broker: Arc<dyn Broker>, max_quota: u64) {
         tick.tick().await;
         server.manager.publish(&rid, &n).await.unwrap();
     }
+    // Generous: on a loaded machine the clients may trail the publisher by a lot; this bounds
+    // the test, it measures nothing.
     for t in tasks {
-        tokio::time::timeout(LIMIT, t)
+        tokio::time::timeout(Duration::from_secs(300), t)
             .await
             .expect("clients finish")
             .unwrap();
     }
     eprintln!(
         "churn: {total} events at {rate}/s, 200 clients, {} reconnects ({} after the server \
-         cut a client that fell behind), all contiguous",
+         ended a stream: a client cut off behind its queue, or refused while a replay could not \
+         be answered), all contiguous",
         reconnects.load(Ordering::Relaxed),
         cut_off.load(Ordering::Relaxed)
     );

@@ -876,13 +876,38 @@ impl JsFeed {
 
     /// Whether every message of the subject after `self.last` is still in the stream. Trimming
     /// drops the oldest messages of a subject first, so it is enough that `last` is still there.
+    ///
+    /// Only a definite "no such message" counts as trimmed: a request that failed (a timeout
+    /// under load, a reconnect) proves nothing, so it is asked again, with backoff, until the
+    /// server answers. (Answering "trimmed" on a failed request sent spurious `reset`s to every
+    /// session of the topic.)
     async fn nothing_trimmed(&self) -> bool {
         if !self.last_on_subject {
             return true;
         }
-        match self.js.get_stream_no_info(&self.stream_name).await {
-            Ok(stream) => stream.get_raw_message(self.last).await.is_ok(),
-            Err(_) => false,
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let answer = match self.js.get_stream_no_info(&self.stream_name).await {
+                Ok(stream) => match stream.get_raw_message(self.last).await {
+                    Ok(_) => Some(true),
+                    Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                        Some(false)
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, subject = %self.subject, "nats: cannot tell whether history was trimmed; asking again");
+                        None
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, subject = %self.subject, "nats: cannot tell whether history was trimmed; asking again");
+                    None
+                }
+            };
+            if let Some(answer) = answer {
+                return answer;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 
@@ -896,6 +921,7 @@ impl JsFeed {
                     // consumer_seq restarting at 1 means the ordered consumer recreated itself
                     // (after the last sequence it delivered): check nothing was trimmed meanwhile.
                     if consumer_seq == 1 && received > 0 && !self.nothing_trimmed().await {
+                        tracing::warn!(subject = %self.subject, last = self.last, "nats: history trimmed while the consumer was recreated; sessions get a reset");
                         let _ = self.tx.send(Delivery::Gap);
                     }
                     received += 1;
@@ -955,11 +981,13 @@ impl JsFeed {
             };
             if epoch_of(&info) != self.epoch {
                 // A new stream incarnation: everything before it is gone.
+                tracing::warn!(subject = %self.subject, "nats: the stream was recreated; sessions get a reset");
                 let _ = self.tx.send(Delivery::Gap);
                 self.epoch = epoch_of(&info);
                 self.last = info.state.last_sequence;
                 self.last_on_subject = false;
             } else if !self.nothing_trimmed().await {
+                tracing::warn!(subject = %self.subject, last = self.last, "nats: history trimmed while the consumer was down; sessions get a reset");
                 let _ = self.tx.send(Delivery::Gap);
                 self.last = info.state.last_sequence;
                 self.last_on_subject = false;
@@ -1026,7 +1054,8 @@ impl Broker for NatsBroker {
             |(mut rx, shared, guard)| async move {
                 match rx.recv().await {
                     Ok(d) => Some((d, (rx, shared, guard))),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(topic = %shared.topic.as_str(), missed = n, "nats: a subscription fell behind its topic's buffer; it gets a reset");
                         Some((Delivery::Gap, (rx, shared, guard)))
                     }
                     Err(broadcast::error::RecvError::Closed) => None,
