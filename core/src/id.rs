@@ -273,8 +273,11 @@ impl Topic {
     /// Build `prefix:id:suffix`; `None` or empty prefix and suffix are left out.
     ///
     /// Each of the three is one key part (see [`validate_key_part`]): a prefix or suffix holding
-    /// `:` is refused, so `(prefix, id, suffix)` can be read back from the topic and two different
-    /// triples never share a topic (`("a:b", "c", -)` would otherwise equal `("a", "b", "c")`).
+    /// `:` is refused, so for a given prefix and suffix (a [`ChannelManager`](crate::ChannelManager)'s
+    /// are fixed) distinct ids always give distinct topics, and the parts read back from the topic
+    /// are exactly those given. Managers of different shapes can still meet: a prefix-only
+    /// `("a", "b", -)` and a suffix-only `(-, "a", "b")` are both `a:b`, so give every manager on
+    /// one broker its own prefix.
     pub fn from_parts(prefix: Option<&str>, id: &str, suffix: Option<&str>) -> Result<Self> {
         validate_key_part(id)?;
         let prefix = prefix.filter(|p| !p.is_empty());
