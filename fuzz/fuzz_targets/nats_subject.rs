@@ -85,7 +85,10 @@ fn check_subject(root: &str, subject: &str) {
 fuzz_target!(|input: Input<'_>| {
     let root = if valid_prefix(input.root) {
         // Non-empty plain tokens, so `<root>.>` is a well-formed wildcard.
-        let tokens_ok = |r: &str| r.split('.').all(|t| !t.is_empty() && t.bytes().all(is_plain));
+        let tokens_ok = |r: &str| {
+            r.split('.')
+                .all(|t| !t.is_empty() && t.bytes().all(is_plain))
+        };
         assert!(input.root.len() <= 128 && tokens_ok(input.root));
         input.root
     } else {
