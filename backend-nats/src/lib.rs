@@ -400,11 +400,20 @@ async fn ensure_stream(
         storage: stream::StorageType::File,
         ..Default::default()
     };
-    let stream = js
-        .get_or_create_stream(stream_config)
-        .await
-        .map_err(|e| NatsError::Stream(boxed(e)))?;
-    Ok(stream.cached_info().clone())
+    // Nodes starting together race to create the stream: a create that loses the race fails,
+    // and the next look finds the winner's stream. A few tries settle it.
+    let mut attempt = 0;
+    loop {
+        match js.get_or_create_stream(stream_config.clone()).await {
+            Ok(stream) => return Ok(stream.cached_info().clone()),
+            Err(e) if attempt < 3 => {
+                tracing::debug!(error = %e, stream = name, "nats: stream setup failed; trying again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(NatsError::Stream(boxed(e)).into()),
+        }
+    }
 }
 
 /// The stream incarnation: its creation time in nanoseconds, as hex.
@@ -768,8 +777,9 @@ impl Inner {
                     last_on_subject: false,
                     tx,
                 };
+                let events = self.events.subscribe();
                 let messages = feed.open().await?;
-                Ok(tokio::spawn(feed.run(messages)))
+                Ok(tokio::spawn(feed.run(messages, events)))
             }
         }
     }
@@ -911,10 +921,39 @@ impl JsFeed {
         }
     }
 
-    async fn run(mut self, mut messages: consumer::pull::Ordered) {
+    async fn run(
+        mut self,
+        mut messages: consumer::pull::Ordered,
+        mut events: broadcast::Receiver<ConnEvent>,
+    ) {
         let mut received = 0u64;
         loop {
-            match messages.next().await {
+            // Poll at least every second. async-nats 0.51's ordered consumer answers `Pending`
+            // after its first missed heartbeat without arranging a wake-up, so without a new
+            // message it would never look again. (`next` is cancel-safe: dropping it loses
+            // nothing.)
+            let next = tokio::select! {
+                next = tokio::time::timeout(Duration::from_secs(1), messages.next()) => match next {
+                    Ok(next) => next,
+                    Err(_) => continue,
+                },
+                event = events.recv() => match event {
+                    // Reconnected: start again after the last event delivered. Messages the
+                    // server sent to the old connection are gone, and the ordered consumer only
+                    // notices a hole when a later message arrives: with no later publish, the
+                    // subscription would stall behind it.
+                    Ok(ConnEvent::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        tracing::debug!(subject = %self.subject, last = self.last, "nats: reconnected; reopening the ordered consumer");
+                        drop(messages);
+                        messages = self.reopen().await;
+                        received = 0;
+                        continue;
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            match next {
                 Some(Ok(msg)) => {
                     let Ok(info) = msg.info() else { continue };
                     let (seq, consumer_seq) = (info.stream_sequence, info.consumer_sequence);

@@ -23,11 +23,26 @@ use crate::{TempDir, free_port, skip, wait_for_port, which};
 pub struct NatsOptions {
     /// Enable JetStream (`-js`, file storage in the server's temp dir). Default: true.
     pub jetstream: bool,
+    /// Extra server configuration (nats-server config syntax, such as `write_deadline: "1s"`),
+    /// written to a file passed with `-c`. Default: none.
+    pub config: Option<String>,
 }
 
 impl Default for NatsOptions {
     fn default() -> Self {
-        NatsOptions { jetstream: true }
+        NatsOptions {
+            jetstream: true,
+            config: None,
+        }
+    }
+}
+
+impl NatsOptions {
+    /// These options with extra server configuration (see [`NatsOptions::config`]).
+    #[must_use]
+    pub fn with_config(mut self, config: impl Into<String>) -> Self {
+        self.config = Some(config.into());
+        self
     }
 }
 
@@ -82,6 +97,12 @@ impl NatsServer {
         self.port
     }
 
+    /// What the server wrote to its log file so far (empty when it cannot be read).
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+
     /// Freeze the process (SIGSTOP): its connections stay open but nothing answers.
     pub fn freeze(&self) -> bool {
         self.child.freeze()
@@ -108,6 +129,12 @@ impl NatsServer {
         if self.options.jetstream {
             cmd.arg("-js").arg("-sd").arg(self.dir.path());
         }
+        if let Some(config) = &self.options.config {
+            let file = self.dir.path().join("nats.conf");
+            std::fs::write(&file, config).map_err(|e| format!("cannot write {file:?}: {e}"))?;
+            cmd.arg("-c").arg(file);
+        }
+        cmd.arg("-l").arg(self.dir.path().join("nats.log"));
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
