@@ -390,15 +390,8 @@ async fn jetstream_subscriber_disconnected_for_reading_too_slowly_loses_nothing(
     let mut sub = subscriber.subscribe(&topic).await.expect("subscribe");
 
     proxy.bandwidth(16 * 1024);
-    let payload = "x".repeat(4096);
-    let mut ids = Vec::new();
-    for n in 0..1000u64 {
-        let id = publisher
-            .publish(&topic, Message::new(format!("{n}:{payload}")))
-            .await
-            .expect("publish (direct connection)");
-        ids.push(id);
-    }
+    // 1000 events of 4 KiB, published on a direct connection.
+    let ids = ssehub_core::conformance::publish_backlog(&publisher, &topic, 1000, 4096).await;
     const CUT: &str = "Slow Consumer Detected";
     let deadline = tokio::time::Instant::now() + WAIT;
     while !server.log().contains(CUT) {
@@ -409,18 +402,7 @@ async fn jetstream_subscriber_disconnected_for_reading_too_slowly_loses_nothing(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     proxy.bandwidth(0);
-    for (n, id) in ids.iter().enumerate() {
-        match next_delivery(&mut sub).await {
-            Delivery::Gap => {
-                panic!("gap after a slow-consumer disconnect (the stream holds it all)")
-            }
-            Delivery::Event(env) => {
-                assert_eq!(&env.id, id, "event {n} out of order, missing or repeated");
-                let data = std::str::from_utf8(&env.data).expect("utf-8");
-                assert_eq!(data.split(':').next(), Some(n.to_string().as_str()));
-            }
-        }
-    }
+    ssehub_core::conformance::expect_exactly(&mut sub, &ids).await;
     let cut = server.log().matches(CUT).count();
     eprintln!(
         "slow reader: nats-server cut the subscriber {cut} time(s); 1000/1000 events arrived in order"

@@ -59,6 +59,35 @@ async fn next_event(sub: &mut Subscription) -> Envelope {
     }
 }
 
+/// Publish `n` events of about `size` bytes each (data `"<index>:xxx…"`), one after another;
+/// their ids. Fault tests use it to build a backlog a slow reader cannot keep up with.
+pub async fn publish_backlog(
+    broker: &dyn Broker,
+    topic: &Topic,
+    n: usize,
+    size: usize,
+) -> Vec<EventId> {
+    let pad = "x".repeat(size);
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = broker
+            .publish(topic, Message::new(format!("{i}:{pad}")))
+            .await
+            .expect("publish");
+        ids.push(id);
+    }
+    ids
+}
+
+/// The next deliveries of `sub` are exactly the events `ids`, in order: no gap, no loss, no
+/// duplicate (each within [`WAIT`]).
+pub async fn expect_exactly(sub: &mut Subscription, ids: &[EventId]) {
+    for (n, id) in ids.iter().enumerate() {
+        let env = next_event(sub).await;
+        assert_eq!(&env.id, id, "event {n} out of order, missing or repeated");
+    }
+}
+
 async fn publish_n(broker: &dyn Broker, topic: &Topic, n: usize) -> Vec<EventId> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
