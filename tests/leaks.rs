@@ -15,29 +15,10 @@ use std::time::Duration;
 use axum::Router;
 use ssehub::{Broker, ChannelManager, MemoryBroker, PathParams, SseEndpoint, SubscribeOptions};
 use ssehub_test_support::sse_client::SseClient;
-
-const LIMIT: Duration = Duration::from_secs(30);
+use ssehub_test_support::{status_kib, wait_until};
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not reached in time"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    status_kib(std::process::id(), "VmRSS")
 }
 
 /// Open and drop `n` sessions over `channels` channels, one at a time.
@@ -59,6 +40,19 @@ async fn assert_released(m: &ChannelManager<u64>, broker: &dyn Broker) {
     })
     .await;
     assert_eq!(m.total_sessions(), 0);
+}
+
+/// The same cycles on another backend: `n` cycles over `channels` channels, then `abandoned`
+/// channels used once; nothing left on this node afterwards.
+#[cfg(any(feature = "redis", feature = "nats"))]
+async fn broker_cycles(broker: impl Broker + Clone, n: usize, channels: usize, abandoned: usize) {
+    let m = ChannelManager::<u64>::builder(broker.clone())
+        .linger(Duration::ZERO)
+        .build()
+        .unwrap();
+    cycles(&m, "c", n, channels).await;
+    cycles(&m, "abandoned", abandoned, abandoned).await;
+    assert_released(&m, &broker).await;
 }
 
 /// `n` HTTP streams opened (each answered 200, so its session existed) and closed by the client,
@@ -133,12 +127,8 @@ async fn cycles_and_abandoned_channels_leave_nothing_behind() {
         "memory grew from {before} KiB to {after} KiB"
     );
 
-    let t = std::time::Instant::now();
     redis_releases_every_subscription().await;
-    eprintln!("(redis part {:.1} s)", t.elapsed().as_secs_f64());
-    let t = std::time::Instant::now();
     nats_releases_every_subscription().await;
-    eprintln!("(nats part {:.1} s)", t.elapsed().as_secs_f64());
 }
 
 #[cfg(not(feature = "redis"))]
@@ -156,19 +146,13 @@ async fn redis_releases_every_subscription() {
         .connect()
         .await
         .unwrap();
-    let m = ChannelManager::<u64>::builder(broker.clone())
-        .linger(Duration::ZERO)
-        .build()
-        .unwrap();
-    cycles(&m, "c", 2_000, 200).await;
-    cycles(&m, "abandoned", 1_000, 1_000).await;
-    assert_released(&m, &broker).await;
+    broker_cycles(broker, 2_000, 200, 1_000).await;
     // And on the server: no topic channel of ours is still subscribed (the broker's own health
     // channel, `<prefix>:health:<node>`, stays while the broker lives).
     let client = ssehub::redis::redis::Client::open(url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let pattern = format!("{prefix}:*:events");
-    let deadline = tokio::time::Instant::now() + LIMIT;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let left = loop {
         let left: Vec<String> = ssehub::redis::redis::cmd("PUBSUB")
             .arg("CHANNELS")
@@ -203,13 +187,7 @@ async fn nats_releases_every_subscription() {
             .build()
             .await
             .unwrap();
-        let m = ChannelManager::<u64>::builder(broker.clone())
-            .linger(Duration::ZERO)
-            .build()
-            .unwrap();
-        cycles(&m, "c", 300, 30).await;
-        cycles(&m, "abandoned", 200, 200).await;
-        assert_released(&m, &broker).await;
+        broker_cycles(broker, 300, 30, 200).await;
         eprintln!("nats {mode:?}: 300 cycles, 200 abandoned channels: 0 subscriptions");
     }
 }

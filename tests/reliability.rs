@@ -18,6 +18,7 @@ use ssehub::http::WriteTimeoutListener;
 use ssehub::{Broker, ChannelManager, MemoryBroker, PathParams, SseEndpoint};
 use ssehub_test_support::proxy::TcpProxy;
 use ssehub_test_support::sse_client::SseClient;
+use ssehub_test_support::wait_until;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -65,17 +66,6 @@ async fn serve<E: serde::Serialize + Send + Sync + 'static>(
         manager,
         endpoint,
         disconnects,
-    }
-}
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not reached in time"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -53,16 +53,4 @@ pub fn io_counter(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A `Vm*` line of `/proc/<pid>/status` in KiB (`VmHWM` = peak RSS, `VmRSS` = current RSS).
-#[must_use]
-pub fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
+pub use ssehub_test_support::status_kib;

@@ -97,6 +97,33 @@ pub async fn wait_for_port(port: u16, limit: Duration) -> bool {
     false
 }
 
+/// Poll `cond` every 10 ms until it holds; panics naming `what` if it does not within 30 s.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not reached in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A `Vm*` line of `/proc/<pid>/status` in KiB (`VmHWM` = peak RSS, `VmRSS` = current RSS); 0
+/// when it cannot be read.
+#[must_use]
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 pub mod chromium;
 pub mod proxy;
 pub mod sse_client;
