@@ -68,15 +68,7 @@ pub async fn publish_backlog(
     size: usize,
 ) -> Vec<EventId> {
     let pad = "x".repeat(size);
-    let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
-        let id = broker
-            .publish(topic, Message::new(format!("{i}:{pad}")))
-            .await
-            .expect("publish");
-        ids.push(id);
-    }
-    ids
+    publish_each(broker, topic, n, |i| format!("{i}:{pad}")).await
 }
 
 /// The next deliveries of `sub` are exactly the events `ids`, in order: no gap, no loss, no
@@ -89,10 +81,20 @@ pub async fn expect_exactly(sub: &mut Subscription, ids: &[EventId]) {
 }
 
 async fn publish_n(broker: &dyn Broker, topic: &Topic, n: usize) -> Vec<EventId> {
+    publish_each(broker, topic, n, |i| i.to_string()).await
+}
+
+/// Publish `data(0)`, `data(1)`, … one after another; their ids.
+async fn publish_each(
+    broker: &dyn Broker,
+    topic: &Topic,
+    n: usize,
+    data: impl Fn(usize) -> String,
+) -> Vec<EventId> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let id = broker
-            .publish(topic, Message::new(i.to_string()))
+            .publish(topic, Message::new(data(i)))
             .await
             .unwrap_or_else(|e| panic!("publish {i}: {e}"));
         ids.push(id);
