@@ -897,25 +897,18 @@ impl JsFeed {
         }
         let mut delay = Duration::from_millis(50);
         loop {
-            let answer = match self.js.get_stream_no_info(&self.stream_name).await {
+            let error: async_nats::Error = match self.js.get_stream_no_info(&self.stream_name).await
+            {
                 Ok(stream) => match stream.get_raw_message(self.last).await {
-                    Ok(_) => Some(true),
+                    Ok(_) => return true,
                     Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                        Some(false)
+                        return false;
                     }
-                    Err(e) => {
-                        tracing::debug!(error = %e, subject = %self.subject, "nats: cannot tell whether history was trimmed; asking again");
-                        None
-                    }
+                    Err(e) => Box::new(e),
                 },
-                Err(e) => {
-                    tracing::debug!(error = %e, subject = %self.subject, "nats: cannot tell whether history was trimmed; asking again");
-                    None
-                }
+                Err(e) => Box::new(e),
             };
-            if let Some(answer) = answer {
-                return answer;
-            }
+            tracing::debug!(error = %error, subject = %self.subject, "nats: cannot tell whether history was trimmed; asking again");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(2));
         }
@@ -927,16 +920,16 @@ impl JsFeed {
         mut events: broadcast::Receiver<ConnEvent>,
     ) {
         let mut received = 0u64;
+        // Poll at least every second. async-nats 0.51's ordered consumer answers `Pending` after
+        // its first missed heartbeat without arranging a wake-up, so without a new message it
+        // would never look again. (`next` is cancel-safe: dropping it loses nothing.) One timer
+        // per feed, not one per message.
+        let mut repoll = tokio::time::interval(Duration::from_secs(1));
+        repoll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Poll at least every second. async-nats 0.51's ordered consumer answers `Pending`
-            // after its first missed heartbeat without arranging a wake-up, so without a new
-            // message it would never look again. (`next` is cancel-safe: dropping it loses
-            // nothing.)
             let next = tokio::select! {
-                next = tokio::time::timeout(Duration::from_secs(1), messages.next()) => match next {
-                    Ok(next) => next,
-                    Err(_) => continue,
-                },
+                next = messages.next() => next,
+                _ = repoll.tick() => continue,
                 event = events.recv() => match event {
                     // Reconnected: start again after the last event delivered. Messages the
                     // server sent to the old connection are gone, and the ordered consumer only
