@@ -55,8 +55,8 @@ impl ResetReason {
 /// [`content_type`](Transport::content_type) decodes back into that input, and must never panic.
 /// The one change allowed is the format's own: an SSE reader delivers every line break of the data
 /// (CRLF, lone CR, LF) as LF, so data holding CR arrives with LF in its place (typed JSON events
-/// never hold a raw CR). The hub frames each live event once per node and transport and shares the bytes with
-/// every session.
+/// never hold a raw CR). The hub frames each live event once per node and transport and shares
+/// the bytes with every session.
 pub trait Transport: fmt::Debug + Send + Sync + 'static {
     /// A short stable name, used to share frames between sessions of the same transport.
     fn name(&self) -> &'static str;
