@@ -254,7 +254,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("comments demo on http://{addr} (backend: {backend})");
     // Close connections of clients that stop reading (after their stream was cut off).
-    let listener = ssehub::http::WriteTimeoutListener::new(listener, Duration::from_secs(30));
+    let listener = ssehub::axum::WriteTimeoutListener::new(listener, Duration::from_secs(30));
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;

@@ -11,7 +11,7 @@ pub use ssehub_memory::MemoryBroker;
 /// The HTTP adapter (feature `axum`, on by default): [`SseLayer`](ssehub_axum::SseLayer) and
 /// [`SseEndpoint`](ssehub_axum::SseEndpoint).
 #[cfg(feature = "axum")]
-pub use ssehub_axum as http;
+pub use ssehub_axum as axum;
 #[cfg(feature = "axum")]
 pub use ssehub_axum::{PathParams, SseEndpoint, SseLayer};
 

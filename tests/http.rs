@@ -387,7 +387,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_others_keep_receiving() {
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let listener = ssehub::http::WriteTimeoutListener::new(listener, Duration::from_millis(500));
+    let listener = ssehub::axum::WriteTimeoutListener::new(listener, Duration::from_millis(500));
     let app = Router::new().route_service("/sse/{id}", endpoint);
     tokio::spawn(async move { axum::serve(listener, app).await });
     // The slow client sends its request and never reads.
@@ -450,7 +450,7 @@ async fn over_capacity_answers_retry_or_503() {
     let endpoint = SseEndpoint::new(m.clone(), "/sse/{id}").unwrap();
     let strict = endpoint
         .clone()
-        .unavailable(ssehub::http::Unavailable::ServiceUnavailable);
+        .unavailable(ssehub::axum::Unavailable::ServiceUnavailable);
     let addr = serve(Router::new().route_service("/sse/{id}", endpoint)).await;
     let strict_addr = serve(Router::new().route_service("/sse/{id}", strict)).await;
     let _first = Raw::open(&format!("http://{addr}/sse/a")).await;

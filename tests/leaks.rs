@@ -141,9 +141,8 @@ async fn redis_releases_every_subscription() {
     };
     let prefix = format!("leak{}", std::process::id());
     let broker = ssehub::RedisBroker::builder(&url)
-        .unwrap()
-        .key_prefix(prefix.clone())
-        .connect()
+        .prefix(prefix.clone())
+        .build()
         .await
         .unwrap();
     broker_cycles(broker, 2_000, 200, 1_000).await;

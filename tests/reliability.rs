@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use ssehub::http::WriteTimeoutListener;
+use ssehub::axum::WriteTimeoutListener;
 use ssehub::{Broker, ChannelManager, MemoryBroker, PathParams, SseEndpoint};
 use ssehub_test_support::proxy::TcpProxy;
 use ssehub_test_support::sse_client::SseClient;
@@ -186,9 +186,8 @@ async fn resume_under_churn_redis() {
         return;
     };
     let b = ssehub::RedisBroker::builder(&url)
-        .unwrap()
         .history(100_000)
-        .connect()
+        .build()
         .await
         .unwrap();
     resume_under_churn(Arc::new(b), 40).await;

@@ -25,16 +25,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ssehub_core::{
-    Broker, Capabilities, Delivery, Envelope, Error, EventId, Message, Replay, Result,
-    Subscription, Topic,
+use ssehub_core::backend::{
+    Fanout, Offset, StreamPosition, SubscriptionCount, check_payload, lock,
 };
-use tokio::sync::Notify;
+use ssehub_core::{
+    Broker, Capabilities, Delivery, Envelope, EventId, Message, Replay, Result, Subscription, Topic,
+};
 
 /// Builds a [`MemoryBroker`]; every setter documents its default.
 #[derive(Clone, Debug)]
@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 pub struct MemoryBrokerBuilder {
     history: usize,
     max_payload: usize,
-    idle_ttl: Duration,
+    history_ttl: Duration,
     subscriber_buffer: usize,
 }
 
@@ -51,7 +51,7 @@ impl Default for MemoryBrokerBuilder {
         MemoryBrokerBuilder {
             history: 1024,
             max_payload: 1024 * 1024,
-            idle_ttl: Duration::from_secs(600),
+            history_ttl: Duration::from_secs(600),
             subscriber_buffer: 4096,
         }
     }
@@ -73,8 +73,8 @@ impl MemoryBrokerBuilder {
 
     /// How long a topic with no subscriber and no publish keeps its history before it is
     /// dropped (so abandoned topics do not hold memory forever). Default: 10 minutes.
-    pub fn idle_ttl(mut self, ttl: Duration) -> Self {
-        self.idle_ttl = ttl;
+    pub fn history_ttl(mut self, ttl: Duration) -> Self {
+        self.history_ttl = ttl;
         self
     }
 
@@ -88,14 +88,14 @@ impl MemoryBrokerBuilder {
     pub fn build(self) -> MemoryBroker {
         MemoryBroker {
             inner: Arc::new(Inner {
-                epoch: rand::random::<u32>() | 1,
+                epoch: format!("{:x}", rand::random::<u32>() | 1),
                 config: self,
                 state: Mutex::new(State {
                     seq: 0,
                     topics: HashMap::new(),
                     last_sweep: Instant::now(),
                 }),
-                subscriptions: AtomicUsize::new(0),
+                subscriptions: SubscriptionCount::new(),
             }),
         }
     }
@@ -108,10 +108,11 @@ pub struct MemoryBroker {
 }
 
 struct Inner {
-    epoch: u32,
+    /// Random per instance, lowercase hex: ids of another instance never match.
+    epoch: String,
     config: MemoryBrokerBuilder,
     state: Mutex<State>,
-    subscriptions: AtomicUsize,
+    subscriptions: SubscriptionCount,
 }
 
 struct State {
@@ -126,14 +127,14 @@ struct TopicState {
     /// Every event of this topic after `floor` is still in `history`.
     floor: u64,
     /// Live subscriptions; each has its own queue, which grows only as needed.
-    subscribers: Vec<Arc<SubQueue>>,
+    fanout: Arc<Fanout>,
     touched: Instant,
 }
 
 impl fmt::Debug for MemoryBroker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryBroker")
-            .field("epoch", &format_args!("{:x}", self.inner.epoch))
+            .field("epoch", &self.inner.epoch)
             .field("history", &self.inner.config.history)
             .finish_non_exhaustive()
     }
@@ -164,73 +165,71 @@ impl MemoryBroker {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.state)
     }
 
-    fn id(&self, seq: u64) -> Result<EventId> {
-        EventId::parse(&format!("{:x}-{seq}", self.inner.epoch))
+    fn position(&self, seq: u64) -> Option<StreamPosition> {
+        StreamPosition::new(&self.inner.epoch, Offset::Seq(seq))
     }
 
     /// The sequence number of one of this broker's ids; `None` for any other id.
     fn seq_of(&self, id: &EventId) -> Option<u64> {
-        let (epoch, seq) = id.as_str().split_once('-')?;
-        if u32::from_str_radix(epoch, 16).ok()? != self.inner.epoch {
-            return None;
+        let pos = StreamPosition::from_event_id(id)?;
+        match pos.offset() {
+            Offset::Seq(seq) if pos.epoch() == self.inner.epoch => Some(seq),
+            _ => None,
         }
-        if seq.starts_with('+') {
-            return None;
-        }
-        seq.parse().ok()
     }
 
+    /// Drop topics that have no subscriber and were not touched for the TTL (at most once per
+    /// quarter TTL, so publishing stays O(1) amortized).
     fn sweep(&self, state: &mut State, now: Instant) {
-        let ttl = self.inner.config.idle_ttl;
+        let ttl = self.inner.config.history_ttl;
         if now.duration_since(state.last_sweep) < ttl / 4 {
             return;
         }
         state.last_sweep = now;
         state
             .topics
-            .retain(|_, t| !t.subscribers.is_empty() || now.duration_since(t.touched) < ttl);
+            .retain(|_, t| !t.fanout.is_empty() || now.duration_since(t.touched) < ttl);
     }
-}
 
-fn topic_state<'a>(state: &'a mut State, topic: &Topic, now: Instant) -> &'a mut TopicState {
-    let seq = state.seq;
-    state
-        .topics
-        .entry(topic.clone())
-        .or_insert_with(|| TopicState {
-            history: VecDeque::new(),
-            floor: seq,
-            subscribers: Vec::new(),
-            touched: now,
-        })
+    fn topic<'a>(&self, state: &'a mut State, topic: &Topic, now: Instant) -> &'a mut TopicState {
+        let seq = state.seq;
+        let buffer = self.inner.config.subscriber_buffer;
+        let t = state
+            .topics
+            .entry(topic.clone())
+            .or_insert_with(|| TopicState {
+                history: VecDeque::new(),
+                floor: seq,
+                fanout: Fanout::new(buffer),
+                touched: now,
+            });
+        t.touched = now;
+        t
+    }
 }
 
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, topic: &Topic, message: Message) -> Result<EventId> {
-        let max = self.inner.config.max_payload;
-        if message.data.len() > max {
-            return Err(Error::PayloadTooLarge {
-                size: message.data.len(),
-                max,
-            });
-        }
+        check_payload(&message, self.inner.config.max_payload)?;
         let now = Instant::now();
         let history = self.inner.config.history;
         let mut state = self.lock();
         self.sweep(&mut state, now);
         state.seq += 1;
         let seq = state.seq;
+        let Some(pos) = self.position(seq) else {
+            unreachable!("the epoch is hex digits")
+        };
         let env = Envelope {
-            id: self.id(seq)?,
+            id: pos.to_event_id(),
             event: message.event,
             data: message.data,
         };
-        let t = topic_state(&mut state, topic, now);
-        t.touched = now;
+        let t = self.topic(&mut state, topic, now);
         if history > 0 {
             if t.history.len() == history
                 && let Some((old, _)) = t.history.pop_front()
@@ -241,32 +240,20 @@ impl Broker for MemoryBroker {
         } else {
             t.floor = seq;
         }
-        // Queued under the lock, so every subscriber sees publish order.
-        let buffer = self.inner.config.subscriber_buffer;
-        for sub in &t.subscribers {
-            sub.push(&env, buffer);
-        }
+        t.fanout.send(Delivery::Event(env.clone()));
         Ok(env.id)
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<Subscription> {
         let now = Instant::now();
-        let queue = Arc::new(SubQueue::default());
-        {
-            let mut state = self.lock();
-            self.sweep(&mut state, now);
-            let t = topic_state(&mut state, topic, now);
-            t.touched = now;
-            t.subscribers.push(queue.clone());
-        }
-        let guard = SubscriptionGuard::new(Arc::downgrade(&self.inner), topic.clone(), queue);
-        Ok(Box::pin(futures_util::stream::unfold(
-            guard,
-            |guard| async move {
-                let item = guard.queue.next().await?;
-                Some((item, guard))
-            },
-        )))
+        let mut state = self.lock();
+        self.sweep(&mut state, now);
+        let fanout = self.topic(&mut state, topic, now).fanout.clone();
+        let leave = Leave {
+            inner: Arc::downgrade(&self.inner),
+            topic: topic.clone(),
+        };
+        Ok(fanout.subscribe(&self.inner.subscriptions, leave))
     }
 
     async fn replay(&self, topic: &Topic, after: &EventId) -> Result<Replay> {
@@ -294,7 +281,6 @@ impl Broker for MemoryBroker {
         Capabilities::new()
             .with_history((history > 0).then_some(history))
             .with_max_payload(self.inner.config.max_payload)
-            .with_durable(true)
     }
 
     fn id_order(&self, a: &EventId, b: &EventId) -> Option<std::cmp::Ordering> {
@@ -302,105 +288,28 @@ impl Broker for MemoryBroker {
     }
 
     fn active_subscriptions(&self) -> usize {
-        self.inner.subscriptions.load(Ordering::Acquire)
+        self.inner.subscriptions.get()
     }
 }
 
-/// One subscription's queue of live events, bounded by `subscriber_buffer`: a subscriber that
-/// falls further behind loses the backlog and is told so with a [`Delivery::Gap`].
-#[derive(Default)]
-struct SubQueue {
-    state: Mutex<SubState>,
-    notify: Notify,
-}
-
-#[derive(Default)]
-struct SubState {
-    items: VecDeque<Envelope>,
-    lagged: bool,
-    closed: bool,
-}
-
-impl SubQueue {
-    fn lock(&self) -> MutexGuard<'_, SubState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn push(&self, env: &Envelope, bound: usize) {
-        {
-            let mut st = self.lock();
-            if st.items.len() >= bound {
-                st.items.clear();
-                st.lagged = true;
-            } else {
-                st.items.push_back(env.clone());
-            }
-        }
-        self.notify.notify_one();
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.notify.notify_one();
-    }
-
-    async fn next(&self) -> Option<Delivery> {
-        loop {
-            {
-                let mut st = self.lock();
-                if st.lagged {
-                    st.lagged = false;
-                    return Some(Delivery::Gap);
-                }
-                if let Some(env) = st.items.pop_front() {
-                    return Some(Delivery::Event(env));
-                }
-                if st.closed {
-                    return None;
-                }
-            }
-            // notify_one keeps a permit when nobody waits, so no wake-up is lost here.
-            self.notify.notified().await;
-        }
-    }
-}
-
-/// Counts a live subscription and removes it from its topic when dropped; when the last one of a
-/// topic without history goes, the topic goes too (so abandoned channels leave nothing behind).
-struct SubscriptionGuard {
-    inner: std::sync::Weak<Inner>,
+/// Held by each subscription stream: when the last subscription of a topic without history
+/// goes, the topic goes too (so abandoned channels leave nothing behind).
+struct Leave {
+    inner: Weak<Inner>,
     topic: Topic,
-    queue: Arc<SubQueue>,
 }
 
-impl SubscriptionGuard {
-    fn new(inner: std::sync::Weak<Inner>, topic: Topic, queue: Arc<SubQueue>) -> Self {
-        if let Some(i) = inner.upgrade() {
-            i.subscriptions.fetch_add(1, Ordering::AcqRel);
-        }
-        SubscriptionGuard {
-            inner,
-            topic,
-            queue,
-        }
-    }
-}
-
-impl Drop for SubscriptionGuard {
+impl Drop for Leave {
     fn drop(&mut self) {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
-        inner.subscriptions.fetch_sub(1, Ordering::AcqRel);
-        let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        let remove = match state.topics.get_mut(&self.topic) {
-            Some(t) => {
-                t.subscribers.retain(|q| !Arc::ptr_eq(q, &self.queue));
-                t.subscribers.is_empty() && t.history.is_empty()
-            }
-            None => false,
-        };
-        if remove {
+        let mut state = lock(&inner.state);
+        if state
+            .topics
+            .get(&self.topic)
+            .is_some_and(|t| t.fanout.is_empty() && t.history.is_empty())
+        {
             state.topics.remove(&self.topic);
         }
     }
@@ -409,11 +318,12 @@ impl Drop for SubscriptionGuard {
 impl Drop for Inner {
     fn drop(&mut self) {
         // The broker is gone: end every live subscription's stream.
-        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for t in state.topics.values() {
-            for q in &t.subscribers {
-                q.close();
-            }
+            t.fanout.close();
         }
     }
 }
@@ -445,7 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn abandoned_topics_are_dropped_after_the_ttl() {
-        let b = MemoryBroker::builder().idle_ttl(Duration::ZERO).build();
+        let b = MemoryBroker::builder().history_ttl(Duration::ZERO).build();
         for i in 0..100 {
             let t = Topic::new(format!("t{i}")).unwrap();
             b.publish(&t, Message::new("x")).await.unwrap();
@@ -455,7 +365,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_id_from_an_evicted_topic_is_a_gap() {
-        let b = MemoryBroker::builder().idle_ttl(Duration::ZERO).build();
+        let b = MemoryBroker::builder().history_ttl(Duration::ZERO).build();
         let t = Topic::new("t").unwrap();
         let old = b.publish(&t, Message::new("x")).await.unwrap();
         b.publish(&Topic::new("u").unwrap(), Message::new("y"))

@@ -17,7 +17,7 @@ async fn broker(mode: Mode) -> Option<NatsBroker> {
             .prefix("ssehubtest.abuse")
             .stream("SSEHUB_TEST_ABUSE")
             .history(50)
-            .max_age(Duration::from_secs(600))
+            .history_ttl(Duration::from_secs(600))
             .mode(mode)
             .build()
             .await

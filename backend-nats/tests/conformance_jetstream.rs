@@ -15,7 +15,7 @@ async fn broker(prefix: &str, stream: &str) -> Option<NatsBroker> {
             .stream(stream)
             // A small window keeps `replay_outside_window_is_gap` quick; old test data expires.
             .history(100)
-            .max_age(Duration::from_secs(600))
+            .history_ttl(Duration::from_secs(600))
             .build()
             .await
             .expect("connect to nats"),

@@ -18,7 +18,8 @@ async fn broker(url: &str, mode: Mode) -> NatsBroker {
     NatsBroker::builder(url)
         .prefix("faults")
         .mode(mode)
-        .timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(1))
         .ping_interval(Duration::from_millis(500))
         .build()
         .await
@@ -380,7 +381,8 @@ async fn jetstream_subscriber_disconnected_for_reading_too_slowly_loses_nothing(
     // the connection first; the server is the one to cut it here.
     let subscriber = NatsBroker::builder(format!("nats://{}", proxy.addr()))
         .prefix("faults")
-        .timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5))
+        .response_timeout(Duration::from_secs(5))
         .ping_interval(Duration::from_secs(600))
         .build()
         .await

@@ -38,7 +38,8 @@ async fn reconnects_are_counted_once_per_restart_and_never_for_the_first_connect
     let broker = NatsBroker::builder(server.url())
         .prefix("metrics")
         .mode(Mode::Core)
-        .timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(1))
         .build()
         .await
         .expect("connect");

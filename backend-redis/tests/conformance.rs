@@ -10,10 +10,9 @@ async fn broker(prefix: &str) -> Option<RedisBroker> {
     let url = redis_url()?;
     Some(
         RedisBroker::builder(&url)
-            .expect("url")
-            .key_prefix(prefix)
+            .prefix(prefix)
             .history(100)
-            .connect()
+            .build()
             .await
             .expect("connect"),
     )

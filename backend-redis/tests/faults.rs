@@ -35,15 +35,14 @@ async fn broker(url: &str) -> RedisBroker {
 
 async fn broker_pinging(url: &str, ping: Duration) -> RedisBroker {
     RedisBroker::builder(url)
-        .expect("url")
-        .key_prefix("ssehub-faults")
+        .prefix("ssehub-faults")
         .history(10_000)
         .connect_timeout(Duration::from_millis(500))
         .response_timeout(Duration::from_secs(1))
         .health_timeout(Duration::from_secs(1))
         .ping_interval(ping)
         .reconnect_max_delay(Duration::from_millis(200))
-        .connect()
+        .build()
         .await
         .expect("connect")
 }

@@ -17,10 +17,9 @@ async fn broker(history: usize) -> Option<RedisBroker> {
     let url = redis_url()?;
     Some(
         RedisBroker::builder(&url)
-            .expect("url")
-            .key_prefix(PREFIX)
+            .prefix(PREFIX)
             .history(history)
-            .connect()
+            .build()
             .await
             .expect("connect"),
     )
@@ -151,9 +150,8 @@ async fn local_subscriptions_share_one_redis_subscription() {
         return;
     };
     let broker = RedisBroker::builder(&url)
-        .expect("url")
-        .key_prefix(PREFIX)
-        .connect()
+        .prefix(PREFIX)
+        .build()
         .await
         .expect("connect");
     let client = redis::Client::open(url.as_str()).expect("client");
@@ -221,7 +219,7 @@ async fn presence_sums_nodes_and_health_round_trips() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_hides_the_password() {
-    let config = RedisBroker::builder("redis://user:secret@db.example:6380/3").expect("url");
+    let config = RedisBroker::builder("redis://user:secret@db.example:6380/3");
     let text = format!("{config:?}");
     assert!(!text.contains("secret"), "{text}");
     assert!(text.contains("user") && text.contains("<hidden>"), "{text}");

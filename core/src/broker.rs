@@ -138,19 +138,14 @@ pub struct Capabilities {
     /// How many events per topic the broker keeps for replay; `None` when it keeps none.
     /// Replay can answer events (not a gap) for an id among the last `history` events.
     pub history: Option<usize>,
-    /// Whether events of one topic are delivered to every subscriber in publish order.
-    pub ordered: bool,
     /// Whether the broker can count sessions on every node ([`Broker::cluster_sessions`]).
     pub presence: bool,
     /// Largest payload `publish` accepts, in bytes.
     pub max_payload: usize,
-    /// Whether events published while nodes are apart reach every node once reconnected
-    /// (otherwise sessions get `reset`).
-    pub durable: bool,
 }
 
 impl Capabilities {
-    /// Start from the defaults: no history, ordered, no presence, 1 MiB payloads, not durable.
+    /// Start from the defaults: no history, no presence, 1 MiB payloads.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -176,23 +171,14 @@ impl Capabilities {
         self.max_payload = max_payload;
         self
     }
-
-    /// Set [`Capabilities::durable`].
-    #[must_use]
-    pub fn with_durable(mut self, durable: bool) -> Self {
-        self.durable = durable;
-        self
-    }
 }
 
 impl Default for Capabilities {
     fn default() -> Self {
         Capabilities {
             history: None,
-            ordered: true,
             presence: false,
             max_payload: 1024 * 1024,
-            durable: false,
         }
     }
 }
@@ -217,8 +203,7 @@ impl Default for Capabilities {
 /// - [`id_order`](Broker::id_order) orders the ids of one topic as they were published.
 /// - Nothing a client sends (an id, a topic) makes a backend panic; errors are returned.
 ///
-/// The trait is dyn-compatible; it is implemented for `Arc<B>` and `Box<B>`, and conveniences
-/// live in [`BrokerExt`].
+/// The trait is dyn-compatible; it is implemented for `Arc<B>` and `Box<B>`.
 #[async_trait]
 pub trait Broker: fmt::Debug + Send + Sync + 'static {
     /// Publish one event to `topic` and return the id the broker gave it.
@@ -290,27 +275,3 @@ macro_rules! forward_broker {
 
 forward_broker!(Arc<B>);
 forward_broker!(Box<B>);
-
-/// Conveniences for every [`Broker`].
-#[async_trait]
-pub trait BrokerExt: Broker {
-    /// Publish a `message` event with this payload.
-    async fn publish_data(&self, topic: &Topic, data: Bytes) -> Result<EventId> {
-        self.publish(topic, Message::new(data)).await
-    }
-
-    /// Whether this broker keeps history to resume from.
-    fn has_history(&self) -> bool {
-        self.capabilities().history.is_some_and(|h| h > 0)
-    }
-
-    /// Turn this broker into a shareable trait object.
-    fn into_dyn(self) -> Arc<dyn Broker>
-    where
-        Self: Sized,
-    {
-        Arc::new(self)
-    }
-}
-
-impl<B: Broker + ?Sized> BrokerExt for B {}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use slab::Slab;
 use tokio::sync::{Notify, watch};
 
+use crate::backend::lock;
 use crate::broker::{Broker, Delivery, Envelope};
 use crate::error::{Error, Result};
 use crate::id::Topic;
@@ -66,10 +67,6 @@ pub(crate) struct Registration {
     channel: Arc<ChannelInner>,
     hub: Weak<HubShared>,
     key: usize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Hub {

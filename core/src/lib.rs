@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backend;
 mod broker;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -37,9 +38,7 @@ mod session;
 pub mod sse_parser;
 mod transport;
 
-pub use broker::{
-    Broker, BrokerExt, Capabilities, Delivery, Envelope, Message, Replay, Subscription,
-};
+pub use broker::{Broker, Capabilities, Delivery, Envelope, Message, Replay, Subscription};
 pub use error::{BoxError, Error, Result};
 pub use id::{
     EventId, EventName, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_RESOURCE_ID_LEN, MAX_TOPIC_LEN,

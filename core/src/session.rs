@@ -138,8 +138,7 @@ impl SessionShared {
     }
 
     fn lock(&self) -> MutexGuard<'_, SessionState> {
-        // A poisoned lock only means another thread panicked mid-push; the queue is still valid.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::backend::lock(&self.state)
     }
 
     /// Queue one frame (a live event when `id` is set, a control frame otherwise).

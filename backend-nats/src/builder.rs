@@ -1,0 +1,243 @@
+//! [`NatsBrokerBuilder`]: the settings of a [`NatsBroker`], each setter with its default.
+
+use std::fmt;
+use std::time::Duration;
+
+use ssehub_core::Result;
+
+use crate::NatsBroker;
+use crate::error::NatsError;
+use crate::subject::{valid_prefix, valid_stream_name};
+
+/// How events travel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Events are stored in a JetStream stream: history, replay, nothing lost across reconnects
+    /// (within the history window). Needs a server started with JetStream (`-js`).
+    #[default]
+    JetStream,
+    /// Core NATS only: no history (resume answers `reset`), a dropped connection is a gap.
+    Core,
+}
+
+/// Builds a [`NatsBroker`]; every setter documents its default, [`build`](Self::build)
+/// connects.
+///
+/// Its `Debug` output never shows credentials (a password in the URL, a token).
+#[derive(Clone)]
+#[must_use]
+pub struct NatsBrokerBuilder {
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+    pub(crate) stream: Option<String>,
+    pub(crate) history: usize,
+    pub(crate) max_payload: usize,
+    pub(crate) history_ttl: Duration,
+    pub(crate) mode: Mode,
+    pub(crate) token: Option<String>,
+    pub(crate) user_password: Option<(String, String)>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) health_timeout: Duration,
+    pub(crate) presence_window: Duration,
+    pub(crate) subscriber_buffer: usize,
+    pub(crate) reconnect_max_delay: Duration,
+    pub(crate) ping_interval: Duration,
+}
+
+impl fmt::Debug for NatsBrokerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsBrokerBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("stream", &self.stream_name())
+            .field("history", &self.history)
+            .field("max_payload", &self.max_payload)
+            .field("history_ttl", &self.history_ttl)
+            .field("mode", &self.mode)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "user_password",
+                &self.user_password.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("health_timeout", &self.health_timeout)
+            .field("presence_window", &self.presence_window)
+            .field("subscriber_buffer", &self.subscriber_buffer)
+            .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("ping_interval", &self.ping_interval)
+            .finish()
+    }
+}
+
+/// `nats://user:secret@host` → `nats://<redacted>@host`, for every comma-separated URL.
+fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| {
+            let (scheme, rest) = u.split_once("://").map_or(("", u), |(s, r)| (s, r));
+            let sep = if scheme.is_empty() { "" } else { "://" };
+            match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}{sep}<redacted>@{host}"),
+                None => u.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl NatsBrokerBuilder {
+    /// Start from the defaults, connecting to `url` (e.g. `nats://127.0.0.1:4222`; several
+    /// servers comma-separated).
+    pub fn new(url: impl Into<String>) -> Self {
+        NatsBrokerBuilder {
+            url: url.into(),
+            prefix: "ssehub".to_string(),
+            stream: None,
+            history: 1000,
+            max_payload: 1024 * 1024,
+            history_ttl: Duration::ZERO,
+            mode: Mode::JetStream,
+            token: None,
+            user_password: None,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(5),
+            presence_window: Duration::from_millis(250),
+            subscriber_buffer: 4096,
+            reconnect_max_delay: Duration::from_secs(1),
+            ping_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// Root of every subject: topic `a:b` becomes `<prefix>.a.b` (each part escaped to one
+    /// token). Dot-separated tokens of `A-Z a-z 0-9 - _`. Default: `ssehub`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// JetStream stream name. Default: the prefix upper-cased with `.` replaced by `_`
+    /// (`SSEHUB`).
+    pub fn stream(mut self, name: impl Into<String>) -> Self {
+        self.stream = Some(name.into());
+        self
+    }
+
+    /// Events kept per topic (`max_messages_per_subject` of the stream) when the broker creates
+    /// the stream. Default: 1,000. An existing stream keeps its own setting, which
+    /// [`Capabilities::history`](ssehub_core::Capabilities::history) then reports.
+    pub fn history(mut self, events: usize) -> Self {
+        self.history = events.max(1);
+        self
+    }
+
+    /// Largest payload accepted, in bytes. Default: 1 MiB. The broker declares the smaller of
+    /// this and the server's `max_payload` minus 1 KiB kept for headers (NATS counts headers in
+    /// `max_payload`, which is 1 MiB by default).
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// How long history lives: the stream's `max_age` (events older than this are dropped)
+    /// when the broker creates the stream. Default: zero, which keeps events until the
+    /// per-topic history limit drops them.
+    pub fn history_ttl(mut self, ttl: Duration) -> Self {
+        self.history_ttl = ttl;
+        self
+    }
+
+    /// JetStream (default) or core NATS only.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Authenticate with a token. Default: none (or whatever the URL carries).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Authenticate with a user and password. Default: none (or whatever the URL carries).
+    pub fn user_password(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user_password = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Time allowed to open the connection (and for [`build`](Self::build) to see it open).
+    /// Default: 5 seconds.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a publish waits for the server's confirmation, and the bound of every other
+    /// request (replay, stream look-ups). Default: 5 seconds.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Time [`Broker::health`](ssehub_core::Broker::health) allows its probe. Default: 5
+    /// seconds.
+    pub fn health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long [`Broker::cluster_sessions`](ssehub_core::Broker::cluster_sessions) collects the
+    /// answers of other nodes. Default: 250 ms.
+    pub fn presence_window(mut self, window: Duration) -> Self {
+        self.presence_window = window;
+        self
+    }
+
+    /// Events a local subscription stream may fall behind before it receives a gap. Default:
+    /// 4,096.
+    pub fn subscriber_buffer(mut self, events: usize) -> Self {
+        self.subscriber_buffer = events.max(1);
+        self
+    }
+
+    /// Longest wait between two reconnect attempts (the wait grows by 50 ms per attempt up to
+    /// this). Default: 1 second.
+    pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
+        self.reconnect_max_delay = delay.max(Duration::from_millis(50));
+        self
+    }
+
+    /// How often the client pings the server when the connection is otherwise quiet. A server
+    /// that stops answering (frozen process, half-open connection, silent network) is dropped
+    /// after three unanswered pings, so it is detected within about three intervals, and the
+    /// client reconnects: JetStream subscriptions resume where they were, core ones get a gap.
+    /// Default: 10 seconds.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    pub(crate) fn stream_name(&self) -> String {
+        self.stream
+            .clone()
+            .unwrap_or_else(|| self.prefix.to_ascii_uppercase().replace('.', "_"))
+    }
+
+    /// Check the settings, connect, and in JetStream mode create the stream unless it exists.
+    pub async fn build(self) -> Result<NatsBroker> {
+        if !valid_prefix(&self.prefix) {
+            return Err(NatsError::Config(
+                "the prefix must be dot-separated tokens of A-Z a-z 0-9 - _",
+            )
+            .into());
+        }
+        if !valid_stream_name(&self.stream_name()) {
+            return Err(
+                NatsError::Config("the stream name must be 1-64 of A-Z a-z 0-9 - _").into(),
+            );
+        }
+        NatsBroker::open(self).await
+    }
+}

@@ -1,0 +1,193 @@
+//! [`RedisBrokerBuilder`]: the settings of a [`RedisBroker`], each setter with its default.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::{ConnectionInfo, IntoConnectionInfo};
+use ssehub_core::{Result, Topic};
+
+use crate::RedisBroker;
+use crate::error::config_error;
+
+/// Builds a [`RedisBroker`]; every setter documents its default, [`build`](Self::build)
+/// connects.
+///
+/// `Debug` never shows the password of the URL.
+#[derive(Clone)]
+#[must_use]
+pub struct RedisBrokerBuilder {
+    /// `None` when the URL did not parse; [`build`](Self::build) says so.
+    pub(crate) info: Option<ConnectionInfo>,
+    pub(crate) prefix: String,
+    pub(crate) history: usize,
+    pub(crate) max_payload: usize,
+    pub(crate) history_ttl: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) health_timeout: Duration,
+    pub(crate) presence_window: Duration,
+    pub(crate) subscriber_buffer: usize,
+    pub(crate) reconnect_max_delay: Duration,
+    pub(crate) ping_interval: Duration,
+}
+
+impl fmt::Debug for RedisBrokerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("RedisBrokerBuilder");
+        match &self.info {
+            Some(info) => {
+                let redis = info.redis_settings();
+                let password = if redis.password().is_some() {
+                    "<hidden>"
+                } else {
+                    "none"
+                };
+                d.field("addr", &format_args!("{}", info.addr()))
+                    .field("db", &redis.db())
+                    .field("username", &redis.username())
+                    .field("password", &format_args!("{password}"))
+            }
+            None => d.field("url", &format_args!("<invalid>")),
+        };
+        d.field("prefix", &self.prefix)
+            .field("history", &self.history)
+            .field("max_payload", &self.max_payload)
+            .field("history_ttl", &self.history_ttl)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("health_timeout", &self.health_timeout)
+            .field("presence_window", &self.presence_window)
+            .field("subscriber_buffer", &self.subscriber_buffer)
+            .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("ping_interval", &self.ping_interval)
+            .finish()
+    }
+}
+
+impl RedisBrokerBuilder {
+    /// Settings for the server at `url` (`redis://[user:password@]host:port[/db]`; `rediss://…`
+    /// needs a TLS feature of [`redis`]), every other setting at its default. An invalid URL is
+    /// refused by [`build`](Self::build) without echoing it (it may hold a password).
+    pub fn new(url: &str) -> Self {
+        Self::with_info(url.into_connection_info().ok())
+    }
+
+    /// Settings for an already-built [`redis::ConnectionInfo`].
+    pub fn from_connection_info(info: ConnectionInfo) -> Self {
+        Self::with_info(Some(info))
+    }
+
+    fn with_info(info: Option<ConnectionInfo>) -> Self {
+        RedisBrokerBuilder {
+            info,
+            prefix: "ssehub".to_owned(),
+            history: 1000,
+            max_payload: 1024 * 1024,
+            history_ttl: Duration::from_secs(24 * 3600),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(2),
+            presence_window: Duration::from_secs(60),
+            subscriber_buffer: 4096,
+            reconnect_max_delay: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// Prefix of every Redis key and channel this broker uses. Default: `ssehub`. Brokers with
+    /// different prefixes share nothing. Each `:`-separated part must be a valid key part
+    /// (letters, digits, `- _ . ~ @ + =`); checked by [`build`](Self::build).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Events kept per topic for replay (`XADD … MAXLEN ~ history`; Redis may keep somewhat
+    /// more). Default: 1,000. At least 1.
+    pub fn history(mut self, events: usize) -> Self {
+        self.history = events.max(1);
+        self
+    }
+
+    /// Largest payload accepted, in bytes. Default: 1 MiB.
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// How long a topic's history (its stream and epoch keys) lives after its last publish, so
+    /// abandoned topics do not hold Redis memory forever. Default: 24 hours. Zero keeps them
+    /// forever.
+    pub fn history_ttl(mut self, ttl: Duration) -> Self {
+        self.history_ttl = ttl;
+        self
+    }
+
+    /// Time allowed to open a connection. Default: 2 seconds.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for one command's answer. Default: 5 seconds.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Time [`Broker::health`](ssehub_core::Broker::health) waits for its probe to come back.
+    /// Default: 2 seconds.
+    pub fn health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout;
+        self
+    }
+
+    /// How long a node's reported session count counts towards the cluster total after the
+    /// node last wrote it. Default: 60 seconds.
+    pub fn presence_window(mut self, window: Duration) -> Self {
+        self.presence_window = window;
+        self
+    }
+
+    /// Events one subscription may fall behind before it receives a gap. Default: 4,096.
+    pub fn subscriber_buffer(mut self, events: usize) -> Self {
+        self.subscriber_buffer = events.max(1);
+        self
+    }
+
+    /// Longest wait between two reconnect attempts of the subscriber connection (the wait
+    /// doubles from 50 ms up to this). Default: 2 seconds.
+    pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
+        self.reconnect_max_delay = delay.max(Duration::from_millis(50));
+        self
+    }
+
+    /// How often the subscriber connection, which otherwise only receives, pings the server. A
+    /// server that stops answering (frozen process, half-open connection, silent network) is
+    /// noticed within this interval plus the connect and response timeouts; the subscriber
+    /// then reconnects and fills what it missed from the stream. Default: 5 seconds.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Connect: check the settings, open the command connection and the subscriber connection.
+    pub async fn build(self) -> Result<RedisBroker> {
+        if self.info.is_none() {
+            return Err(config_error(
+                "invalid redis url (not echoed, it may hold a password)",
+            ));
+        }
+        if Topic::new(&self.prefix).is_err() {
+            return Err(config_error(
+                "invalid prefix: use letters, digits and - _ . ~ @ + = in `:`-separated parts",
+            ));
+        }
+        RedisBroker::open(self).await
+    }
+
+    /// The deadline of one operation: connecting plus answering.
+    pub(crate) fn op_timeout(&self) -> Duration {
+        self.connect_timeout + self.response_timeout
+    }
+}

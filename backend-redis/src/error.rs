@@ -1,0 +1,81 @@
+//! The private error of this backend, mapped into [`ssehub_core::Error::Broker`].
+
+use std::time::Duration;
+
+use ssehub_core::Error;
+
+pub(crate) const BACKEND: &str = "redis";
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RedisError {
+    #[error("{what}: {source}")]
+    Redis {
+        what: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(&'static str),
+    #[error("subscriber connection is down, reconnecting")]
+    Disconnected,
+}
+
+impl RedisError {
+    pub(crate) fn redis(what: &'static str) -> impl FnOnce(redis::RedisError) -> RedisError {
+        move |source| RedisError::Redis { what, source }
+    }
+
+    pub(crate) fn is_temporary(&self) -> bool {
+        match self {
+            RedisError::Redis { source, .. } => {
+                source.is_io_error()
+                    || source.is_timeout()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+                    || matches!(
+                        source.kind(),
+                        redis::ErrorKind::Server(
+                            redis::ServerErrorKind::BusyLoading
+                                | redis::ServerErrorKind::TryAgain
+                                | redis::ServerErrorKind::MasterDown
+                                | redis::ServerErrorKind::ClusterDown
+                        )
+                    )
+            }
+            RedisError::Timeout(_) | RedisError::Disconnected => true,
+            RedisError::Protocol(_) => false,
+        }
+    }
+}
+
+impl From<RedisError> for Error {
+    fn from(err: RedisError) -> Self {
+        let temporary = err.is_temporary();
+        let message = match &err {
+            RedisError::Redis { what, .. } => format!("{what} failed"),
+            other => other.to_string(),
+        };
+        Error::broker(BACKEND, temporary, message, Some(Box::new(err)))
+    }
+}
+
+pub(crate) type RResult<T> = std::result::Result<T, RedisError>;
+
+/// Run a Redis command future with a deadline.
+pub(crate) async fn timed<T>(
+    limit: Duration,
+    what: &'static str,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> RResult<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(res) => res.map_err(RedisError::redis(what)),
+        Err(_) => Err(RedisError::Timeout(what)),
+    }
+}
+
+/// A configuration error, said without echoing what the user passed (a URL may hold a password).
+pub(crate) fn config_error(message: &'static str) -> Error {
+    Error::broker(BACKEND, false, message, None)
+}

@@ -1,0 +1,186 @@
+//! A topic's history in Redis: appending (the publish script) and reading. One atomic read
+//! serves both a client's replay and the subscriber's gap fill after a reconnect.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+use ssehub_core::backend::{Offset, StreamPosition, node_id};
+use ssehub_core::{EventId, Message, Replay, Topic};
+
+use crate::builder::RedisBrokerBuilder;
+use crate::error::{RResult, RedisError, timed};
+use crate::keys::Keys;
+use crate::reply::{Entry, bulk_string, parse_entries, parse_entry_id};
+
+/// The command connection and what it needs to read and write topic histories. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct History {
+    pub(crate) con: ConnectionManager,
+    pub(crate) keys: Keys,
+    script: Script,
+    /// Entries kept per topic.
+    pub(crate) len: usize,
+    ttl: Duration,
+    pub(crate) limit: Duration,
+}
+
+/// What one read of a topic's history found.
+pub(crate) struct Read {
+    /// The topic's epoch; `None` when the topic has no history (never published, expired,
+    /// flushed).
+    pub(crate) epoch: Option<String>,
+    /// Whether the entry the read started after is still in the stream (always true for a read
+    /// from the start). Redis answers the entries after a trimmed id silently, so this is what
+    /// tells a complete answer from one with a hole.
+    pub(crate) found: bool,
+    /// The entries after the start, oldest first.
+    pub(crate) entries: Vec<Entry>,
+    /// The newest entry in the stream.
+    pub(crate) tail: Option<Offset>,
+}
+
+impl History {
+    pub(crate) fn new(con: ConnectionManager, keys: Keys, config: &RedisBrokerBuilder) -> Self {
+        History {
+            con,
+            keys,
+            script: Script::new(include_str!("scripts/publish.lua")),
+            len: config.history,
+            ttl: config.history_ttl,
+            limit: config.op_timeout(),
+        }
+    }
+
+    /// Append `message` to `topic`'s history and publish it live, in one script, so every node
+    /// sees the same id; answers that id.
+    pub(crate) async fn append(&self, topic: &Topic, message: &Message) -> RResult<EventId> {
+        let t = topic.as_str();
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(self.keys.stream(t))
+            .key(self.keys.epoch(t))
+            .arg(node_id())
+            .arg(self.len)
+            .arg(message.event.as_str())
+            .arg(&message.data[..])
+            .arg(self.keys.channel(t))
+            .arg(ttl_ms);
+        let mut con = self.con.clone();
+        let reply: Value = timed(self.limit, "publish", invocation.invoke_async(&mut con)).await?;
+        let Value::Array(parts) = reply else {
+            return Err(RedisError::Protocol("publish script reply is not an array"));
+        };
+        let [epoch, id] = <[Value; 2]>::try_from(parts)
+            .map_err(|_| RedisError::Protocol("publish script reply of the wrong length"))?;
+        let epoch = bulk_string(&epoch)?.ok_or(RedisError::Protocol("publish: no epoch"))?;
+        let id = bulk_string(&id)?.ok_or(RedisError::Protocol("publish: no entry id"))?;
+        let offset = parse_entry_id(&id).ok_or(RedisError::Protocol("publish: bad entry id"))?;
+        StreamPosition::new(&epoch, offset)
+            .map(|p| p.to_event_id())
+            .ok_or(RedisError::Protocol("publish: bad epoch"))
+    }
+
+    /// Read, atomically, the epoch, the entries after `after` (from the start, at most one more
+    /// than the history length, when `after` is `None`) and the stream's tail.
+    pub(crate) async fn read(&self, topic: &str, after: Option<Offset>) -> RResult<Read> {
+        let stream = self.keys.stream(topic);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("GET").arg(self.keys.epoch(topic));
+        match after {
+            Some(offset) => {
+                let id = offset.to_string();
+                pipe.cmd("XRANGE")
+                    .arg(&stream)
+                    .arg(&id)
+                    .arg(&id)
+                    .cmd("XRANGE")
+                    .arg(&stream)
+                    .arg(format!("({id}"))
+                    .arg("+");
+            }
+            None => {
+                pipe.cmd("XRANGE")
+                    .arg(&stream)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(self.len + 1);
+            }
+        }
+        pipe.cmd("XREVRANGE")
+            .arg(&stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+        let mut con = self.con.clone();
+        let mut replies: Vec<Value> =
+            timed(self.limit, "reading history", pipe.query_async(&mut con)).await?;
+        let expected = if after.is_some() { 4 } else { 3 };
+        if replies.len() != expected {
+            return Err(RedisError::Protocol("history reply of the wrong length"));
+        }
+        let mut next = || parse_entries(replies.pop().unwrap_or(Value::Nil));
+        let tail = next()?.first().map(|e| e.offset);
+        let entries = next()?;
+        let found = after.is_none() || !next()?.is_empty();
+        let epoch = bulk_string(&replies.pop().unwrap_or(Value::Nil))?;
+        Ok(Read {
+            epoch,
+            found,
+            entries,
+            tail,
+        })
+    }
+
+    /// The epoch and tail of `topic`'s stream: where a new subscription starts.
+    pub(crate) async fn tail(&self, topic: &str) -> RResult<(Option<String>, Option<Offset>)> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("GET")
+            .arg(self.keys.epoch(topic))
+            .cmd("XREVRANGE")
+            .arg(self.keys.stream(topic))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+        let mut con = self.con.clone();
+        let replies: Vec<Value> = timed(
+            self.limit,
+            "reading the stream tail",
+            pipe.query_async(&mut con),
+        )
+        .await?;
+        let [epoch, tail] = <[Value; 2]>::try_from(replies)
+            .map_err(|_| RedisError::Protocol("tail reply of the wrong length"))?;
+        let epoch = bulk_string(&epoch)?;
+        let last = parse_entries(tail)?.first().map(|e| e.offset);
+        Ok((epoch, last))
+    }
+
+    /// A client's replay after `after`: every event still in history, or a gap.
+    pub(crate) async fn replay(&self, topic: &Topic, after: &StreamPosition) -> RResult<Replay> {
+        let offset @ Offset::Pair(..) = after.offset() else {
+            return Ok(Replay::Gap);
+        };
+        let read = self.read(topic.as_str(), Some(offset)).await?;
+        let Some(epoch) = read.epoch else {
+            return Ok(Replay::Gap);
+        };
+        if epoch != after.epoch() || !read.found {
+            return Ok(Replay::Gap);
+        }
+        let mut events = Vec::with_capacity(read.entries.len());
+        for entry in read.entries {
+            match entry.into_envelope(&epoch) {
+                Some(env) => events.push(env),
+                // A malformed entry cannot be told: a gap, never a silent skip.
+                None => return Ok(Replay::Gap),
+            }
+        }
+        Ok(Replay::Events(events))
+    }
+}

@@ -1,0 +1,31 @@
+//! Key and channel names. The topic sits in a `{hash tag}`, so all keys of one topic share a
+//! slot (one script touches them together).
+
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    pub(crate) prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn key(&self, topic: &str, kind: &str) -> String {
+        format!("{}:{{{topic}}}:{kind}", self.prefix)
+    }
+    pub(crate) fn stream(&self, topic: &str) -> String {
+        self.key(topic, "stream")
+    }
+    pub(crate) fn epoch(&self, topic: &str) -> String {
+        self.key(topic, "epoch")
+    }
+    pub(crate) fn channel(&self, topic: &str) -> String {
+        self.key(topic, "events")
+    }
+    pub(crate) fn presence(&self, topic: &str) -> (String, String) {
+        (
+            self.key(topic, "presence"),
+            self.key(topic, "presence-expiry"),
+        )
+    }
+    pub(crate) fn probe_channel(&self, node: &str) -> String {
+        format!("{}:health:{node}", self.prefix)
+    }
+}

@@ -1,0 +1,416 @@
+//! The subscriber: one actor per broker owns the one pub/sub connection, subscribes per topic on
+//! demand, hands each topic's messages to its [`Fanout`], reconnects with backoff and fills
+//! what was missed from the streams (or sends a gap), and answers health probes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, PushInfo, PushKind, Value};
+use ssehub_core::backend::{Backoff, Fanout, Offset, StreamPosition, SubscriptionCount, lock};
+use ssehub_core::{Delivery, Envelope, Subscription, Topic};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::builder::RedisBrokerBuilder;
+use crate::error::{RResult, RedisError, timed};
+use crate::history::History;
+use crate::reply::{into_bytes, parse_message};
+
+/// Health probes waiting for their message to come back, by token.
+pub(crate) type Probes = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
+
+pub(crate) enum Command {
+    Subscribe {
+        topic: Topic,
+        reply: oneshot::Sender<RResult<Subscription>>,
+    },
+    /// A subscription of this channel was dropped.
+    Release { channel: String },
+}
+
+/// Held by each subscription stream; tells the actor when the stream is gone.
+struct Release {
+    actor: mpsc::UnboundedSender<Command>,
+    channel: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let channel = std::mem::take(&mut self.channel);
+        let _ = self.actor.send(Command::Release { channel });
+    }
+}
+
+/// Where a topic's delivery stands: the last event delivered (or the stream's tail when it was
+/// subscribed), used to drop duplicates and to fill after a reconnect.
+#[derive(Clone, Debug, Default)]
+struct Position {
+    epoch: Option<String>,
+    last: Option<Offset>,
+}
+
+struct TopicSub {
+    topic: Topic,
+    fanout: Arc<Fanout>,
+    pos: Position,
+}
+
+impl TopicSub {
+    fn gap(&mut self, pos: Position) {
+        self.fanout.gap();
+        self.pos = pos;
+    }
+
+    /// Deliver one event unless it was already delivered; a new epoch means a gap first.
+    fn deliver(&mut self, pos: &StreamPosition, env: Envelope) {
+        match &self.pos.epoch {
+            Some(e) if e == pos.epoch() => {
+                let seen = self
+                    .pos
+                    .last
+                    .is_some_and(|last| pos.offset().order(&last).is_none_or(|o| o.is_le()));
+                if seen {
+                    return;
+                }
+            }
+            // The topic's history was reset under us (flush, restart, expiry).
+            Some(_) => self.fanout.gap(),
+            None => {}
+        }
+        self.pos = Position {
+            epoch: Some(pos.epoch().to_owned()),
+            last: Some(pos.offset()),
+        };
+        self.fanout.send(Delivery::Event(env));
+    }
+}
+
+pub(crate) struct Actor {
+    config: RedisBrokerBuilder,
+    history: History,
+    client: Client,
+    probe_channel: String,
+    probes: Probes,
+    subscriptions: SubscriptionCount,
+    topics: HashMap<String, TopicSub>,
+    rx: mpsc::UnboundedReceiver<Command>,
+    /// To hand each subscription a way to say it is gone, without keeping the actor alive.
+    tx: mpsc::WeakUnboundedSender<Command>,
+}
+
+type Conn = (MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>);
+
+enum Outcome {
+    /// The connection failed: reconnect.
+    Reconnect,
+    /// Every handle is gone: stop.
+    Stop,
+}
+
+impl Actor {
+    pub(crate) fn new(
+        config: RedisBrokerBuilder,
+        history: History,
+        client: Client,
+        probe_channel: String,
+        probes: Probes,
+        subscriptions: SubscriptionCount,
+    ) -> (Self, mpsc::UnboundedSender<Command>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = Actor {
+            config,
+            history,
+            client,
+            probe_channel,
+            probes,
+            subscriptions,
+            topics: HashMap::new(),
+            rx,
+            tx: tx.downgrade(),
+        };
+        (actor, tx)
+    }
+
+    /// Open the subscriber connection and subscribe the probe channel.
+    pub(crate) async fn open(&mut self) -> RResult<Conn> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(Some(self.config.response_timeout))
+            .set_push_sender(tx);
+        let limit = self.config.op_timeout();
+        let mut con = timed(
+            limit,
+            "connecting the subscriber",
+            self.client
+                .get_multiplexed_async_connection_with_config(&cfg),
+        )
+        .await?;
+        timed(limit, "subscribe", con.subscribe(&self.probe_channel)).await?;
+        Ok((con, rx))
+    }
+
+    pub(crate) async fn run(mut self, first: Conn) {
+        let mut conn = Some(first);
+        let mut backoff = Backoff::new(
+            std::time::Duration::from_millis(50),
+            self.config.reconnect_max_delay,
+        );
+        loop {
+            let (mut con, mut pushes) = match conn.take() {
+                Some(c) => c,
+                None => match self.reconnect().await {
+                    Ok(Some(c)) => {
+                        backoff.reset();
+                        ssehub_core::metrics::broker_reconnected("redis");
+                        c
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "redis subscriber reconnect failed");
+                        if self.wait(backoff.next_delay()).await.is_none() {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            match self.serve(&mut con, &mut pushes).await {
+                Outcome::Stop => return,
+                Outcome::Reconnect => {
+                    tracing::warn!("redis subscriber connection lost, reconnecting");
+                }
+            }
+        }
+    }
+
+    /// A command while the connection is down: subscribes fail, releases are applied.
+    fn while_down(&mut self, cmd: Command) {
+        match cmd {
+            Command::Subscribe { reply, .. } => {
+                let _ = reply.send(Err(RedisError::Disconnected));
+            }
+            Command::Release { channel } => {
+                self.release_local(&channel);
+            }
+        }
+    }
+
+    /// Sleep, answering commands meanwhile. `None` when every handle is gone.
+    async fn wait(&mut self, delay: std::time::Duration) -> Option<()> {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Some(()),
+                cmd = self.rx.recv() => self.while_down(cmd?),
+            }
+        }
+    }
+
+    /// Forget the topic if its last subscription is gone; `true` when it was removed.
+    fn release_local(&mut self, channel: &str) -> bool {
+        if self
+            .topics
+            .get(channel)
+            .is_some_and(|t| t.fanout.is_empty())
+        {
+            self.topics.remove(channel);
+            return true;
+        }
+        false
+    }
+
+    /// Open a new connection, re-subscribe every live topic, and fill what was missed.
+    async fn reconnect(&mut self) -> RResult<Option<Conn>> {
+        // Forget topics whose subscriptions were all dropped while down.
+        while let Ok(cmd) = self.rx.try_recv() {
+            self.while_down(cmd);
+        }
+        if self.rx.is_closed() && self.topics.is_empty() {
+            return Ok(None);
+        }
+        let (mut con, pushes) = self.open().await?;
+        let channels: Vec<String> = self.topics.keys().cloned().collect();
+        if !channels.is_empty() {
+            let limit = self.config.op_timeout();
+            timed(limit, "re-subscribe", con.subscribe(&channels)).await?;
+        }
+        for channel in channels {
+            self.fill(&channel).await?;
+        }
+        Ok(Some((con, pushes)))
+    }
+
+    /// After a reconnect: deliver the events the topic missed from its stream, or a gap.
+    async fn fill(&mut self, channel: &str) -> RResult<()> {
+        let Some(t) = self.topics.get(channel) else {
+            return Ok(());
+        };
+        let pos = t.pos.clone();
+        let read = self.history.read(t.topic.as_str(), pos.last).await?;
+        let now = Position {
+            epoch: read.epoch.clone(),
+            last: read.tail,
+        };
+        let Some(t) = self.topics.get_mut(channel) else {
+            return Ok(());
+        };
+        let lost = match (&pos.epoch, &read.epoch) {
+            (Some(before), Some(now)) if before != now => true,
+            (Some(_), None) => true,
+            _ => match pos.last {
+                Some(_) => !read.found,
+                // Nothing was in the stream when we subscribed: all of it is new, unless it
+                // grew past the window (trimming may have removed some).
+                None => read.entries.len() >= self.history.len,
+            },
+        };
+        if lost {
+            t.gap(now);
+            return Ok(());
+        }
+        let Some(epoch) = read.epoch else {
+            return Ok(());
+        };
+        for entry in read.entries {
+            let offset = entry.offset;
+            match (
+                StreamPosition::new(&epoch, offset),
+                entry.into_envelope(&epoch),
+            ) {
+                (Some(pos), Some(env)) => t.deliver(&pos, env),
+                _ => t.gap(now.clone()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Serve commands and pushes until the connection fails or every handle is gone.
+    async fn serve(
+        &mut self,
+        con: &mut MultiplexedConnection,
+        pushes: &mut mpsc::UnboundedReceiver<PushInfo>,
+    ) -> Outcome {
+        let limit = self.config.op_timeout();
+        let mut ping = tokio::time::interval(self.config.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                push = pushes.recv() => match push {
+                    None => return Outcome::Reconnect,
+                    Some(p) if p.kind == PushKind::Disconnection => return Outcome::Reconnect,
+                    Some(p) => self.on_push(p),
+                },
+                cmd = self.rx.recv() => match cmd {
+                    None => return Outcome::Stop,
+                    Some(Command::Subscribe { topic, reply }) => {
+                        if let Err(e) = self.on_subscribe(con, topic, reply).await
+                            && e.is_temporary()
+                        {
+                            return Outcome::Reconnect;
+                        }
+                    }
+                    Some(Command::Release { channel }) => {
+                        if self.release_local(&channel)
+                            && timed(limit, "unsubscribe", con.unsubscribe(&channel)).await.is_err()
+                        {
+                            return Outcome::Reconnect;
+                        }
+                    }
+                },
+                _ = ping.tick() => {
+                    let res: RResult<Value> =
+                        timed(limit, "ping", redis::cmd("PING").query_async(con)).await;
+                    if res.is_err() {
+                        return Outcome::Reconnect;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new subscription of `topic`: joins the topic's fan-out, subscribing the connection to
+    /// the topic's channel first when it is the topic's first.
+    async fn on_subscribe(
+        &mut self,
+        con: &mut MultiplexedConnection,
+        topic: Topic,
+        reply: oneshot::Sender<RResult<Subscription>>,
+    ) -> RResult<()> {
+        let channel = self.history.keys.channel(topic.as_str());
+        if !self.topics.contains_key(&channel) {
+            // The stream's tail before subscribing: events after it arrive live (or are filled
+            // from the stream after a reconnect).
+            let res: RResult<Position> = async {
+                let (epoch, last) = self.history.tail(topic.as_str()).await?;
+                let limit = self.config.op_timeout();
+                timed(limit, "subscribe", con.subscribe(&channel)).await?;
+                Ok(Position { epoch, last })
+            }
+            .await;
+            match res {
+                Ok(pos) => {
+                    let fanout = Fanout::new(self.config.subscriber_buffer);
+                    let sub = TopicSub { topic, fanout, pos };
+                    self.topics.insert(channel.clone(), sub);
+                }
+                Err(e) => {
+                    let temporary = e.is_temporary();
+                    let _ = reply.send(Err(e));
+                    return if temporary {
+                        Err(RedisError::Disconnected)
+                    } else {
+                        Ok(())
+                    };
+                }
+            }
+        }
+        let (Some(t), Some(actor)) = (self.topics.get(&channel), self.tx.upgrade()) else {
+            let _ = reply.send(Err(RedisError::Disconnected));
+            return Ok(());
+        };
+        // If the caller gave up, the subscription drops here and releases itself.
+        let release = Release { actor, channel };
+        let _ = reply.send(Ok(t.fanout.subscribe(&self.subscriptions, release)));
+        Ok(())
+    }
+
+    fn on_push(&mut self, push: PushInfo) {
+        if push.kind != PushKind::Message {
+            return;
+        }
+        let mut data = push.data.into_iter();
+        let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+            return;
+        };
+        let (Some(channel), Some(payload)) = (into_bytes(channel), into_bytes(payload)) else {
+            return;
+        };
+        let Ok(channel) = String::from_utf8(channel) else {
+            return;
+        };
+        if channel == self.probe_channel {
+            if let Ok(token) = std::str::from_utf8(&payload)
+                && let Some(tx) = lock(&self.probes).remove(token)
+            {
+                let _ = tx.send(());
+            }
+            return;
+        }
+        let Some(t) = self.topics.get_mut(&channel) else {
+            return;
+        };
+        match parse_message(&payload) {
+            Some((pos, event, data)) => {
+                let id = pos.to_event_id();
+                t.deliver(&pos, Envelope { id, event, data });
+            }
+            None => {
+                tracing::warn!(channel, "malformed message on a redis channel");
+                t.fanout.gap();
+            }
+        }
+    }
+}
