@@ -27,6 +27,7 @@ use crate::id::{EventId, EventName, RESET_EVENT};
 /// serialized as a short kebab-case string (`"out-of-window"`). New reasons may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[non_exhaustive]
 pub enum ResetReason {
     /// The `Last-Event-ID` could not be parsed.
@@ -55,6 +56,7 @@ impl ResetReason {
 /// The data of the `reset` event: `{"reason":"out-of-window"}` (SSE), and the fields besides
 /// `"type":"reset"` of the NDJSON `reset` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[non_exhaustive]
 pub struct ResetPayload {
     /// Why the stream starts over.
