@@ -2,7 +2,7 @@
 //! `ts-rs`, so `CommentEvent` is defined once, in Rust.
 //!
 //! `SSEHUB_WRITE_TS=1 cargo test --test ts_types` writes
-//! `clients/typescript/src/generated/CommentEvent.ts`; without it this test fails when the
+//! `clients/typescript/demo/generated/CommentEvent.ts`; without it this test fails when the
 //! committed file differs from what would be generated (so CI catches a stale file).
 
 #![allow(clippy::unwrap_used)]
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use ts_rs::{Config, TS};
 
 fn generated_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/typescript/src/generated")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/typescript/demo/generated")
 }
 
 /// The file's text: ts-rs's declaration, named `ts_name`, with line endings normalized.

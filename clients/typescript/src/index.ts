@@ -3,9 +3,8 @@
  *
  * - {@link connect}: framework-free, over the native `EventSource`, one shared connection per
  *   endpoint.
- * - {@link useSSEConnection} and {@link useSSEQueryInvalidation}: the React hooks of
- *   `@enalmada/start-streaming/client`, plus invalidation of every registered query on `reset`.
- * - {@link CommentEvent}: the demo's event type, generated from Rust with ts-rs.
+ * - {@link useSSEConnection} and {@link useSSEQueryInvalidation}: React hooks, the second
+ *   invalidating TanStack Query keys on events and every registered key on a reset.
  */
 
 export {
@@ -27,4 +26,3 @@ export {
   type UseSSEConnectionOptions,
   type UseSSEQueryInvalidationOptions,
 } from './react.js';
-export type { CommentEvent } from './generated/CommentEvent.js';
