@@ -5,6 +5,8 @@
  *   endpoint.
  * - {@link useSSEConnection} and {@link useSSEQueryInvalidation}: React hooks, the second
  *   invalidating TanStack Query keys on events and every registered key on a reset.
+ * - {@link ResetReason} and {@link ResetPayload}: the server's `reset` event, generated from
+ *   ssehub's Rust definitions.
  */
 
 export {
@@ -15,7 +17,9 @@ export {
   type EventMeta,
   type EventSourceConstructor,
   type EventSourceLike,
+  type ResetCause,
   type ResetInfo,
+  type ResetPayload,
   type ResetReason,
   type Subscription,
 } from './core.js';
