@@ -32,7 +32,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use ssehub::{Broker, ChannelManager, PathParams, SseEndpoint};
 
-// Its TypeScript twin, `clients/typescript/src/generated/CommentEvent.ts`, is generated from
+// Its TypeScript twin, `clients/typescript/demo/generated/CommentEvent.ts`, is generated from
 // this definition by `tests/ts_types.rs` (`SSEHUB_WRITE_TS=1 cargo test --test ts_types`). ts-rs
 // names the type after serde's `rename` (it is also the tag's value); the test renames it.
 /// 1. The event type — serialized as `{type, discussionId, commentCount, timestamp}`.

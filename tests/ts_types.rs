@@ -1,8 +1,12 @@
-//! The TypeScript types of the demo's events are generated from the Rust definitions with
-//! `ts-rs`, so `CommentEvent` is defined once, in Rust.
+//! TypeScript types generated from the Rust definitions with `ts-rs`, so each is defined once,
+//! in Rust:
 //!
-//! `SSEHUB_WRITE_TS=1 cargo test --test ts_types` writes
-//! `clients/typescript/src/generated/CommentEvent.ts`; without it this test fails when the
+//! - the library's wire types, `ResetReason` and `ResetPayload` (ssehub-core's `ts` feature), in
+//!   `clients/typescript/src/generated/`;
+//! - the demo's event, `CommentEvent` (`examples/comments.rs`), in
+//!   `clients/typescript/demo/generated/`.
+//!
+//! `SSEHUB_WRITE_TS=1 cargo test --test ts_types` writes them; without it this test fails when a
 //! committed file differs from what would be generated (so CI catches a stale file).
 
 #![allow(clippy::unwrap_used)]
@@ -13,10 +17,17 @@ mod comments;
 
 use std::path::PathBuf;
 
+use ssehub::{ResetPayload, ResetReason};
 use ts_rs::{Config, TS};
 
-fn generated_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/typescript/src/generated")
+/// Where the library's generated types go (relative to the repository).
+const LIBRARY_DIR: &str = "clients/typescript/src/generated";
+/// Where the demo's generated types go.
+const DEMO_DIR: &str = "clients/typescript/demo/generated";
+
+/// The package is ESM resolved as `NodeNext`: relative imports need their `.js` extension.
+fn config() -> Config {
+    Config::default().with_import_extension(Some("js"))
 }
 
 /// The file's text: ts-rs's declaration, named `ts_name`, with line endings normalized.
@@ -24,7 +35,7 @@ fn generated_dir() -> PathBuf {
 /// ts-rs uses a struct's serde `rename` both as the value of its internal tag and as the
 /// TypeScript type's name; the tag's value is what goes on the wire, so the name is changed here.
 fn generate<T: TS + 'static>(ts_name: &str) -> String {
-    let cfg = Config::default();
+    let cfg = config();
     let text = T::export_to_string(&cfg).unwrap();
     let from = format!("export type {} =", T::ident(&cfg));
     assert!(text.contains(&from), "no `{from}` in:\n{text}");
@@ -36,10 +47,11 @@ fn generate<T: TS + 'static>(ts_name: &str) -> String {
     text
 }
 
-fn check_or_write(name: &str, expected: &str) {
-    let path = generated_dir().join(name);
+fn check_or_write(dir: &str, name: &str, expected: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let path = dir.join(name);
     if std::env::var("SSEHUB_WRITE_TS").as_deref() == Ok("1") {
-        std::fs::create_dir_all(generated_dir()).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(&path, expected).unwrap();
         return;
     }
@@ -67,5 +79,36 @@ fn comment_event_typescript_is_up_to_date() {
     ] {
         assert!(ts.contains(field), "{field} missing in:\n{ts}");
     }
-    check_or_write("CommentEvent.ts", &ts);
+    check_or_write(DEMO_DIR, "CommentEvent.ts", &ts);
+}
+
+#[test]
+fn reset_reason_typescript_is_up_to_date() {
+    let ts = generate::<ResetReason>("ResetReason");
+    for reason in [
+        ResetReason::MalformedId,
+        ResetReason::OutOfWindow,
+        ResetReason::NoHistory,
+        ResetReason::BrokerGap,
+    ] {
+        let literal = format!("\"{}\"", reason.as_str());
+        assert!(ts.contains(&literal), "{literal} missing in:\n{ts}");
+    }
+    check_or_write(LIBRARY_DIR, "ResetReason.ts", &ts);
+}
+
+#[test]
+fn reset_payload_typescript_is_up_to_date() {
+    let ts = generate::<ResetPayload>("ResetPayload");
+    // The declaration matches the JSON the transports send.
+    let json = serde_json::to_string(&ResetPayload::new(ResetReason::OutOfWindow)).unwrap();
+    assert_eq!(json, r#"{"reason":"out-of-window"}"#);
+    for part in [
+        r#"import type { ResetReason } from "./ResetReason.js";"#,
+        "export type ResetPayload = {",
+        "reason: ResetReason",
+    ] {
+        assert!(ts.contains(part), "{part} missing in:\n{ts}");
+    }
+    check_or_write(LIBRARY_DIR, "ResetPayload.ts", &ts);
 }

@@ -46,4 +46,4 @@ pub use id::{
 };
 pub use manager::{Channel, ChannelManager, ChannelManagerBuilder, SubscribeOptions};
 pub use session::{CloseReason, OverflowPolicy, QueueLimits, Session};
-pub use transport::{Ndjson, ResetReason, Sse, Transport};
+pub use transport::{Ndjson, ResetPayload, ResetReason, Sse, Transport};

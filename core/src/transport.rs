@@ -19,11 +19,15 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
 
 use crate::id::{EventId, EventName, RESET_EVENT};
 
-/// Why a stream starts over instead of resuming; sent as the data of the `reset` event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a stream starts over instead of resuming: the `reason` of the `reset` event's data,
+/// serialized as a short kebab-case string (`"out-of-window"`). New reasons may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[non_exhaustive]
 pub enum ResetReason {
     /// The `Last-Event-ID` could not be parsed.
@@ -46,6 +50,24 @@ impl ResetReason {
             ResetReason::NoHistory => "no-history",
             ResetReason::BrokerGap => "broker-gap",
         }
+    }
+}
+
+/// The data of the `reset` event: `{"reason":"out-of-window"}` (SSE), and the fields besides
+/// `"type":"reset"` of the NDJSON `reset` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[non_exhaustive]
+pub struct ResetPayload {
+    /// Why the stream starts over.
+    pub reason: ResetReason,
+}
+
+impl ResetPayload {
+    /// The payload of a reset for `reason`.
+    #[must_use]
+    pub fn new(reason: ResetReason) -> Self {
+        Self { reason }
     }
 }
 
@@ -136,10 +158,14 @@ impl Transport for Sse {
     }
 
     fn reset(&self, reason: ResetReason) -> Bytes {
-        Bytes::from(format!(
-            "event: {RESET_EVENT}\ndata: {{\"reason\":\"{}\"}}\n\n",
-            reason.as_str()
-        ))
+        let mut buf = BytesMut::with_capacity(64);
+        buf.put_slice(b"event: ");
+        buf.put_slice(RESET_EVENT.as_bytes());
+        buf.put_slice(b"\ndata: ");
+        // JSON of a struct of unit enums holds no line break: one `data:` line.
+        put_json(&mut buf, &ResetPayload::new(reason));
+        buf.put_slice(b"\n\n");
+        buf.freeze()
     }
 
     fn keep_alive(&self) -> Bytes {
@@ -195,10 +221,23 @@ impl Transport for Ndjson {
     }
 
     fn reset(&self, reason: ResetReason) -> Bytes {
-        Bytes::from(format!(
-            "{{\"type\":\"reset\",\"reason\":\"{}\"}}\n",
-            reason.as_str()
-        ))
+        /// The NDJSON line: the payload's fields after `"type":"reset"`.
+        #[derive(Serialize)]
+        struct Line {
+            r#type: &'static str,
+            #[serde(flatten)]
+            payload: ResetPayload,
+        }
+        let mut buf = BytesMut::with_capacity(64);
+        put_json(
+            &mut buf,
+            &Line {
+                r#type: RESET_EVENT,
+                payload: ResetPayload::new(reason),
+            },
+        );
+        buf.put_u8(b'\n');
+        buf.freeze()
     }
 
     fn keep_alive(&self) -> Bytes {
@@ -210,6 +249,14 @@ impl Transport for Ndjson {
             "{{\"type\":\"retry\",\"ms\":{}}}\n",
             after.as_millis()
         ))
+    }
+}
+
+/// `value` as JSON. ssehub's own wire types (structs of strings and unit enums) cannot fail to
+/// serialize into memory.
+fn put_json<T: Serialize>(buf: &mut BytesMut, value: &T) {
+    if let Ok(v) = serde_json::to_vec(value) {
+        buf.put_slice(&v);
     }
 }
 
@@ -246,6 +293,29 @@ mod tests {
             &Sse.reset(ResetReason::OutOfWindow)[..],
             b"event: reset\ndata: {\"reason\":\"out-of-window\"}\n\n"
         );
+    }
+
+    #[test]
+    fn reset_reason_serializes_as_its_str() {
+        for r in [
+            ResetReason::MalformedId,
+            ResetReason::OutOfWindow,
+            ResetReason::NoHistory,
+            ResetReason::BrokerGap,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
+            assert_eq!(
+                &Sse.reset(r)[..],
+                format!("event: reset\ndata: {{\"reason\":\"{}\"}}\n\n", r.as_str()).as_bytes()
+            );
+            assert_eq!(
+                &Ndjson.reset(r)[..],
+                format!("{{\"type\":\"reset\",\"reason\":\"{}\"}}\n", r.as_str()).as_bytes()
+            );
+        }
     }
 
     #[test]

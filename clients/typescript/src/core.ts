@@ -15,26 +15,30 @@
  * ```
  */
 
+import type { ResetPayload } from './generated/ResetPayload.js';
+import type { ResetReason } from './generated/ResetReason.js';
+
+// The server's wire types, generated from ssehub's Rust definitions.
+export type { ResetPayload, ResetReason };
+
 /** The name of the event ssehub sends when it could not replay what a client missed. */
 export const RESET_EVENT = 'reset';
 
-/** Why the client's view may be stale and must be refetched. */
-export type ResetReason =
-  /** The server's own reasons (`reset` event): */
-  | 'malformed-id'
-  | 'out-of-window'
-  | 'no-history'
-  | 'broker-gap'
-  /**
-   * The client reconnected after an error with no event id to resume from, so whatever was
-   * published during the outage may be lost (detected here, not sent by the server).
-   */
-  | 'not-resumed'
-  | (string & {});
+/**
+ * Why the client's view may be stale and must be refetched:
+ *
+ * - a {@link ResetReason} the server sent in a `reset` event;
+ * - `'not-resumed'`: the client reconnected after an error with no event id to resume from, so
+ *   whatever was published during the outage may be lost (detected here, not sent by the
+ *   server);
+ * - `'unknown'`: a `reset` event whose data could not be read;
+ * - any other string: a reason added by a newer server.
+ */
+export type ResetCause = ResetReason | 'not-resumed' | 'unknown' | (string & {});
 
-/** The payload of a reset. */
+/** What {@link ConnectOptions.onReset} receives. */
 export interface ResetInfo {
-  reason: ResetReason;
+  reason: ResetCause;
 }
 
 /** What came with an event besides its data. */
@@ -71,7 +75,7 @@ export interface ConnectOptions<TEvent> {
   onError?: (error: unknown) => void;
   /**
    * Called when the client's view may be stale: the server sent `reset`, or a reconnect could
-   * not resume (see {@link ResetReason}). Refetch everything derived from the stream.
+   * not resume (see {@link ResetCause}). Refetch everything derived from the stream.
    */
   onReset?: (reset: ResetInfo) => void;
   /** Named SSE events to listen to besides `message` (e.g. `['vote-changed']`). */
@@ -210,7 +214,7 @@ class SharedSource {
     if (type === RESET_EVENT) {
       let reset: ResetInfo = { reason: 'unknown' };
       try {
-        const parsed = JSON.parse(data) as Partial<ResetInfo>;
+        const parsed = JSON.parse(data) as Partial<ResetPayload> | null;
         if (parsed && typeof parsed.reason === 'string') reset = { reason: parsed.reason };
       } catch {
         // A reset without a readable reason is still a reset.

@@ -3,9 +3,10 @@
  *
  * - {@link connect}: framework-free, over the native `EventSource`, one shared connection per
  *   endpoint.
- * - {@link useSSEConnection} and {@link useSSEQueryInvalidation}: the React hooks of
- *   `@enalmada/start-streaming/client`, plus invalidation of every registered query on `reset`.
- * - {@link CommentEvent}: the demo's event type, generated from Rust with ts-rs.
+ * - {@link useSSEConnection} and {@link useSSEQueryInvalidation}: React hooks, the second
+ *   invalidating TanStack Query keys on events and every registered key on a reset.
+ * - {@link ResetReason} and {@link ResetPayload}: the server's `reset` event, generated from
+ *   ssehub's Rust definitions.
  */
 
 export {
@@ -16,7 +17,9 @@ export {
   type EventMeta,
   type EventSourceConstructor,
   type EventSourceLike,
+  type ResetCause,
   type ResetInfo,
+  type ResetPayload,
   type ResetReason,
   type Subscription,
 } from './core.js';
@@ -27,4 +30,3 @@ export {
   type UseSSEConnectionOptions,
   type UseSSEQueryInvalidationOptions,
 } from './react.js';
-export type { CommentEvent } from './generated/CommentEvent.js';

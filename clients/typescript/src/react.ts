@@ -1,6 +1,6 @@
 /**
- * React hooks with the API of `@enalmada/start-streaming/client`: `useSSEConnection` and
- * `useSSEQueryInvalidation` (TanStack Query), over the shared connections of {@link connect}.
+ * React hooks over the shared connections of {@link connect}: `useSSEConnection` (a callback per
+ * event) and `useSSEQueryInvalidation` (TanStack Query invalidation).
  */
 
 import { hashKey, useQueryClient, type QueryKey } from '@tanstack/react-query';
@@ -107,10 +107,9 @@ export interface UseSSEQueryInvalidationOptions<TEvent> {
 /**
  * Invalidate TanStack Query keys when events arrive.
  *
- * Beyond the seed: when the server sends `reset` (it could not replay what this page missed)
- * or a reconnect could not resume, EVERY key this hook has registered — the static list, and
- * every key a `queryKeys` function returned so far — is invalidated, so the page never stays
- * stale.
+ * When the server sends `reset` (it could not replay what this page missed) or a reconnect
+ * could not resume, EVERY key this hook has registered — the static list, and every key a
+ * `queryKeys` function returned so far — is invalidated, so the page never stays stale.
  */
 export function useSSEQueryInvalidation<TEvent = unknown>(
   options: UseSSEQueryInvalidationOptions<TEvent>,

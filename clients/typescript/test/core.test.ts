@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { connect, openConnectionCount, type ResetInfo, type Subscription } from '../src/core.js';
-import type { CommentEvent } from '../src/generated/CommentEvent.js';
+import type { CommentEvent } from '../demo/generated/CommentEvent.js';
 import { addComment, base, countingEventSource, ES, uniqueId, waitFor } from './helpers.js';
 
 const subs: Subscription[] = [];

@@ -6,7 +6,7 @@ import type { ReactNode } from 'react';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import type { ResetInfo } from '../src/core.js';
-import type { CommentEvent } from '../src/generated/CommentEvent.js';
+import type { CommentEvent } from '../demo/generated/CommentEvent.js';
 import { useSSEConnection, useSSEQueryInvalidation } from '../src/react.js';
 import { addComment, base, ES, uniqueId } from './helpers.js';
 

@@ -2,12 +2,10 @@
 import { useQuery } from '@tanstack/react-query';
 import { useState } from 'react';
 
-import {
-  useSSEConnection,
-  useSSEQueryInvalidation,
-  type CommentEvent,
-  type ResetInfo,
-} from '@ssehub/client';
+import { useSSEConnection, useSSEQueryInvalidation, type ResetInfo } from '@ssehub/client';
+
+// The comments example's event, generated from its Rust definition.
+import type { CommentEvent } from '../generated/CommentEvent';
 
 type Props = { discussionId: string };
 
