@@ -1,4 +1,4 @@
-//! The seed's Quick Start as a runnable app: live comment counts per discussion.
+//! The comments demo as a runnable app: live comment counts per discussion.
 //!
 //! ```text
 //! cargo run --example comments                      # memory backend, http://127.0.0.1:3000
@@ -76,7 +76,7 @@ impl AppState {
         let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
         let initial_counts = counts.clone();
         let cleanup = comments.clone();
-        // 2. The SSE route (the seed's createSSERouteHandler).
+        // 2. The SSE route .
         let endpoint = SseEndpoint::new(comments.clone(), "/api/sse/comments/{discussionId}")?
             .resource(|p: &PathParams| p.get("discussionId").unwrap_or_default().to_owned())
             .validate(|p: &PathParams| p.get("discussionId").is_some_and(|id| !id.is_empty()))

@@ -178,14 +178,14 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
         &self.config.manager
     }
 
-    /// Which resource id (channel) a request's params name — the seed's `getChannel`.
+    /// Which resource id (channel) a request's params name.
     #[must_use]
     pub fn resource(mut self, f: impl Fn(&PathParams) -> String + Send + Sync + 'static) -> Self {
         self.config_mut().resource = Arc::new(f);
         self
     }
 
-    /// Refuse requests whose params fail this check with `400` (the seed's `validateParams`).
+    /// Refuse requests whose params fail this check with `400`.
     /// Resource ids are also validated by the manager (non-empty, bounded, no wildcards).
     #[must_use]
     pub fn validate(mut self, f: impl Fn(&PathParams) -> bool + Send + Sync + 'static) -> Self {
@@ -207,7 +207,7 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
         self
     }
 
-    /// The event sent first on every connection (the seed's `getInitialEvent`); it carries no
+    /// The event sent first on every connection; it carries no
     /// id, so it never moves the client's resume point.
     #[must_use]
     pub fn initial_event<F, Fut>(mut self, f: F) -> Self
@@ -219,8 +219,8 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
         self
     }
 
-    /// Called exactly once per opened stream when it ends, whatever ended it (the seed's
-    /// `onDisconnect`). The session has already left its channel when it runs.
+    /// Called exactly once per opened stream when it ends, whatever ended it. The session has
+    /// already left its channel when it runs.
     #[must_use]
     pub fn on_disconnect(mut self, f: impl Fn(&PathParams) + Send + Sync + 'static) -> Self {
         self.config_mut().on_disconnect = Some(Arc::new(f));

@@ -1,6 +1,6 @@
 //! Serve ssehub channels as Server-Sent Events over HTTP: a tower [`SseLayer`] that works in
 //! front of any hyper service, and an [`SseEndpoint`] that is itself a tower service for axum's
-//! `route_service` — the Rust form of the seed's `createSSERouteHandler`.
+//! `route_service`.
 //!
 //! # Example
 //!

@@ -1,4 +1,4 @@
-//! The typed channel manager: the Rust form of the seed's `createSSEChannelManager<TEvent>`.
+//! The typed channel manager.
 //!
 //! # Example
 //!
@@ -283,7 +283,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         )
     }
 
-    /// A handle on one resource's channel (the seed's `getChannel`). Creates nothing: a channel
+    /// A handle on one resource's channel. Creates nothing: a channel
     /// exists on a node only while it has sessions.
     pub fn channel(&self, resource_id: &str) -> Result<Channel<E>> {
         Ok(Channel {
@@ -351,7 +351,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             .await
     }
 
-    /// Remove the resource's channel now if it has no session (the seed's `cleanupIfEmpty`).
+    /// Remove the resource's channel now if it has no session.
     /// Returns `true` when no channel remains. Channels also go by themselves after the linger.
     pub fn cleanup_if_empty(&self, resource_id: &str) -> bool {
         self.topic(resource_id)
@@ -499,7 +499,7 @@ impl<E: Serialize + Send + Sync + 'static> Channel<E> {
         &self.topic
     }
 
-    /// Publish to this channel (the seed's `channel.broadcast`).
+    /// Publish to this channel.
     pub async fn publish(&self, event: &E) -> Result<EventId> {
         self.manager.publish_to(&self.topic, event).await
     }
