@@ -48,7 +48,9 @@ impl fmt::Display for Offset {
 ///
 /// Its text form, which is the event's [`EventId`], is `<epoch>-<n>` or `<epoch>-<a>-<b>`: the
 /// epoch is 1 to [`MAX_EPOCH_LEN`] ASCII letters and digits, each number canonical decimal (no
-/// sign, no leading zero). Parsing accepts only that canonical spelling, so one position has
+/// sign, no leading zero), and the offset is never zero (no broker gives it: sequences start at
+/// 1, Redis entry ids after `0-0`). Parsing accepts only that canonical spelling, so one position
+/// has
 /// exactly one id and an id from another epoch (a restarted broker, a recreated stream) is told
 /// apart instead of replayed wrongly.
 ///
@@ -71,10 +73,11 @@ pub struct StreamPosition {
 }
 
 impl StreamPosition {
-    /// A position, when `epoch` is a valid epoch.
+    /// A position, when `epoch` is a valid epoch and `offset` is not zero.
     #[must_use]
     pub fn new(epoch: &str, offset: Offset) -> Option<Self> {
-        is_epoch(epoch).then(|| StreamPosition {
+        let zero = matches!(offset, Offset::Seq(0) | Offset::Pair(0, 0));
+        (is_epoch(epoch) && !zero).then(|| StreamPosition {
             epoch: Arc::from(epoch),
             offset,
         })
@@ -179,7 +182,7 @@ mod tests {
 
     #[test]
     fn canonical_positions_round_trip() {
-        for text in ["a-0", "ab12-1700-3", "Z-18446744073709551615", "x-0-0"] {
+        for text in ["a-1", "ab12-1700-3", "Z-18446744073709551615", "x-0-1"] {
             let pos = StreamPosition::parse(text).expect(text);
             assert_eq!(pos.to_event_id().as_str(), text);
         }
@@ -188,6 +191,8 @@ mod tests {
             "a",
             "a-",
             "-1",
+            "a-0",
+            "a-0-0",
             "a-01",
             "a-+1",
             "a--1",
