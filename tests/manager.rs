@@ -181,11 +181,12 @@ impl ssehub::Broker for FlakyReplay {
         &self,
         topic: &ssehub::Topic,
         after: &ssehub::EventId,
+        limit: usize,
     ) -> ssehub::Result<ssehub::Replay> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::broker("flaky", true, "replay timed out", None));
         }
-        self.inner.replay(topic, after).await
+        self.inner.replay(topic, after, limit).await
     }
     fn capabilities(&self) -> ssehub::Capabilities {
         self.inner.capabilities()

@@ -16,7 +16,7 @@
 //! let topic = Topic::new("discussion:1:comments")?;
 //! let first = broker.publish(&topic, Message::new("a")).await?;
 //! broker.publish(&topic, Message::new("b")).await?;
-//! match broker.replay(&topic, &first).await? {
+//! match broker.replay(&topic, &first, 100).await? {
 //!     Replay::Events(events) => assert_eq!(&events[0].data[..], b"b"),
 //!     Replay::Gap => unreachable!(),
 //! }
@@ -256,7 +256,7 @@ impl Broker for MemoryBroker {
         Ok(fanout.subscribe(&self.inner.subscriptions, leave))
     }
 
-    async fn replay(&self, topic: &Topic, after: &EventId) -> Result<Replay> {
+    async fn replay(&self, topic: &Topic, after: &EventId, limit: usize) -> Result<Replay> {
         let Some(after) = self.seq_of(after) else {
             return Ok(Replay::Gap);
         };
@@ -272,7 +272,11 @@ impl Broker for MemoryBroker {
         }
         let start = t.history.partition_point(|(s, _)| *s <= after);
         Ok(Replay::Events(
-            t.history.range(start..).map(|(_, e)| e.clone()).collect(),
+            t.history
+                .range(start..)
+                .take(limit)
+                .map(|(_, e)| e.clone())
+                .collect(),
         ))
     }
 
@@ -372,6 +376,6 @@ mod tests {
             .await
             .unwrap();
         b.publish(&t, Message::new("z")).await.unwrap();
-        assert_eq!(b.replay(&t, &old).await.unwrap(), Replay::Gap);
+        assert_eq!(b.replay(&t, &old, usize::MAX).await.unwrap(), Replay::Gap);
     }
 }

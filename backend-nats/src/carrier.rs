@@ -18,8 +18,8 @@ pub(crate) trait Carrier: Send + Sync + 'static {
     /// Start the live feed of `subject` into `fanout`; returns once it is live.
     async fn start_feed(&self, subject: String, fanout: Arc<Fanout>) -> Result<JoinHandle<()>>;
 
-    /// The events of `subject` after `after`, or a gap.
-    async fn replay(&self, subject: &str, after: &StreamPosition) -> Result<Replay>;
+    /// The events of `subject` after `after` (at most `limit`), or a gap.
+    async fn replay(&self, subject: &str, after: &StreamPosition, limit: usize) -> Result<Replay>;
 
     /// Events kept per topic; `None` without history.
     fn history(&self) -> Option<usize>;

@@ -84,7 +84,12 @@ impl Carrier for CoreNats {
         Ok(tokio::spawn(feed(sub, events, fanout)))
     }
 
-    async fn replay(&self, _subject: &str, _after: &StreamPosition) -> Result<Replay> {
+    async fn replay(
+        &self,
+        _subject: &str,
+        _after: &StreamPosition,
+        _limit: usize,
+    ) -> Result<Replay> {
         Ok(Replay::Gap)
     }
 

@@ -267,12 +267,12 @@ impl Broker for NatsBroker {
         Ok(subscription)
     }
 
-    async fn replay(&self, topic: &Topic, after: &EventId) -> Result<Replay> {
+    async fn replay(&self, topic: &Topic, after: &EventId, limit: usize) -> Result<Replay> {
         let Some(after) = StreamPosition::from_event_id(after) else {
             return Ok(Replay::Gap);
         };
         let subject = self.subject_for(topic);
-        self.inner.carrier.replay(&subject, &after).await
+        self.inner.carrier.replay(&subject, &after, limit).await
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -117,7 +117,7 @@ async fn abuse(mode: Mode) {
     }
     if b.capabilities().history.is_some() {
         for (i, t) in topics.iter().enumerate() {
-            match b.replay(t, &own[i]).await.expect("replay") {
+            match b.replay(t, &own[i], usize::MAX).await.expect("replay") {
                 Replay::Events(ev) => {
                     assert_eq!(ev.len(), 1, "topic {:?}", ids[i]);
                     assert_eq!(ev[0].data, format!("end-{i}"));
@@ -126,7 +126,10 @@ async fn abuse(mode: Mode) {
             }
             // Another topic's id never replays here.
             let other = &own[(i + 1) % own.len()];
-            assert_eq!(b.replay(t, other).await.expect("replay"), Replay::Gap);
+            assert_eq!(
+                b.replay(t, other, usize::MAX).await.expect("replay"),
+                Replay::Gap
+            );
         }
     }
     // Malformed and hostile ids answer a gap, never a panic or an error.
@@ -141,7 +144,7 @@ async fn abuse(mode: Mode) {
     ] {
         let id = EventId::parse(bad).expect("valid syntax");
         assert_eq!(
-            b.replay(&topics[0], &id).await.expect("replay"),
+            b.replay(&topics[0], &id, usize::MAX).await.expect("replay"),
             Replay::Gap,
             "{bad}"
         );
@@ -152,7 +155,7 @@ async fn abuse(mode: Mode) {
     for odd in [format!("{epoch}-0{seq}"), format!("{epoch}-0")] {
         let id = EventId::parse(&odd).expect("valid syntax");
         assert_eq!(
-            b.replay(&topics[0], &id).await.expect("replay"),
+            b.replay(&topics[0], &id, usize::MAX).await.expect("replay"),
             Replay::Gap,
             "{odd}"
         );

@@ -82,9 +82,16 @@ impl History {
             .ok_or(RedisError::Protocol("publish: bad epoch"))
     }
 
-    /// Read, atomically, the epoch, the entries after `after` (from the start, at most one more
-    /// than the history length, when `after` is `None`) and the stream's tail.
-    pub(crate) async fn read(&self, topic: &str, after: Option<Offset>) -> RResult<Read> {
+    /// Read, atomically, the epoch, at most `count` entries after `after` (from the start when
+    /// `after` is `None`) and the stream's tail.
+    pub(crate) async fn read(
+        &self,
+        topic: &str,
+        after: Option<Offset>,
+        count: usize,
+    ) -> RResult<Read> {
+        // Redis takes a signed 64-bit count.
+        let count = count.min(i64::MAX as usize);
         let stream = self.keys.stream(topic);
         let mut pipe = redis::pipe();
         pipe.atomic().cmd("GET").arg(self.keys.epoch(topic));
@@ -98,7 +105,9 @@ impl History {
                     .cmd("XRANGE")
                     .arg(&stream)
                     .arg(format!("({id}"))
-                    .arg("+");
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count);
             }
             None => {
                 pipe.cmd("XRANGE")
@@ -106,7 +115,7 @@ impl History {
                     .arg("-")
                     .arg("+")
                     .arg("COUNT")
-                    .arg(self.len + 1);
+                    .arg(count);
             }
         }
         pipe.cmd("XREVRANGE")
@@ -161,12 +170,17 @@ impl History {
         Ok((epoch, last))
     }
 
-    /// A client's replay after `after`: every event still in history, or a gap.
-    pub(crate) async fn replay(&self, topic: &Topic, after: &StreamPosition) -> RResult<Replay> {
+    /// A client's replay after `after`: at most `limit` events still in history, or a gap.
+    pub(crate) async fn replay(
+        &self,
+        topic: &Topic,
+        after: &StreamPosition,
+        limit: usize,
+    ) -> RResult<Replay> {
         let offset @ Offset::Pair(..) = after.offset() else {
             return Ok(Replay::Gap);
         };
-        let read = self.read(topic.as_str(), Some(offset)).await?;
+        let read = self.read(topic.as_str(), Some(offset), limit).await?;
         let Some(epoch) = read.epoch else {
             return Ok(Replay::Gap);
         };

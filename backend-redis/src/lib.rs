@@ -237,11 +237,11 @@ impl Broker for RedisBroker {
         Ok(self.subscribe_inner(topic).await?)
     }
 
-    async fn replay(&self, topic: &Topic, after: &EventId) -> Result<Replay> {
+    async fn replay(&self, topic: &Topic, after: &EventId, limit: usize) -> Result<Replay> {
         let Some(after) = StreamPosition::from_event_id(after) else {
             return Ok(Replay::Gap);
         };
-        Ok(self.inner.history.replay(topic, &after).await?)
+        Ok(self.inner.history.replay(topic, &after, limit).await?)
     }
 
     fn capabilities(&self) -> Capabilities {

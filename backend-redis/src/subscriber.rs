@@ -248,7 +248,13 @@ impl Actor {
             return Ok(());
         };
         let pos = t.pos.clone();
-        let read = self.history.read(t.topic.as_str(), pos.last).await?;
+        // From the start: one more than the window tells whether it overflowed. After a known
+        // event: everything after it (a fill must not stop short of the tail).
+        let count = match pos.last {
+            None => self.history.len + 1,
+            Some(_) => usize::MAX,
+        };
+        let read = self.history.read(t.topic.as_str(), pos.last, count).await?;
         let now = Position {
             epoch: read.epoch.clone(),
             last: read.tail,

@@ -266,7 +266,11 @@ async fn assert_everything_arrived(
     }
     // History survived too: replay from the first id answers every later Ok-published event.
     let (_, first) = &burst.ok[0];
-    match broker.replay(topic, first).await.expect("replay") {
+    match broker
+        .replay(topic, first, usize::MAX)
+        .await
+        .expect("replay")
+    {
         Replay::Events(events) => {
             let ids: std::collections::HashSet<_> = events.iter().map(|e| e.id.clone()).collect();
             for (n, id) in &burst.ok[1..] {
@@ -307,7 +311,10 @@ async fn restart_without_persistence_yields_gap() {
     }
     // An id from before the restart answers a gap (new epoch).
     assert_eq!(
-        broker.replay(&topic, &before_kill).await.expect("replay"),
+        broker
+            .replay(&topic, &before_kill, usize::MAX)
+            .await
+            .expect("replay"),
         Replay::Gap
     );
     // And the live feed works again.

@@ -53,12 +53,19 @@ async fn replay_from_a_trimmed_id_is_a_gap() {
     }
     // Redis itself would answer the entries after a trimmed id; the broker must not.
     assert_eq!(
-        broker.replay(&topic, &first).await.expect("replay"),
+        broker
+            .replay(&topic, &first, usize::MAX)
+            .await
+            .expect("replay"),
         Replay::Gap
     );
     // An id inside the window still answers every later event.
     let recent = &ids[ids.len() - 5];
-    match broker.replay(&topic, recent).await.expect("replay") {
+    match broker
+        .replay(&topic, recent, usize::MAX)
+        .await
+        .expect("replay")
+    {
         Replay::Events(events) => {
             let got: Vec<_> = events.into_iter().map(|e| e.id).collect();
             assert_eq!(got, ids[ids.len() - 4..].to_vec());
@@ -69,7 +76,10 @@ async fn replay_from_a_trimmed_id_is_a_gap() {
     let bogus = format!("{}-1-0", first.as_str().split('-').next().expect("epoch"));
     let bogus = ssehub_core::EventId::parse(&bogus).expect("id");
     assert_eq!(
-        broker.replay(&topic, &bogus).await.expect("replay"),
+        broker
+            .replay(&topic, &bogus, usize::MAX)
+            .await
+            .expect("replay"),
         Replay::Gap
     );
 }
@@ -126,7 +136,10 @@ async fn topics_sharing_a_prefix_never_see_each_other() {
         .await
         .expect("publish");
     assert_eq!(
-        broker.replay(&topics[0], &first).await.expect("replay"),
+        broker
+            .replay(&topics[0], &first, usize::MAX)
+            .await
+            .expect("replay"),
         Replay::Gap
     );
 }

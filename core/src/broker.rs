@@ -36,7 +36,7 @@
 //!             }
 //!         })))
 //!     }
-//!     async fn replay(&self, _topic: &Topic, _after: &EventId) -> Result<Replay> {
+//!     async fn replay(&self, _topic: &Topic, _after: &EventId, _limit: usize) -> Result<Replay> {
 //!         Ok(Replay::Gap)
 //!     }
 //!     fn capabilities(&self) -> Capabilities {
@@ -121,7 +121,8 @@ pub enum Delivery {
 /// The answer to [`Broker::replay`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Replay {
-    /// Every event published after the given id, oldest first (possibly none).
+    /// Events published after the given id, oldest first (possibly none); at most the limit
+    /// asked for, and when exactly that many, more may follow.
     Events(Vec<Envelope>),
     /// The id is unknown, malformed for this backend, from another epoch, or older than the
     /// history the broker keeps: the events after it cannot be told.
@@ -212,8 +213,8 @@ pub trait Broker: fmt::Debug + Send + Sync + 'static {
     /// Subscribe to the live events of `topic`.
     async fn subscribe(&self, topic: &Topic) -> Result<Subscription>;
 
-    /// The events of `topic` published after `after`, or a gap.
-    async fn replay(&self, topic: &Topic, after: &EventId) -> Result<Replay>;
+    /// The events of `topic` published after `after` (at most `limit`, oldest first), or a gap.
+    async fn replay(&self, topic: &Topic, after: &EventId, limit: usize) -> Result<Replay>;
 
     /// What this broker promises.
     fn capabilities(&self) -> Capabilities;
@@ -251,8 +252,8 @@ macro_rules! forward_broker {
             async fn subscribe(&self, topic: &Topic) -> Result<Subscription> {
                 (**self).subscribe(topic).await
             }
-            async fn replay(&self, topic: &Topic, after: &EventId) -> Result<Replay> {
-                (**self).replay(topic, after).await
+            async fn replay(&self, topic: &Topic, after: &EventId, limit: usize) -> Result<Replay> {
+                (**self).replay(topic, after, limit).await
             }
             fn capabilities(&self) -> Capabilities {
                 (**self).capabilities()

@@ -241,6 +241,38 @@ pub async fn unsubscribe_releases_subscription(broker: &dyn Broker) {
     wait_for_subscriptions(broker, before).await;
 }
 
+/// Replay pages: at most `limit` events per answer, and asking again after the last one goes on
+/// exactly where the page stopped.
+pub async fn replay_pages(broker: &dyn Broker) {
+    if broker.capabilities().history.is_none() {
+        eprintln!("skipped: broker keeps no history");
+        return;
+    }
+    let topic = unique_topic("pages");
+    let ids = publish_n(broker, &topic, 7).await;
+    let mut after = ids[0].clone();
+    let mut got = Vec::new();
+    let mut pages = 0;
+    loop {
+        match broker.replay(&topic, &after, 2).await.expect("replay") {
+            Replay::Events(events) => {
+                assert!(events.len() <= 2, "a page of {} events", events.len());
+                pages += 1;
+                let Some(last) = events.last() else { break };
+                after = last.id.clone();
+                got.extend(events.into_iter().map(|e| e.id));
+            }
+            Replay::Gap => panic!("a page inside the window answered a gap"),
+        }
+        assert!(pages <= 10, "paging does not end");
+    }
+    assert_eq!(got, ids[1..].to_vec());
+    assert_eq!(
+        broker.replay(&topic, &ids[1], 0).await.expect("replay"),
+        Replay::Events(Vec::new())
+    );
+}
+
 /// Replay answers the events after an id, oldest first; after the latest id, none.
 pub async fn replay_after_id(broker: &dyn Broker) {
     if broker.capabilities().history.is_none() {
@@ -249,7 +281,11 @@ pub async fn replay_after_id(broker: &dyn Broker) {
     }
     let topic = unique_topic("replay");
     let ids = publish_n(broker, &topic, 5).await;
-    match broker.replay(&topic, &ids[1]).await.expect("replay") {
+    match broker
+        .replay(&topic, &ids[1], usize::MAX)
+        .await
+        .expect("replay")
+    {
         Replay::Events(events) => {
             let got: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
             assert_eq!(got, ids[2..].to_vec());
@@ -257,7 +293,11 @@ pub async fn replay_after_id(broker: &dyn Broker) {
         }
         Replay::Gap => panic!("replay inside the window answered a gap"),
     }
-    match broker.replay(&topic, &ids[4]).await.expect("replay") {
+    match broker
+        .replay(&topic, &ids[4], usize::MAX)
+        .await
+        .expect("replay")
+    {
         Replay::Events(events) => assert!(events.is_empty(), "nothing comes after the latest"),
         Replay::Gap => panic!("replay of the latest id answered a gap"),
     }
@@ -278,7 +318,10 @@ pub async fn replay_outside_window_is_gap(broker: &dyn Broker) {
     // Approximate trimming (Redis `MAXLEN ~`) may keep somewhat more than the window.
     publish_n(broker, &topic, window * 2 + 128).await;
     assert_eq!(
-        broker.replay(&topic, &first[0]).await.expect("replay"),
+        broker
+            .replay(&topic, &first[0], usize::MAX)
+            .await
+            .expect("replay"),
         Replay::Gap,
         "an id trimmed out of history must answer a gap"
     );
@@ -304,13 +347,19 @@ pub async fn replay_unknown_id_is_gap(broker: &dyn Broker, foreign: &EventId) {
     ] {
         let id = EventId::parse(bad).expect("valid syntax");
         assert_eq!(
-            broker.replay(&topic, &id).await.expect("replay"),
+            broker
+                .replay(&topic, &id, usize::MAX)
+                .await
+                .expect("replay"),
             Replay::Gap,
             "unknown id {bad:?} must answer a gap"
         );
     }
     assert_eq!(
-        broker.replay(&empty, &ids[0]).await.expect("replay"),
+        broker
+            .replay(&empty, &ids[0], usize::MAX)
+            .await
+            .expect("replay"),
         Replay::Gap,
         "an id from another topic on an empty topic must answer a gap"
     );
@@ -465,6 +514,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case $make, concurrent_publishers, arc);
         $crate::conformance_tests!(@case $make, unsubscribe_releases_subscription, ref);
         $crate::conformance_tests!(@case $make, replay_after_id, ref);
+        $crate::conformance_tests!(@case $make, replay_pages, ref);
         $crate::conformance_tests!(@case $make, replay_outside_window_is_gap, ref);
         $crate::conformance_tests!(@case $make, large_payload_near_max, ref);
         $crate::conformance_tests!(@case $make, payload_over_max_refused, ref);

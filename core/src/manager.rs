@@ -436,7 +436,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
                 Ok(_) if self.inner.hub.broker().capabilities().history.is_none() => {
                     reset = Some(ResetReason::NoHistory);
                 }
-                Ok(id) => match self.inner.hub.broker().replay(topic, &id).await {
+                Ok(id) => match self.inner.hub.broker().replay(topic, &id, usize::MAX).await {
                     Ok(Replay::Events(events)) => {
                         resumed_from = Some(id);
                         metrics::counter!(crate::metrics::REPLAYS).increment(1);

@@ -164,9 +164,9 @@ impl Carrier for JetStream {
         Ok(tokio::spawn(feed.run(messages, self.conn.events())))
     }
 
-    async fn replay(&self, subject: &str, after: &StreamPosition) -> Result<Replay> {
-        let limit = self.conn.timeout * 2;
-        tokio::time::timeout(limit, replay::replay(self, subject, after))
+    async fn replay(&self, subject: &str, after: &StreamPosition, limit: usize) -> Result<Replay> {
+        let deadline = self.conn.timeout * 2;
+        tokio::time::timeout(deadline, replay::replay(self, subject, after, limit))
             .await
             .map_err(|_| Error::from(NatsError::ReplayTimeout))?
     }

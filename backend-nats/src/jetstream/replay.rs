@@ -15,6 +15,7 @@ pub(super) async fn replay(
     js: &JetStream,
     subject: &str,
     after: &StreamPosition,
+    limit: usize,
 ) -> Result<Replay> {
     let Offset::Seq(after_seq) = after.offset() else {
         return Ok(Replay::Gap);
@@ -56,7 +57,7 @@ pub(super) async fn replay(
         }
     };
     let mut events = Vec::new();
-    if last > after_seq {
+    if last > after_seq && limit > 0 {
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: subject.to_owned(),
@@ -72,7 +73,7 @@ pub(super) async fn replay(
             .await
             .map_err(|e| NatsError::Read(boxed(e)))?;
         let mut prev = after_seq;
-        while prev < last {
+        while prev < last && events.len() < limit {
             let msg = match messages.next().await {
                 Some(Ok(msg)) => msg,
                 Some(Err(e)) => return Err(NatsError::Read(boxed(e)).into()),
