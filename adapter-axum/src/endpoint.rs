@@ -319,7 +319,13 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
     fn unavailable(&self, transport: &dyn Transport, why: &Error) -> Response<SseBody> {
         let retry = self.jittered_retry();
         tracing::debug!(error = %why, ?retry, "no stream opened");
-        match self.unavailable {
+        // A full channel table is said plainly, whatever the policy: a browser should not keep
+        // a connection slot open retrying into it.
+        let answer = match why {
+            Error::TooManyChannels { .. } => Unavailable::ServiceUnavailable,
+            _ => self.unavailable,
+        };
+        match answer {
             Unavailable::RetryLater => {
                 let mut res = Response::new(SseBody::once(transport.retry(retry)));
                 Self::stream_headers(&mut res, transport);

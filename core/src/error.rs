@@ -64,6 +64,13 @@ pub enum Error {
     /// A limit on concurrent sessions was reached.
     #[error("too many sessions: {0}")]
     TooManySessions(Cow<'static, str>),
+    /// The node holds as many channels as it may
+    /// ([`max_channels`](crate::ChannelManagerBuilder::max_channels)); a new one cannot open.
+    #[error("too many channels on this node (at most {max})")]
+    TooManyChannels {
+        /// The limit in force.
+        max: usize,
+    },
     /// The hub or broker has been shut down.
     #[error("shut down")]
     Shutdown,
@@ -89,7 +96,7 @@ impl Error {
     pub fn is_temporary(&self) -> bool {
         match self {
             Error::Broker { temporary, .. } => *temporary,
-            Error::TooManySessions(_) | Error::Shutdown => true,
+            Error::TooManySessions(_) | Error::TooManyChannels { .. } | Error::Shutdown => true,
             _ => false,
         }
     }

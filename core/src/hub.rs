@@ -16,7 +16,7 @@ use crate::backend::lock;
 use crate::broker::{Broker, Delivery, Envelope};
 use crate::error::{Error, Result};
 use crate::id::Topic;
-use crate::session::{CloseReason, OverflowPolicy, QueueLimits, SessionShared};
+use crate::session::{CloseReason, OverflowPolicy, QueueLimits, ReplayLimits, SessionShared};
 use crate::transport::{ResetReason, Transport};
 
 /// Settings of the hub, set through the [`ChannelManager`](crate::ChannelManager) builder.
@@ -27,6 +27,9 @@ pub(crate) struct HubConfig {
     pub(crate) overflow: OverflowPolicy,
     pub(crate) max_sessions: Option<usize>,
     pub(crate) max_sessions_per_channel: Option<usize>,
+    pub(crate) max_channels: Option<usize>,
+    pub(crate) replay: ReplayLimits,
+    pub(crate) max_concurrent_replays: usize,
 }
 
 pub(crate) struct Hub {
@@ -39,6 +42,8 @@ struct HubShared {
     channels: Mutex<HashMap<Topic, Arc<ChannelInner>>>,
     sessions: AtomicUsize,
     shutting_down: AtomicBool,
+    /// Replay pages read at once on this node.
+    replay_permits: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Clone, Debug)]
@@ -74,10 +79,13 @@ impl Hub {
         Hub {
             shared: Arc::new(HubShared {
                 broker,
-                config,
+                config: config.clone(),
                 channels: Mutex::new(HashMap::new()),
                 sessions: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
+                replay_permits: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_concurrent_replays.max(1),
+                )),
             }),
         }
     }
@@ -97,7 +105,9 @@ impl Hub {
         let session = Arc::new(SessionShared::new(
             shared.config.queue,
             shared.config.overflow,
+            shared.config.replay,
             shared.broker.clone(),
+            transport.clone(),
         ));
         let (channel, key) = {
             let mut channels = lock(&shared.channels);
@@ -111,6 +121,14 @@ impl Hub {
             }
             let channel = match channels.get(topic) {
                 Some(c) => c.clone(),
+                None if shared
+                    .config
+                    .max_channels
+                    .is_some_and(|max| channels.len() >= max) =>
+                {
+                    let max = shared.config.max_channels.unwrap_or_default();
+                    return Err(Error::TooManyChannels { max });
+                }
                 None => {
                     let c = ChannelInner::new(topic.clone());
                     channels.insert(topic.clone(), c.clone());
@@ -193,6 +211,32 @@ impl Hub {
                 entry.shared.close(CloseReason::Shutdown, frame, true);
             }
         }
+    }
+
+    /// The permits a replay page takes while it is read (at most so many at once).
+    pub(crate) fn replay_permits(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.shared.replay_permits
+    }
+
+    /// End the streams of every channel whose topic `revoked` selects, at once (what is queued
+    /// is dropped); returns how many sessions were closed. Their clients reconnect and are
+    /// authorized again.
+    pub(crate) fn revoke(&self, revoked: &dyn Fn(&Topic) -> bool) -> usize {
+        let channels: Vec<_> = lock(&self.shared.channels)
+            .values()
+            .filter(|c| revoked(&c.topic))
+            .cloned()
+            .collect();
+        let mut closed = 0;
+        for c in channels {
+            for (_, entry) in lock(&c.sessions).iter() {
+                if entry.shared.close_reason().is_none() {
+                    closed += 1;
+                }
+                entry.shared.close(CloseReason::Revoked, None, false);
+            }
+        }
+        closed
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -286,7 +330,7 @@ impl ChannelInner {
         metrics::counter!(crate::metrics::BROKER_GAPS).increment(1);
         let sessions = lock(&self.sessions);
         crate::metrics::resets_sent(reason, sessions.len());
-        fan_out(&sessions, None, |t| t.reset(reason));
+        fan_out(&sessions, None, |t| t.reset(reason, None));
     }
 
     fn close_all(&self, reason: CloseReason) {

@@ -45,5 +45,5 @@ pub use id::{
     RESET_EVENT, Topic, validate_key_part,
 };
 pub use manager::{Channel, ChannelManager, ChannelManagerBuilder, SubscribeOptions};
-pub use session::{CloseReason, OverflowPolicy, QueueLimits, Session};
+pub use session::{CloseReason, OverflowPolicy, QueueLimits, ReplayLimits, Session};
 pub use transport::{Ndjson, ResetPayload, ResetReason, Sse, Transport};

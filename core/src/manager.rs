@@ -37,7 +37,7 @@ use crate::broker::{Broker, Message, Replay};
 use crate::error::{Error, Result};
 use crate::hub::{Hub, HubConfig};
 use crate::id::{EventId, EventName, Topic, validate_key_part};
-use crate::session::{OverflowPolicy, QueueLimits, Session};
+use crate::session::{OverflowPolicy, QueueLimits, ReplayLimits, Replayer, Session, SessionRun};
 use crate::transport::{ResetReason, Sse, Transport};
 
 type NameFn<E> = dyn Fn(&E) -> &'static str + Send + Sync;
@@ -56,6 +56,7 @@ struct Inner<E> {
     key_suffix: Option<String>,
     event_name: Option<Arc<NameFn<E>>>,
     max_event_bytes: usize,
+    max_lifetime: Option<Duration>,
     _event: PhantomData<fn(&E)>,
 }
 
@@ -87,6 +88,7 @@ pub struct ChannelManagerBuilder<E> {
     event_name: Option<Arc<NameFn<E>>>,
     max_event_bytes: Option<usize>,
     hub: HubConfig,
+    max_lifetime: Option<Duration>,
 }
 
 impl<E> fmt::Debug for ChannelManagerBuilder<E> {
@@ -156,6 +158,38 @@ impl<E> ChannelManagerBuilder<E> {
         self
     }
 
+    /// Most channels with sessions at once on this node (for this manager). Each costs a broker
+    /// subscription, so without an `authorize` hook a client could otherwise make the server
+    /// hold as many as it can name. Past it a new channel is refused with
+    /// [`Error::TooManySessions`] (the HTTP adapter answers `503` with `Retry-After`).
+    /// Default: 10,000.
+    pub fn max_channels(mut self, max: usize) -> Self {
+        self.hub.max_channels = Some(max);
+        self
+    }
+
+    /// How a resuming session reads what it missed. Default: [`ReplayLimits::default`] (pages
+    /// of 64 events, at most 10,000 events or 64 MiB, then a `reset`).
+    pub fn replay_limits(mut self, limits: ReplayLimits) -> Self {
+        self.hub.replay = limits;
+        self
+    }
+
+    /// Replay pages read from the broker at once on this node; more resuming clients wait
+    /// their turn, so a burst of them does not stall publishing. Default: 16.
+    pub fn max_concurrent_replays(mut self, max: usize) -> Self {
+        self.hub.max_concurrent_replays = max.max(1);
+        self
+    }
+
+    /// End every stream after this long with a retry hint: the client reconnects (resuming
+    /// where it was) and is authorized again, so access that was revoked elsewhere ends within
+    /// this bound. Default: none.
+    pub fn max_session_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = Some(lifetime).filter(|d| !d.is_zero());
+        self
+    }
+
     /// Validate the key parts and build the manager.
     pub fn build(self) -> Result<ChannelManager<E>> {
         let key_prefix = self.key_prefix.filter(|p| !p.is_empty());
@@ -172,6 +206,7 @@ impl<E> ChannelManagerBuilder<E> {
                 key_suffix,
                 event_name: self.event_name,
                 max_event_bytes,
+                max_lifetime: self.max_lifetime,
                 _event: PhantomData,
             }),
         })
@@ -270,7 +305,11 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
                 overflow: OverflowPolicy::Disconnect,
                 max_sessions: None,
                 max_sessions_per_channel: None,
+                max_channels: Some(10_000),
+                replay: ReplayLimits::default(),
+                max_concurrent_replays: 16,
             },
+            max_lifetime: None,
         }
     }
 
@@ -418,7 +457,8 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         options: SubscribeOptions<E>,
     ) -> Result<Session> {
         let transport = options.transport;
-        let (shared, registration) = self.inner.hub.join(topic, transport.clone()).await?;
+        let hub = &self.inner.hub;
+        let (shared, registration) = hub.join(topic, transport.clone()).await?;
         let mut head = Vec::with_capacity(3);
         if let Some(retry) = options.retry {
             head.push(transport.retry(retry));
@@ -427,55 +467,80 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             let m = self.encode(initial)?;
             head.push(transport.event(None, &m.event, &m.data));
         }
-        let mut replayed = Vec::new();
+        let mut first_page = Vec::new();
+        let mut more = false;
         let mut resumed_from = None;
         let mut reset = None;
         if let Some(raw) = options.last_event_id.as_deref() {
             match EventId::parse(raw) {
                 Err(_) => reset = Some(ResetReason::MalformedId),
-                Ok(_) if self.inner.hub.broker().capabilities().history.is_none() => {
+                Ok(_) if hub.broker().capabilities().history.is_none() => {
                     reset = Some(ResetReason::NoHistory);
                 }
-                Ok(id) => match self.inner.hub.broker().replay(topic, &id, usize::MAX).await {
-                    Ok(Replay::Events(events)) => {
-                        resumed_from = Some(id);
-                        metrics::counter!(crate::metrics::REPLAYS).increment(1);
-                        metrics::counter!(crate::metrics::REPLAYED_EVENTS)
-                            .increment(events.len() as u64);
-                        replayed = events
-                            .into_iter()
-                            .map(|e| {
-                                let f = transport.event(Some(&e.id), &e.event, &e.data);
-                                (e.id, f)
-                            })
-                            .collect();
+                Ok(id) => {
+                    let page = shared.replay_limits().page();
+                    let answer = {
+                        let _permit = hub.replay_permits().acquire().await;
+                        hub.broker().replay(topic, &id, page).await
+                    };
+                    match answer {
+                        Ok(Replay::Events(events)) => {
+                            metrics::counter!(crate::metrics::REPLAYS).increment(1);
+                            metrics::counter!(crate::metrics::REPLAYED_EVENTS)
+                                .increment(events.len() as u64);
+                            more = events.len() >= page;
+                            first_page = events;
+                            resumed_from = Some(id);
+                        }
+                        Ok(Replay::Gap) => reset = Some(ResetReason::OutOfWindow),
+                        // The broker could not answer now (a timeout, a reconnect): refuse the
+                        // stream with a temporary error, so the client comes back with the same
+                        // id and loses nothing. A `reset` here would make it refetch for no
+                        // reason.
+                        Err(e) if e.is_temporary() => {
+                            tracing::debug!(%topic, error = %e, "replay failed; the client retries");
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            tracing::warn!(%topic, error = %e, "replay failed; sending reset");
+                            reset = Some(ResetReason::BrokerGap);
+                        }
                     }
-                    Ok(Replay::Gap) => reset = Some(ResetReason::OutOfWindow),
-                    // The broker could not answer now (a timeout, a reconnect): refuse the stream
-                    // with a temporary error, so the client comes back with the same id and
-                    // loses nothing. A `reset` here would make it refetch for no reason.
-                    Err(e) if e.is_temporary() => {
-                        tracing::debug!(%topic, error = %e, "replay failed; the client retries");
-                        return Err(e);
-                    }
-                    Err(e) => {
-                        tracing::warn!(%topic, error = %e, "replay failed; sending reset");
-                        reset = Some(ResetReason::BrokerGap);
-                    }
-                },
+                }
             }
         }
         if let Some(reason) = reset {
             crate::metrics::resets_sent(reason, 1);
-            head.push(transport.reset(reason));
+            head.push(transport.reset(reason, None));
         }
-        shared.go_live(head, resumed_from, replayed);
-        Ok(Session::new(
-            shared,
-            registration,
-            transport,
-            options.keep_alive,
-        ))
+        shared.start(head, resumed_from, first_page, more);
+        let replayer = more.then(|| Replayer {
+            broker: hub.broker().clone(),
+            topic: topic.clone(),
+            permits: hub.replay_permits().clone(),
+        });
+        let run = SessionRun {
+            keep_alive: options.keep_alive,
+            replayer,
+            retry: options.retry.unwrap_or(Duration::from_secs(1)),
+            max_lifetime: self.inner.max_lifetime,
+        };
+        Ok(Session::new(shared, registration, transport, run))
+    }
+
+    /// End, at once, every open session of the resource's channel on this node; returns how
+    /// many were closed. Their clients reconnect and go through `authorize` again, so a user
+    /// whose access was revoked is cut off mid-stream. Call it on every node (for example from
+    /// a message the app publishes) to cut the user off everywhere.
+    pub fn close_channel(&self, resource_id: &str) -> Result<usize> {
+        let topic = self.topic(resource_id)?;
+        Ok(self.inner.hub.revoke(&|t| *t == topic))
+    }
+
+    /// [`close_channel`](Self::close_channel) for every channel whose topic `select` picks (for
+    /// example all of one user's channels); returns how many sessions were closed.
+    pub fn close_where(&self, select: impl Fn(&Topic) -> bool) -> usize {
+        self.inner.hub.revoke(&select)
     }
 }
 

@@ -38,6 +38,9 @@ pub enum ResetReason {
     NoHistory,
     /// Live events were lost while the server was disconnected from the broker.
     BrokerGap,
+    /// The client was too far behind to be caught up event by event: more missed events than
+    /// the replay budget, or more live events during its replay than its queue holds.
+    Overflow,
 }
 
 impl ResetReason {
@@ -49,6 +52,7 @@ impl ResetReason {
             ResetReason::OutOfWindow => "out-of-window",
             ResetReason::NoHistory => "no-history",
             ResetReason::BrokerGap => "broker-gap",
+            ResetReason::Overflow => "overflow",
         }
     }
 }
@@ -89,8 +93,10 @@ pub trait Transport: fmt::Debug + Send + Sync + 'static {
     /// One event. `id` is `None` for events that are not resumable (the initial event).
     fn event(&self, id: Option<&EventId>, event: &EventName, data: &[u8]) -> Bytes;
 
-    /// The reserved `reset` event: the client must refetch its state.
-    fn reset(&self, reason: ResetReason) -> Bytes;
+    /// The reserved `reset` event: the client must refetch its state. With `id`, the reset also
+    /// moves the client's resume position there (the events up to it are covered by the
+    /// refetch), so a reconnect does not ask again for what the reset replaced.
+    fn reset(&self, reason: ResetReason, id: Option<&EventId>) -> Bytes;
 
     /// A no-op that keeps intermediaries from closing an idle connection.
     fn keep_alive(&self) -> Bytes;
@@ -157,8 +163,13 @@ impl Transport for Sse {
         buf.freeze()
     }
 
-    fn reset(&self, reason: ResetReason) -> Bytes {
+    fn reset(&self, reason: ResetReason, id: Option<&EventId>) -> Bytes {
         let mut buf = BytesMut::with_capacity(64);
+        if let Some(id) = id {
+            buf.put_slice(b"id: ");
+            buf.put_slice(id.as_str().as_bytes());
+            buf.put_u8(b'\n');
+        }
         buf.put_slice(b"event: ");
         buf.put_slice(RESET_EVENT.as_bytes());
         buf.put_slice(b"\ndata: ");
@@ -220,11 +231,13 @@ impl Transport for Ndjson {
         buf.freeze()
     }
 
-    fn reset(&self, reason: ResetReason) -> Bytes {
+    fn reset(&self, reason: ResetReason, id: Option<&EventId>) -> Bytes {
         /// The NDJSON line: the payload's fields after `"type":"reset"`.
         #[derive(Serialize)]
-        struct Line {
+        struct Line<'a> {
             r#type: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a str>,
             #[serde(flatten)]
             payload: ResetPayload,
         }
@@ -233,6 +246,7 @@ impl Transport for Ndjson {
             &mut buf,
             &Line {
                 r#type: RESET_EVENT,
+                id: id.map(EventId::as_str),
                 payload: ResetPayload::new(reason),
             },
         );
@@ -290,7 +304,7 @@ mod tests {
     fn sse_control_frames() {
         assert_eq!(&Sse.retry(Duration::from_secs(3))[..], b"retry: 3000\n\n");
         assert_eq!(
-            &Sse.reset(ResetReason::OutOfWindow)[..],
+            &Sse.reset(ResetReason::OutOfWindow, None)[..],
             b"event: reset\ndata: {\"reason\":\"out-of-window\"}\n\n"
         );
     }
@@ -308,11 +322,11 @@ mod tests {
                 format!("\"{}\"", r.as_str())
             );
             assert_eq!(
-                &Sse.reset(r)[..],
+                &Sse.reset(r, None)[..],
                 format!("event: reset\ndata: {{\"reason\":\"{}\"}}\n\n", r.as_str()).as_bytes()
             );
             assert_eq!(
-                &Ndjson.reset(r)[..],
+                &Ndjson.reset(r, None)[..],
                 format!("{{\"type\":\"reset\",\"reason\":\"{}\"}}\n", r.as_str()).as_bytes()
             );
         }
