@@ -107,7 +107,7 @@ async fn two_nodes_share_events_and_resume(a: Arc<dyn Broker>, b: Arc<dyn Broker
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_two_servers() {
-    let Some(url) = ssehub_test_support::redis::redis_url() else {
+    let Some(url) = ssehub_test_support::redis::redis_url().await else {
         return;
     };
     let a = ssehub::RedisBroker::connect(&url).await.unwrap();
