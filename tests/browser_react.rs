@@ -8,9 +8,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../examples/comments.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
-mod comments;
+mod fixture;
+use fixture::comments;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
