@@ -190,11 +190,12 @@ enum Runner {
 
 /// A broker server of one test on a fixed port (the machinery behind the public server types).
 pub(crate) struct Server {
+    // Dropped first: the server is gone before its dir is removed.
+    runner: Runner,
     spec: Spec,
     host: String,
     port: u16,
     dir: tempfile::TempDir,
-    runner: Runner,
 }
 
 impl std::fmt::Debug for Server {
@@ -203,10 +204,7 @@ impl std::fmt::Debug for Server {
             .field("binary", &self.spec.binary)
             .field("host", &self.host)
             .field("port", &self.port)
-            .field(
-                "container",
-                &matches!(self.runner, Runner::Container(_)).then_some(true),
-            )
+            .field("container", &matches!(self.runner, Runner::Container(_)))
             .finish_non_exhaustive()
     }
 }
@@ -248,11 +246,11 @@ impl Server {
             Source::Skip(why) => return Err(why),
         };
         let mut server = Server {
+            runner,
             spec,
             host,
             port,
             dir,
-            runner,
         };
         server.spawn().await?;
         Ok(server)
