@@ -148,6 +148,9 @@ pub fn docker_engine() -> Result<String, String> {
     docker_engine_at(&docker_host())
 }
 
+/// Arguments for a server binary, given its port and its own dir.
+pub(crate) type Args = Box<dyn Fn(u16, &Path) -> Vec<String> + Send + Sync>;
+
 /// How to run one kind of broker: as a process, and as a container.
 pub(crate) struct Spec {
     /// The server binary (`redis-server`).
@@ -155,7 +158,7 @@ pub(crate) struct Spec {
     /// The URL scheme (`redis`).
     pub(crate) scheme: &'static str,
     /// Arguments for the binary, given the port and the server's own dir.
-    pub(crate) args: Box<dyn Fn(u16, &Path) -> Vec<String> + Send + Sync>,
+    pub(crate) args: Args,
     /// Files written into the server's dir before it starts (name, content).
     pub(crate) files: Vec<(String, String)>,
     /// The log file in the server's dir (the process writes there).
