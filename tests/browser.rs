@@ -6,9 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../examples/comments.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
-mod comments;
+mod fixture;
+use fixture::comments;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,9 +8,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../examples/comments.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
-mod comments;
+mod fixture;
+use fixture::comments;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,15 +103,15 @@ fn n(v: &Value, key: &str) -> u64 {
 async fn react_hooks_show_counts_refetch_after_posts_and_after_a_reset() {
     let required = std::env::var("SSEHUB_REQUIRE_BROWSER").as_deref() == Ok("1");
     let dist = comments::react_dist();
-    if chromium::binary().is_none() || !dist.join("index.html").is_file() {
+    if chromium::missing().is_some() || !dist.join("index.html").is_file() {
         assert!(
             !required,
-            "SSEHUB_REQUIRE_BROWSER=1 but chromium is not installed or the React demo is not \
-             built ({}): cd clients/typescript && npm ci && npm run build:demo",
+            "SSEHUB_REQUIRE_BROWSER=1 but chromium or chromedriver is not installed or the React \
+             demo is not built ({}): cd clients/typescript && npm ci && npm run build:demo",
             dist.display()
         );
         eprintln!(
-            "skipped: chromium or the React demo build ({}) is missing",
+            "skipped: chromium, chromedriver or the React demo build ({}) is missing",
             dist.display()
         );
         return;

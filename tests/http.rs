@@ -1,27 +1,24 @@
-//! End to end over real TCP: the comments demo and purpose-built endpoints, read with a
-//! published SSE parser (`eventsource-stream`) for normal traffic and the spec-following test
-//! parser for byte-level checks.
+//! End to end over real TCP on the comments example, read with a published SSE parser
+//! (`eventsource-stream`) for normal traffic and the spec-following test parser for byte-level
+//! checks. The adapter's own behaviour on purpose-built endpoints is tested in
+//! `adapter-axum/tests/http.rs`.
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../examples/comments.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
-mod comments;
+mod fixture;
+use fixture::comments;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
-use http_body_util::BodyExt;
+use ssehub::MemoryBroker;
 use ssehub::sse_parser::SseParser;
-use ssehub::{ChannelManager, MemoryBroker, PathParams, QueueLimits, SseEndpoint, SseLayer};
+use ssehub_test_support::wait_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower::ServiceExt;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -127,17 +124,6 @@ async fn post(addr: SocketAddr, id: &str) -> serde_json::Value {
     res.json().await.expect("json")
 }
 
-async fn wait_until(mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached in time"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test]
 async fn headers_retry_and_initial_event() {
     let (addr, state) = demo().await;
@@ -185,7 +171,10 @@ async fn publish_reaches_two_hundred_subscribers() {
     for _ in 0..200 {
         clients.push(open_live(addr, "big", None).await);
     }
-    wait_until(|| state.comments.session_count("big") == 200).await;
+    wait_until("200 sessions", async || {
+        state.comments.session_count("big") == 200
+    })
+    .await;
     for n in 1..=3u64 {
         post(addr, "big").await;
         for c in &mut clients {
@@ -204,7 +193,10 @@ async fn resume_with_last_event_id_gets_exactly_the_missed_events() {
     post(addr, "r").await;
     let seen = next(&mut c).await;
     drop(c);
-    wait_until(|| state.comments.session_count("r") == 0).await;
+    wait_until("no session left on r", async || {
+        state.comments.session_count("r") == 0
+    })
+    .await;
     for _ in 0..5 {
         post(addr, "r").await;
     }
@@ -293,129 +285,6 @@ async fn bad_requests_are_answered_before_any_stream() {
     assert_eq!(state.comments.channel_count(), 0);
 }
 
-fn manager() -> ChannelManager<u64> {
-    ChannelManager::builder(MemoryBroker::new())
-        .key_prefix("t")
-        .linger(Duration::ZERO)
-        .build()
-        .unwrap()
-}
-
-#[tokio::test]
-async fn validate_and_authorize_hooks() {
-    let m = manager();
-    let endpoint = SseEndpoint::new(m.clone(), "/sse/{tenant}/{room}")
-        .unwrap()
-        .validate(|p: &PathParams| p.get("room").is_some_and(|r| r.starts_with("room")))
-        .authorize(|parts: &http::request::Parts, p: &PathParams| {
-            let token = parts
-                .headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let tenant = p.get("tenant").unwrap_or_default().to_owned();
-            async move {
-                match token {
-                    None => Err(http::StatusCode::UNAUTHORIZED),
-                    Some(t) if t == format!("Bearer {tenant}") => Ok(()),
-                    Some(_) => Err(http::StatusCode::FORBIDDEN),
-                }
-            }
-        });
-    let addr = serve(Router::new().route_service(endpoint.pattern(), endpoint.clone())).await;
-    let client = reqwest::Client::new();
-    let url = format!("http://{addr}/sse/acme/room1");
-    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
-    let res = client
-        .get(&url)
-        .header("authorization", "Bearer other")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 403);
-    let bad = format!("http://{addr}/sse/acme/lobby");
-    let res = client
-        .get(&bad)
-        .header("authorization", "Bearer acme")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
-    let res = client
-        .get(&url)
-        .header("authorization", "Bearer acme")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(m.total_sessions(), 1);
-}
-
-#[tokio::test]
-async fn disconnect_runs_on_disconnect_once_and_frees_the_channel() {
-    let m = manager();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c2 = calls.clone();
-    let endpoint = SseEndpoint::new(m.clone(), "/sse/{id}")
-        .unwrap()
-        .on_disconnect(move |_p: &PathParams| {
-            c2.fetch_add(1, Ordering::SeqCst);
-        });
-    let addr = serve(Router::new().layer(SseLayer::new(endpoint))).await;
-    let c = Raw::open(&format!("http://{addr}/sse/one")).await;
-    wait_until(|| m.session_count("one") == 1).await;
-    drop(c);
-    wait_until(|| calls.load(Ordering::SeqCst) == 1).await;
-    wait_until(|| m.channel_count() == 0 && m.broker().active_subscriptions() == 0).await;
-    assert_eq!(m.session_count("one"), 0);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "exactly once");
-}
-
-#[tokio::test]
-async fn a_client_that_stops_reading_is_cut_off_and_others_keep_receiving() {
-    let m = ChannelManager::<String>::builder(MemoryBroker::new())
-        .queue_limits(QueueLimits::new(8, 256 * 1024))
-        .build()
-        .unwrap();
-    let disconnected = Arc::new(AtomicUsize::new(0));
-    let d2 = disconnected.clone();
-    let endpoint = SseEndpoint::new(m.clone(), "/sse/{id}")
-        .unwrap()
-        .on_disconnect(move |_p: &PathParams| {
-            d2.fetch_add(1, Ordering::SeqCst);
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let listener = ssehub::axum::WriteTimeoutListener::new(listener, Duration::from_millis(500));
-    let app = Router::new().route_service("/sse/{id}", endpoint);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    // The slow client sends its request and never reads.
-    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET /sse/s HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut fast = open(&format!("http://{addr}/sse/s"), None).await;
-    wait_until(|| m.session_count("s") == 2).await;
-    let payload = "x".repeat(32 * 1024);
-    let mut received = 0;
-    for _ in 0..400 {
-        m.publish("s", &payload).await.unwrap();
-        let e = next(&mut fast).await;
-        assert_eq!(e.data.len(), payload.len() + 2);
-        received += 1;
-        if disconnected.load(Ordering::SeqCst) == 1 {
-            break;
-        }
-    }
-    wait_until(|| disconnected.load(Ordering::SeqCst) == 1).await;
-    assert_eq!(m.session_count("s"), 1, "the fast client is still there");
-    m.publish("s", &"after".to_owned()).await.unwrap();
-    assert_eq!(next(&mut fast).await.data, "\"after\"");
-    assert!(received < 400);
-    drop(slow);
-}
-
 #[tokio::test]
 async fn shutdown_ends_every_stream_with_a_retry_hint() {
     let (addr, state) = demo().await;
@@ -425,7 +294,10 @@ async fn shutdown_ends_every_stream_with_a_retry_hint() {
         c.next_event().await; // the initial event
         clients.push(c);
     }
-    wait_until(|| state.comments.total_sessions() == 20).await;
+    wait_until("20 sessions", async || {
+        state.comments.total_sessions() == 20
+    })
+    .await;
     state.endpoint.shutdown();
     let mut hints = std::collections::HashSet::new();
     for mut c in clients {
@@ -434,74 +306,14 @@ async fn shutdown_ends_every_stream_with_a_retry_hint() {
         hints.insert(r);
     }
     assert!(hints.len() > 1, "final retry hints are spread");
-    wait_until(|| state.comments.total_sessions() == 0).await;
+    wait_until("no session left", async || {
+        state.comments.total_sessions() == 0
+    })
+    .await;
     // New streams are told to come back later, with a 200 so browsers do.
     let mut c = Raw::open(&format!("http://{addr}/api/sse/comments/s0")).await;
     assert!(c.until_end().await.is_some());
     assert!(c.events.is_empty());
-}
-
-#[tokio::test]
-async fn over_capacity_answers_retry_or_503() {
-    let m = ChannelManager::<u64>::builder(MemoryBroker::new())
-        .max_sessions(1)
-        .build()
-        .unwrap();
-    let endpoint = SseEndpoint::new(m.clone(), "/sse/{id}").unwrap();
-    let strict = endpoint
-        .clone()
-        .unavailable(ssehub::axum::Unavailable::ServiceUnavailable);
-    let addr = serve(Router::new().route_service("/sse/{id}", endpoint)).await;
-    let strict_addr = serve(Router::new().route_service("/sse/{id}", strict)).await;
-    let _first = Raw::open(&format!("http://{addr}/sse/a")).await;
-    wait_until(|| m.total_sessions() == 1).await;
-    let mut second = Raw::open(&format!("http://{addr}/sse/a")).await;
-    let hint = second.until_end().await.expect("retry");
-    assert!(hint >= 3000);
-    let res = reqwest::get(format!("http://{strict_addr}/sse/a"))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
-    assert!(res.headers().contains_key("retry-after"));
-}
-
-#[tokio::test]
-async fn the_layer_passes_other_requests_through_untouched() {
-    let m = manager();
-    let endpoint = SseEndpoint::new(m.clone(), "/events/{id}").unwrap();
-    let inner = tower::service_fn(|req: http::Request<String>| async move {
-        let body = format!("inner saw {} {}", req.method(), req.uri());
-        Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
-            bytes::Bytes::from(body),
-        )))
-    });
-    let svc = tower::ServiceBuilder::new()
-        .layer(SseLayer::new(endpoint))
-        .service(inner);
-    let res = svc
-        .clone()
-        .oneshot(
-            http::Request::post("/other?x=1")
-                .body(String::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"inner saw POST /other?x=1");
-    let res = svc
-        .oneshot(
-            http::Request::get("/events/42")
-                .body(String::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(res.headers()["content-type"], "text/event-stream");
-    let mut body = res.into_body();
-    let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    assert_eq!(&frame[..], b"retry: 3000\n\n");
 }
 
 #[tokio::test]
@@ -534,84 +346,6 @@ async fn compression_in_the_stack_leaves_the_stream_alone() {
         .await
         .unwrap();
     assert_eq!(res.headers()["content-encoding"], "gzip");
-}
-
-#[tokio::test(start_paused = true)]
-async fn keep_alive_comments_every_fifteen_seconds() {
-    let m = manager();
-    let endpoint = SseEndpoint::new(m.clone(), "/events/{id}").unwrap();
-    let res = endpoint
-        .clone()
-        .oneshot(http::Request::get("/events/k").body(String::new()).unwrap())
-        .await
-        .unwrap();
-    let mut body = res.into_body();
-    let mut parser = SseParser::new();
-    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    parser.feed(&first);
-    let start = tokio::time::Instant::now();
-    for i in 1..=3 {
-        let f = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(&f[..], b":\n\n");
-        assert!(start.elapsed() >= Duration::from_secs(15 * i));
-        parser.feed(&f);
-    }
-    assert_eq!(parser.comments(), 3);
-    assert!(parser.take_events().is_empty());
-}
-
-#[tokio::test]
-async fn raw_wire_is_spec_exact() {
-    let m = ChannelManager::<String>::builder(MemoryBroker::new())
-        .event_name(|_| "note")
-        .build()
-        .unwrap();
-    let endpoint = SseEndpoint::new(m.clone(), "/e/{id}").unwrap();
-    let addr = serve(Router::new().route_service("/e/{id}", endpoint)).await;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /e/w HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    wait_until(|| m.session_count("w") == 1).await;
-    let nasty = "line1\r\nevent: forged\rid: 666\nretry: 1\n\ndata: x\u{0}é🌍".to_owned();
-    let id = m.publish("w", &nasty).await.unwrap();
-    let mut raw = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    let mut parser = SseParser::new();
-    let mut events = Vec::new();
-    let mut body_started = false;
-    while events.is_empty() {
-        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-        raw.extend_from_slice(&buf[..n]);
-        if !body_started {
-            if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                raw.drain(..i + 4);
-                body_started = true;
-            } else {
-                continue;
-            }
-        }
-        // De-chunk: HTTP/1.1 chunked encoding, "<hex>\r\n<data>\r\n".
-        while let Some(i) = raw.windows(2).position(|w| w == b"\r\n") {
-            let len = usize::from_str_radix(std::str::from_utf8(&raw[..i]).unwrap(), 16).unwrap();
-            if raw.len() < i + 2 + len + 2 {
-                break;
-            }
-            parser.feed(&raw[i + 2..i + 2 + len]);
-            raw.drain(..i + 2 + len + 2);
-        }
-        events.extend(parser.take_events());
-    }
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].event, "note");
-    assert_eq!(events[0].id.as_deref(), Some(id.as_str()));
-    let decoded: String = serde_json::from_str(&events[0].data).unwrap();
-    assert_eq!(decoded, nasty);
-    assert_eq!(parser.retry(), Some(3000));
 }
 
 #[tokio::test]

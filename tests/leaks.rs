@@ -34,8 +34,8 @@ async fn cycles(m: &ChannelManager<u64>, tag: &str, n: usize, channels: usize) {
 
 /// Nothing left on this node: no session, no channel, no broker subscription.
 async fn assert_released(m: &ChannelManager<u64>, broker: &dyn Broker) {
-    wait_until("channels removed", || m.channel_count() == 0).await;
-    wait_until("broker subscriptions released", || {
+    wait_until("channels removed", async || m.channel_count() == 0).await;
+    wait_until("broker subscriptions released", async || {
         broker.active_subscriptions() == 0
     })
     .await;
@@ -97,7 +97,7 @@ async fn cycles_and_abandoned_channels_leave_nothing_behind() {
     // Warm-up: allocator pools and maps at their working size.
     cycles(&m, "c", 10_000, 1_000).await;
     http_cycles(addr, 1_000, 100).await;
-    wait_until("warm-up closed", || {
+    wait_until("warm-up closed", async || {
         disconnects.load(Ordering::SeqCst) == 1_000
     })
     .await;
@@ -107,7 +107,7 @@ async fn cycles_and_abandoned_channels_leave_nothing_behind() {
     cycles(&m, "c", 100_000, 1_000).await;
     cycles(&m, "abandoned", 10_000, 10_000).await; // every channel used once and abandoned
     http_cycles(addr, 5_000, 500).await;
-    wait_until("every on_disconnect ran", || {
+    wait_until("every on_disconnect ran", async || {
         disconnects.load(Ordering::SeqCst) == 6_000
     })
     .await;
@@ -136,7 +136,7 @@ async fn redis_releases_every_subscription() {}
 
 #[cfg(feature = "redis")]
 async fn redis_releases_every_subscription() {
-    let Some(url) = ssehub_test_support::redis::redis_url() else {
+    let Some(url) = ssehub_test_support::redis::redis_url().await else {
         return;
     };
     let prefix = format!("leak{}", std::process::id());

@@ -4,9 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../examples/comments.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
-mod comments;
+mod fixture;
+use fixture::comments;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,7 +106,7 @@ async fn two_nodes_share_events_and_resume(a: Arc<dyn Broker>, b: Arc<dyn Broker
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_two_servers() {
-    let Some(url) = ssehub_test_support::redis::redis_url() else {
+    let Some(url) = ssehub_test_support::redis::redis_url().await else {
         return;
     };
     let a = ssehub::RedisBroker::connect(&url).await.unwrap();

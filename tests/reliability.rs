@@ -97,7 +97,10 @@ async fn resume_under_churn(broker: Arc<dyn Broker>, max_quota: u64) {
         assert_eq!(c.status(), 200);
         first.push(c);
     }
-    wait_until("200 sessions", || server.manager.session_count(&rid) == 200).await;
+    wait_until("200 sessions", async || {
+        server.manager.session_count(&rid) == 200
+    })
+    .await;
     let reconnects = Arc::new(AtomicUsize::new(0));
     let cut_off = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -182,7 +185,7 @@ async fn resume_under_churn_memory() {
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_under_churn_redis() {
-    let Some(url) = ssehub_test_support::redis::redis_url() else {
+    let Some(url) = ssehub_test_support::redis::redis_url().await else {
         return;
     };
     let b = ssehub::RedisBroker::builder(&url)
@@ -279,11 +282,14 @@ async fn a_client_whose_network_goes_silent_is_detected_and_freed() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    wait_until("the silent client is freed", || {
+    wait_until("the silent client is freed", async || {
         server.disconnects.load(Ordering::SeqCst) == 1
     })
     .await;
-    wait_until("no session left", || server.manager.total_sessions() == 0).await;
+    wait_until("no session left", async || {
+        server.manager.total_sessions() == 0
+    })
+    .await;
     eprintln!(
         "silent network: client freed {:.2} s after it went silent, {published} events of 16 KiB \
          published meanwhile",
@@ -307,7 +313,7 @@ async fn five_thousand_clients_dropped_at_once_all_resume_gap_free() {
                 .unwrap(),
         );
     }
-    wait_until("all connected", || {
+    wait_until("all connected", async || {
         server.manager.session_count("crowd") == clients_n
     })
     .await;
@@ -386,7 +392,10 @@ async fn graceful_shutdown_spreads_a_thousand_reconnects() {
                 .unwrap(),
         );
     }
-    wait_until("1000 sessions", || server.manager.total_sessions() == 1000).await;
+    wait_until("1000 sessions", async || {
+        server.manager.total_sessions() == 1000
+    })
+    .await;
     server.endpoint.shutdown();
     let mut hints = Vec::new();
     for c in &mut clients {
@@ -394,7 +403,7 @@ async fn graceful_shutdown_spreads_a_thousand_reconnects() {
         assert!(!c.stalled(), "shutdown must end every stream");
         hints.push(c.retry().unwrap());
     }
-    wait_until("every on_disconnect ran", || {
+    wait_until("every on_disconnect ran", async || {
         server.disconnects.load(Ordering::SeqCst) == 1000
     })
     .await;
@@ -444,7 +453,10 @@ async fn hostile_channel_names_are_refused_without_reaching_a_channel() {
         .await
         .unwrap();
     assert_eq!(c.status(), 200);
-    wait_until("decoded id", || server.manager.session_count("Zürich") == 1).await;
+    wait_until("decoded id", async || {
+        server.manager.session_count("Zürich") == 1
+    })
+    .await;
     assert_eq!(server.manager.total_sessions(), 1);
 }
 

@@ -11,9 +11,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../examples/comments.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
-mod comments;
+mod fixture;
+use fixture::comments;
 
 use std::path::PathBuf;
 

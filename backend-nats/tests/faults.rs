@@ -10,7 +10,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use ssehub_core::{Broker, Delivery, EventId, Message, Subscription, Topic};
 use ssehub_nats::{Mode, NatsBroker};
+use ssehub_test_support::faults::{BurstTask, Fault, payload_number};
 use ssehub_test_support::nats::{NatsOptions, NatsServer};
+use ssehub_test_support::server::BrokerServer;
+use ssehub_test_support::{or_skip, wait_until_within};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -67,27 +70,11 @@ async fn publish_during_outage(broker: &NatsBroker, topic: &Topic, next: &mut u6
 }
 
 async fn next_delivery(sub: &mut Subscription) -> Delivery {
-    match tokio::time::timeout(WAIT, sub.next()).await {
-        Ok(Some(d)) => d,
-        Ok(None) => panic!("subscription ended"),
-        Err(_) => panic!("nothing delivered within {WAIT:?}"),
-    }
+    ssehub_test_support::faults::next_delivery(sub, WAIT).await
 }
 
-/// What a background publisher saw: confirmed events and errors.
-#[derive(Default)]
-struct Burst {
-    ok: Vec<(EventId, u64)>,
-    errors: usize,
-}
-
-/// How the test takes the server away.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fault {
-    /// SIGKILL, then start it again on the same port and store.
-    Kill,
-    /// SIGSTOP until the clients' pings have dropped their half-open connections, then SIGCONT.
-    Freeze,
+async fn own_server(options: NatsOptions) -> Option<NatsServer> {
+    or_skip(NatsServer::start(options).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +90,7 @@ async fn jetstream_detects_a_frozen_server_and_resumes_without_loss() {
 }
 
 async fn jetstream_outage(fault: Fault) {
-    let Some(mut server) = NatsServer::start(NatsOptions::default()).await else {
+    let Some(mut server) = own_server(NatsOptions::default()).await else {
         return;
     };
     let url = server.url();
@@ -113,61 +100,19 @@ async fn jetstream_outage(fault: Fault) {
     let mut sub = subscriber.subscribe(&topic).await.expect("subscribe");
 
     // A publishing burst runs the whole time; the server is killed in the middle of it.
-    let burst = Arc::new(std::sync::Mutex::new(Burst::default()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let task = {
-        let (publisher, topic, burst, stop) = (
-            publisher.clone(),
-            topic.clone(),
-            burst.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                let res = publisher.publish(&topic, Message::new(i.to_string())).await;
-                {
-                    let mut b = burst.lock().expect("lock");
-                    match res {
-                        Ok(id) => b.ok.push((id, i)),
-                        Err(e) => {
-                            assert!(e.is_temporary(), "outage errors must be temporary: {e}");
-                            b.errors += 1;
-                        }
-                    }
-                }
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })
-    };
-    let poll = |f: &dyn Fn(&Burst) -> bool| f(&burst.lock().expect("lock"));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !poll(&|b| b.ok.len() >= 50) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no events before the kill"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let burst = BurstTask::spawn(publisher.clone(), topic.clone(), Duration::from_millis(2));
+    wait_until_within("no events before the kill", WAIT, async || burst.ok() >= 50).await;
     let connects = subscriber
         .client()
         .statistics()
         .connects
         .load(Ordering::Relaxed);
     let started = tokio::time::Instant::now();
-    match fault {
-        Fault::Kill => server.kill(),
-        Fault::Freeze => assert!(server.freeze(), "SIGSTOP nats-server"),
-    }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !poll(&|b| b.errors >= 3) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "publishes kept succeeding while down"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    fault.inject(&mut server);
+    wait_until_within("publishes kept succeeding while down", WAIT, async || {
+        burst.errors() >= 3
+    })
+    .await;
     let health = tokio::time::timeout(WAIT, publisher.health())
         .await
         .expect("health must answer (not hang) while the server is away");
@@ -176,43 +121,39 @@ async fn jetstream_outage(fault: Fault) {
         "{fault:?}: outage detected (publishes and health failing) after {:?}",
         started.elapsed()
     );
-    let ok_before = burst.lock().expect("lock").ok.len();
-    match fault {
-        Fault::Kill => server.restart().await.expect("restart nats-server"),
-        Fault::Freeze => {
-            // Three unanswered pings (500 ms apart) drop the half-open connection.
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while subscriber.client().connection_state() == async_nats::connection::State::Connected
-            {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the half-open connection to a frozen server was never dropped"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            eprintln!(
-                "Freeze: half-open connection dropped after {:?}",
-                started.elapsed()
-            );
-            assert!(server.thaw(), "SIGCONT nats-server");
-        }
-    }
-    let back = tokio::time::Instant::now();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !poll(&|b| b.ok.len() >= ok_before + 50) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "publishing did not resume"
+    let ok_before = burst.ok();
+    if fault == Fault::Freeze {
+        // Three unanswered pings (500 ms apart) drop the half-open connection.
+        wait_until_within(
+            "the half-open connection to a frozen server was never dropped",
+            WAIT,
+            async || {
+                subscriber.client().connection_state() != async_nats::connection::State::Connected
+            },
+        )
+        .await;
+        eprintln!(
+            "Freeze: half-open connection dropped after {:?}",
+            started.elapsed()
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    fault.heal(&mut server).await;
+    let back = tokio::time::Instant::now();
+    wait_until_within("publishing did not resume", WAIT, async || {
+        burst.ok() >= ok_before + 50
+    })
+    .await;
     eprintln!(
         "{fault:?}: publishing again {:?} after the server came back",
         back.elapsed()
     );
-    stop.store(true, std::sync::atomic::Ordering::Release);
-    task.await.expect("publisher task");
-    let ok = std::mem::take(&mut burst.lock().expect("lock").ok);
+    let ok: Vec<(EventId, u64)> = burst
+        .stop()
+        .await
+        .ok
+        .into_iter()
+        .map(|(n, id)| (id, n))
+        .collect();
 
     // Every confirmed event arrives, in order; events whose publish errored may arrive too
     // (an error means "maybe lost"), but never out of order and never twice.
@@ -221,10 +162,7 @@ async fn jetstream_outage(fault: Fault) {
     while want.peek().is_some() {
         match next_delivery(&mut sub).await {
             Delivery::Event(env) => {
-                let n: u64 = std::str::from_utf8(&env.data)
-                    .expect("utf-8")
-                    .parse()
-                    .expect("number");
+                let n = payload_number(&env.data);
                 if let Some((_, last)) = received.last() {
                     assert!(
                         n > *last,
@@ -275,7 +213,7 @@ async fn core_mode_reports_a_gap_for_a_frozen_server() {
 }
 
 async fn core_outage(fault: Fault) {
-    let Some(mut server) = NatsServer::start(NatsOptions::default()).await else {
+    let Some(mut server) = own_server(NatsOptions::default()).await else {
         return;
     };
     let url = server.url();
@@ -293,10 +231,7 @@ async fn core_outage(fault: Fault) {
             Delivery::Gap => panic!("gap before the outage"),
         }
     }
-    match fault {
-        Fault::Kill => server.kill(),
-        Fault::Freeze => assert!(server.freeze(), "SIGSTOP nats-server"),
-    }
+    fault.inject(&mut server);
     if fault == Fault::Kill {
         publish_during_outage(&publisher, &topic, &mut next).await;
     }
@@ -309,20 +244,17 @@ async fn core_outage(fault: Fault) {
         // A core publish is fire-and-forget: while the half-open connection still looks alive
         // it only fills the socket, so it may be `Ok`. Once the pings dropped the connection,
         // every publish fails.
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while publisher.client().connection_state() == async_nats::connection::State::Connected {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the publisher's half-open connection was never dropped"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_within(
+            "the publisher's half-open connection was never dropped",
+            WAIT,
+            async || {
+                publisher.client().connection_state() != async_nats::connection::State::Connected
+            },
+        )
+        .await;
         publish_during_outage(&publisher, &topic, &mut next).await;
     }
-    match fault {
-        Fault::Kill => server.restart().await.expect("restart nats-server"),
-        Fault::Freeze => assert!(server.thaw(), "SIGCONT nats-server"),
-    }
+    fault.heal(&mut server).await;
     // After the reconnect (and resubscribe), live events flow again. Publish until one arrives:
     // the subscriber's resubscription may land a moment after the publisher's reconnect.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -343,7 +275,7 @@ async fn core_outage(fault: Fault) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_fails_while_the_server_is_down() {
-    let Some(mut server) = NatsServer::start(NatsOptions::default()).await else {
+    let Some(mut server) = own_server(NatsOptions::default()).await else {
         return;
     };
     let b = broker(&server.url(), Mode::JetStream).await;
@@ -352,14 +284,10 @@ async fn health_fails_while_the_server_is_down() {
     let err = b.health().await.expect_err("health while down");
     assert!(err.is_temporary());
     server.restart().await.expect("restart");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while b.health().await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never healthy again"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_within("never healthy again", WAIT, async || {
+        b.health().await.is_ok()
+    })
+    .await;
 }
 
 /// NATS cuts a client that reads too slowly (a write to it blocks past `write_deadline`, or its
@@ -370,7 +298,7 @@ async fn health_fails_while_the_server_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_subscriber_disconnected_for_reading_too_slowly_loses_nothing() {
     let options = NatsOptions::default().with_config("write_deadline: \"500ms\"\n");
-    let Some(server) = NatsServer::start(options).await else {
+    let Some(server) = own_server(options).await else {
         return;
     };
     let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], server.port()));
@@ -395,14 +323,12 @@ async fn jetstream_subscriber_disconnected_for_reading_too_slowly_loses_nothing(
     // 1000 events of 4 KiB, published on a direct connection.
     let ids = ssehub_core::conformance::publish_backlog(&publisher, &topic, 1000, 4096).await;
     const CUT: &str = "Slow Consumer Detected";
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !server.log().contains(CUT) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nats-server never disconnected the slow subscriber"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_within(
+        "nats-server never disconnected the slow subscriber",
+        WAIT,
+        async || server.log().contains(CUT),
+    )
+    .await;
     proxy.bandwidth(0);
     ssehub_core::conformance::expect_exactly(&mut sub, &ids).await;
     let cut = server.log().matches(CUT).count();

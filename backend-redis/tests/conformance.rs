@@ -7,7 +7,7 @@ use ssehub_redis::RedisBroker;
 use ssehub_test_support::redis::redis_url;
 
 async fn broker(prefix: &str) -> Option<RedisBroker> {
-    let url = redis_url()?;
+    let url = redis_url().await?;
     Some(
         RedisBroker::builder(&url)
             .prefix(prefix)

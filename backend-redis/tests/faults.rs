@@ -6,27 +6,20 @@
 //! RELIABILITY.md).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use ssehub_core::conformance::unique_topic;
 use ssehub_core::{Broker, Delivery, EventId, Message, Replay, Subscription, Topic};
 use ssehub_redis::RedisBroker;
+use ssehub_test_support::faults::{Burst, BurstTask, Fault, payload_number};
 use ssehub_test_support::redis::{RedisOptions, RedisServer};
-use ssehub_test_support::skip;
-use tokio::sync::Mutex;
+use ssehub_test_support::server::BrokerServer;
+use ssehub_test_support::{or_skip, wait_until_within};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn own_server(persistent: bool) -> Option<RedisServer> {
-    match RedisServer::start(RedisOptions::new().persistent(persistent)) {
-        Ok(s) => Some(s),
-        Err(why) => {
-            skip(&why);
-            None
-        }
-    }
+async fn own_server(persistent: bool) -> Option<RedisServer> {
+    or_skip(RedisServer::start(RedisOptions::new().persistent(persistent)).await)
 }
 
 async fn broker(url: &str) -> RedisBroker {
@@ -74,66 +67,12 @@ async fn pubsub_clients(con: &mut redis::aio::MultiplexedConnection) -> Vec<Stri
     ids
 }
 
-/// How the test takes the server away.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fault {
-    /// SIGKILL, then start it again on the same port and dir.
-    Kill,
-    /// SIGSTOP for a while, then SIGCONT: a half-open connection, nothing lost on the server.
-    Freeze,
-}
-
 async fn next(sub: &mut Subscription) -> Delivery {
-    match tokio::time::timeout(WAIT, sub.next()).await {
-        Ok(Some(d)) => d,
-        Ok(None) => panic!("subscription ended"),
-        Err(_) => panic!("nothing delivered within {WAIT:?}"),
-    }
+    ssehub_test_support::faults::next_delivery(sub, WAIT).await
 }
 
-/// What a publishing burst saw: every publish's payload with its result.
-#[derive(Default)]
-struct Burst {
-    ok: Vec<(u64, EventId)>,
-    errors: Vec<u64>,
-}
-
-/// Publish `0, 1, 2, …` to `topic` until `stop`, a few milliseconds apart.
-fn spawn_burst(
-    broker: RedisBroker,
-    topic: Topic,
-    stop: Arc<AtomicBool>,
-    burst: Arc<Mutex<Burst>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut n = 0u64;
-        while !stop.load(Ordering::Acquire) {
-            let res = broker.publish(&topic, Message::new(n.to_string())).await;
-            {
-                let mut b = burst.lock().await;
-                match res {
-                    Ok(id) => b.ok.push((n, id)),
-                    Err(e) => {
-                        assert!(e.is_temporary(), "an outage error must be temporary: {e}");
-                        b.errors.push(n);
-                    }
-                }
-            }
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(3)).await;
-        }
-    })
-}
-
-async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_until(what: &str, cond: impl AsyncFnMut() -> bool) {
+    wait_until_within(what, WAIT, cond).await;
 }
 
 /// Take the server away mid-burst (`fault`), bring it back, and wait until the broker has
@@ -148,24 +87,20 @@ async fn outage(
         broker.subscribe(topic).await.expect("subscribe"),
         broker.subscribe(topic).await.expect("subscribe"),
     ];
-    let stop = Arc::new(AtomicBool::new(false));
-    let burst = Arc::new(Mutex::new(Burst::default()));
-    let task = spawn_burst(broker.clone(), topic.clone(), stop.clone(), burst.clone());
+    let burst = BurstTask::spawn(
+        Arc::new(broker.clone()),
+        topic.clone(),
+        Duration::from_millis(3),
+    );
 
-    wait_until("50 publishes before the kill", async || {
-        burst.lock().await.ok.len() >= 50
-    })
-    .await;
+    wait_until("50 publishes before the kill", async || burst.ok() >= 50).await;
     let started = tokio::time::Instant::now();
-    match fault {
-        Fault::Kill => server.kill(),
-        Fault::Freeze => assert!(server.freeze(), "SIGSTOP redis-server"),
-    }
-    let before = burst.lock().await.ok.len();
+    fault.inject(server);
+    let before = burst.ok();
     // Detection: publishes fail (time out) instead of hanging, and health reports the outage.
     let errors = if fault == Fault::Freeze { 3 } else { 10 };
     wait_until("publishes failing during the outage", async || {
-        burst.lock().await.errors.len() >= errors
+        burst.errors() >= errors
     })
     .await;
     let health = tokio::time::timeout(WAIT, broker.health())
@@ -176,18 +111,15 @@ async fn outage(
         "{fault:?}: outage detected (publishes failing, health failing) after {:?}",
         started.elapsed()
     );
-    match fault {
-        Fault::Kill => server.restart().expect("restart redis"),
-        Fault::Freeze => {
-            // Stay frozen past the subscriber's ping interval plus its timeouts, so its
-            // half-open connection is noticed and dropped too.
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            assert!(server.thaw(), "SIGCONT redis-server");
-        }
+    if fault == Fault::Freeze {
+        // Stay frozen past the subscriber's ping interval plus its timeouts, so its half-open
+        // connection is noticed and dropped too.
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    fault.heal(server).await;
     let thawed = tokio::time::Instant::now();
     wait_until("50 publishes after the restart", async || {
-        burst.lock().await.ok.len() >= before + 50
+        burst.ok() >= before + 50
     })
     .await;
     wait_until("health after the restart", async || {
@@ -199,14 +131,12 @@ async fn outage(
         thawed.elapsed()
     );
     // Health means the subscriber is back and caught up: publish some more after it.
-    let recovered = burst.lock().await.ok.len();
+    let recovered = burst.ok();
     wait_until("publishes after recovery", async || {
-        burst.lock().await.ok.len() >= recovered + 10
+        burst.ok() >= recovered + 10
     })
     .await;
-    stop.store(true, Ordering::Release);
-    task.await.expect("publisher");
-    let burst = Arc::try_unwrap(burst).ok().expect("burst").into_inner();
+    let burst = burst.stop().await;
     assert!(
         !burst.errors.is_empty(),
         "publishes during the outage must fail"
@@ -221,7 +151,7 @@ async fn outage(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_appendfsync_always_loses_nothing() {
-    let Some(mut server) = own_server(true) else {
+    let Some(mut server) = own_server(true).await else {
         return;
     };
     let broker = broker(&server.url()).await;
@@ -247,10 +177,7 @@ async fn assert_everything_arrived(
             match next(sub).await {
                 Delivery::Gap => panic!("gap although the server kept every event"),
                 Delivery::Event(env) => {
-                    let got: u64 = std::str::from_utf8(&env.data)
-                        .expect("utf-8")
-                        .parse()
-                        .expect("number");
+                    let got = payload_number(&env.data);
                     if got == *n {
                         assert_eq!(&env.id, id, "event {n} arrived with another id");
                         expected.next();
@@ -283,7 +210,7 @@ async fn assert_everything_arrived(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_without_persistence_yields_gap() {
-    let Some(mut server) = own_server(false) else {
+    let Some(mut server) = own_server(false).await else {
         return;
     };
     let broker = broker(&server.url()).await;
@@ -339,7 +266,7 @@ async fn restart_without_persistence_yields_gap() {
 /// subscriptions missed from the stream, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_server_is_detected_and_recovered_without_loss() {
-    let Some(mut server) = own_server(false) else {
+    let Some(mut server) = own_server(false).await else {
         return;
     };
     let broker = broker(&server.url()).await;
@@ -372,7 +299,7 @@ async fn a_frozen_server_is_detected_and_recovered_without_loss() {
 /// stream, and its subscription receives every event in order with no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_disconnected_for_reading_too_slowly_loses_nothing() {
-    let Some(server) = own_server(false) else {
+    let Some(server) = own_server(false).await else {
         return;
     };
     let mut admin_con = admin(&server).await;

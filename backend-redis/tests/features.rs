@@ -8,13 +8,14 @@ use ssehub_core::conformance::{unique_id, unique_topic};
 use ssehub_core::{Broker, Delivery, Message, Replay, Subscription, Topic};
 use ssehub_redis::{RedisBroker, redis};
 use ssehub_test_support::redis::{RedisOptions, RedisServer, redis_url};
+use ssehub_test_support::server::BrokerServer;
 use ssehub_test_support::skip;
 
 const WAIT: Duration = Duration::from_secs(20);
 const PREFIX: &str = "ssehub-features";
 
 async fn broker(history: usize) -> Option<RedisBroker> {
-    let url = redis_url()?;
+    let url = redis_url().await?;
     Some(
         RedisBroker::builder(&url)
             .prefix(PREFIX)
@@ -159,7 +160,7 @@ async fn numsub(con: &mut redis::aio::MultiplexedConnection, channel: &str) -> i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_subscriptions_share_one_redis_subscription() {
-    let Some(url) = redis_url() else {
+    let Some(url) = redis_url().await else {
         return;
     };
     let broker = RedisBroker::builder(&url)
@@ -238,7 +239,7 @@ async fn debug_hides_the_password() {
     assert!(text.contains("user") && text.contains("<hidden>"), "{text}");
 
     // A connected broker, authenticated as an ACL user of an own server, hides it too.
-    let server = match RedisServer::start(RedisOptions::new()) {
+    let server = match RedisServer::start(RedisOptions::new()).await {
         Ok(s) => s,
         Err(why) => return skip(&why),
     };

@@ -1,9 +1,10 @@
-//! Finds or starts real brokers for ssehub's integration tests.
+//! Finds or starts real brokers for ssehub's integration tests, and the tools those tests share.
 //!
-//! Order, per ARCHITECTURE: an explicit URL from the environment (`SSEHUB_REDIS_URL`,
-//! `SSEHUB_NATS_URL`); else a server binary on `PATH` started on a free loopback port in a temp
-//! directory (killed when its guard drops); else the test skips with a message — unless
-//! `SSEHUB_REQUIRE_BROKERS=1`, where a skip is a failure.
+//! Broker discovery, per ARCHITECTURE (see [`server::decide`]): an explicit URL from the
+//! environment (`SSEHUB_REDIS_URL`, `SSEHUB_NATS_URL`); else a server binary on `PATH` started on
+//! a free loopback port in a temp directory (killed when its guard drops); else a container
+//! (testcontainers) when a Docker engine answers; else the test skips with a message naming
+//! everything tried — unless `SSEHUB_REQUIRE_BROKERS=1`, where a skip is a failure.
 //!
 //! # Example
 //!
@@ -12,11 +13,16 @@
 //! assert!(port > 0);
 //! ```
 
+pub mod chromium;
+pub mod faults;
 pub mod nats;
+pub mod proxy;
 pub mod redis;
+pub mod server;
+pub mod sse_client;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Whether `SSEHUB_REQUIRE_BROKERS=1` is set (CI): a broker test must not skip.
@@ -32,6 +38,12 @@ pub fn skip(why: &str) {
         "SSEHUB_REQUIRE_BROKERS=1 but the test cannot run: {why}"
     );
     eprintln!("skipped: {why}");
+}
+
+/// `Some` of an `Ok`; for an `Err`, [`skip`] with its message and `None`:
+/// `let Some(server) = or_skip(RedisServer::start(options).await) else { return };`
+pub fn or_skip<T>(result: Result<T, String>) -> Option<T> {
+    result.map_err(|why| skip(&why)).ok()
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
@@ -53,33 +65,11 @@ pub fn which(binary: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A fresh temporary directory, removed when dropped.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Create a unique directory under the system temp dir.
-    pub fn new(tag: &str) -> std::io::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("ssehub-{tag}-{}-{nanos:x}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(TempDir(dir))
-    }
-
-    /// The directory.
-    #[must_use]
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh temporary directory named after `tag`, removed when dropped.
+pub fn temp_dir(tag: &str) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("ssehub-{tag}-"))
+        .tempdir()
 }
 
 /// Wait until something accepts TCP connections on `127.0.0.1:port` (at most `limit`).
@@ -97,13 +87,23 @@ pub async fn wait_for_port(port: u16, limit: Duration) -> bool {
     false
 }
 
-/// Poll `cond` every 10 ms until it holds; panics naming `what` if it does not within 30 s.
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !cond() {
+/// How long [`wait_until`] waits.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// Poll `cond` every 10 ms until it holds; panics naming `what` if it does not within
+/// [`WAIT_LIMIT`]. `cond` is an async closure, so it may lock or ask a broker:
+/// `wait_until("empty", async || m.channel_count() == 0).await`.
+pub async fn wait_until(what: &str, cond: impl AsyncFnMut() -> bool) {
+    wait_until_within(what, WAIT_LIMIT, cond).await;
+}
+
+/// [`wait_until`] with another limit.
+pub async fn wait_until_within(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond().await {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{what}: not reached in time"
+            "{what}: not reached within {limit:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -123,10 +123,6 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
-
-pub mod chromium;
-pub mod proxy;
-pub mod sse_client;
 
 /// A broker process a test owns: frozen, thawed and killed on demand, killed when dropped.
 #[derive(Debug, Default)]

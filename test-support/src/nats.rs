@@ -1,4 +1,10 @@
-//! A NATS server for tests: `SSEHUB_NATS_URL`, else an own `nats-server -js` on a free port.
+//! NATS servers for tests: the URL to use, or an own `nats-server -js` to kill and restart.
+//!
+//! [`nats_url`] answers `SSEHUB_NATS_URL` when set, else the URL of one server shared by every
+//! test of the process (started on first use), else skips. Fault tests start their own
+//! [`NatsServer`]. A server is a `nats-server` on a free loopback port with its store in a temp
+//! dir, or a `nats:2.10` container (`-js`) when the binary is missing and a Docker engine answers
+//! (see [`crate::server`]). Same API as [`crate::redis`].
 //!
 //! # Example
 //!
@@ -10,18 +16,52 @@
 //! # }
 //! ```
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::path::Path;
 
-use crate::{TempDir, free_port, skip, wait_for_port, which};
+use tokio::sync::OnceCell;
+
+use crate::server::{BrokerServer, Server, Source, Spec, decide, docker_engine, exchange};
+use crate::{skip, which};
+
+/// The variable naming a NATS server someone else runs.
+pub const ENV_URL: &str = "SSEHUB_NATS_URL";
+
+/// The NATS URL for ordinary tests: `SSEHUB_NATS_URL`, else one own server with JetStream shared
+/// by the whole test process, else `None` after [`skip`]. Never a server a test may kill.
+pub async fn nats_url() -> Option<String> {
+    static SHARED: OnceCell<Result<String, String>> = OnceCell::const_new();
+    let env = std::env::var(ENV_URL).ok();
+    let source = match decide(
+        Some((ENV_URL, env.as_deref())),
+        ("nats-server", which("nats-server")),
+        docker_engine,
+    ) {
+        Source::Url(url) => return Some(url),
+        source => source,
+    };
+    let shared = SHARED
+        .get_or_init(async || {
+            let server = Server::start_from(spec(&NatsOptions::default()), source).await?;
+            let url = server.url();
+            // Shared by the whole process: never dropped, ended by its watcher.
+            std::mem::forget(server);
+            Ok(url)
+        })
+        .await;
+    match shared {
+        Ok(url) => Some(url.clone()),
+        Err(why) => {
+            skip(why);
+            None
+        }
+    }
+}
 
 /// Options for [`NatsServer::start`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct NatsOptions {
-    /// Enable JetStream (`-js`, file storage in the server's temp dir). Default: true.
+    /// Enable JetStream (`-js`, file storage in the server's own dir). Default: true.
     pub jetstream: bool,
     /// Extra server configuration (nats-server config syntax, such as `write_deadline: "1s"`),
     /// written to a file passed with `-c`. Default: none.
@@ -46,171 +86,125 @@ impl NatsOptions {
     }
 }
 
-/// An own `nats-server` process on a free loopback port, with its store in a temp dir. It can be
-/// killed and restarted on the same port and store (fault tests); it is killed when dropped.
-#[derive(Debug)]
-pub struct NatsServer {
-    binary: PathBuf,
-    port: u16,
-    options: NatsOptions,
-    dir: TempDir,
-    child: crate::BrokerProcess,
+const CONFIG_FILE: &str = "nats.conf";
+
+fn spec(options: &NatsOptions) -> Spec {
+    let jetstream = options.jetstream;
+    let config = options.config.is_some();
+    let mut container_args = vec!["-p".to_owned(), "4222".to_owned()];
+    if jetstream {
+        container_args.extend(["-js", "-sd", "/data"].map(String::from));
+    }
+    if config {
+        container_args.extend(["-c".to_owned(), format!("/etc/ssehub/{CONFIG_FILE}")]);
+    }
+    Spec {
+        binary: "nats-server",
+        scheme: "nats",
+        args: Box::new(move |port: u16, dir: &Path| {
+            let mut args = vec![
+                "-a".to_owned(),
+                "127.0.0.1".to_owned(),
+                "-p".to_owned(),
+                port.to_string(),
+            ];
+            if jetstream {
+                args.extend([
+                    "-js".to_owned(),
+                    "-sd".to_owned(),
+                    dir.display().to_string(),
+                ]);
+            }
+            if config {
+                args.extend(["-c".to_owned(), dir.join(CONFIG_FILE).display().to_string()]);
+            }
+            args.extend(["-l".to_owned(), dir.join("nats.log").display().to_string()]);
+            args
+        }),
+        files: options
+            .config
+            .iter()
+            .map(|c| (CONFIG_FILE.to_owned(), c.clone()))
+            .collect(),
+        log_file: "nats.log",
+        image: ("nats", "2.10"),
+        container_port: 4222,
+        container_args,
+        ready: if jetstream { jetstream_ready } else { pong },
+    }
 }
+
+/// An own NATS server on a fixed port, with its store in its own dir. It can be killed and
+/// restarted on the same port and store (fault tests); it is killed when dropped.
+#[derive(Debug)]
+pub struct NatsServer(Server);
 
 impl NatsServer {
-    /// Start a server; `None` (after [`skip`]) when the binary is missing or it does not start.
-    pub async fn start(options: NatsOptions) -> Option<NatsServer> {
-        let Some(binary) = which("nats-server") else {
-            skip("nats-server is not installed and SSEHUB_NATS_URL is not set");
-            return None;
-        };
-        let dir = match TempDir::new("nats") {
-            Ok(d) => d,
-            Err(e) => {
-                skip(&format!("no temp dir for nats-server: {e}"));
-                return None;
-            }
-        };
-        let mut server = NatsServer {
-            binary,
-            port: free_port(),
-            options,
-            dir,
-            child: crate::BrokerProcess::default(),
-        };
-        if let Err(why) = server.restart().await {
-            skip(&why);
-            return None;
-        }
-        Some(server)
-    }
-
-    /// The client URL.
-    #[must_use]
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// The port.
-    #[must_use]
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// What the server wrote to its log file so far (empty when it cannot be read).
-    #[must_use]
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
-    }
-
-    /// Freeze the process (SIGSTOP): its connections stay open but nothing answers.
-    pub fn freeze(&self) -> bool {
-        self.child.freeze()
-    }
-
-    /// Let a frozen process run again (SIGCONT).
-    pub fn thaw(&self) -> bool {
-        self.child.thaw()
-    }
-
-    /// Kill the process (SIGKILL) and wait for it to exit.
-    pub fn kill(&mut self) {
-        self.child.kill();
-    }
-
-    /// (Re)start the process on the same port and store dir; waits until it accepts connections.
-    pub async fn restart(&mut self) -> Result<(), String> {
-        self.kill();
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("-a")
-            .arg("127.0.0.1")
-            .arg("-p")
-            .arg(self.port.to_string());
-        if self.options.jetstream {
-            cmd.arg("-js").arg("-sd").arg(self.dir.path());
-        }
-        if let Some(config) = &self.options.config {
-            let file = self.dir.path().join("nats.conf");
-            std::fs::write(&file, config).map_err(|e| format!("cannot write {file:?}: {e}"))?;
-            cmd.arg("-c").arg(file);
-        }
-        cmd.arg("-l").arg(self.dir.path().join("nats.log"));
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start nats-server: {e}"))?;
-        self.child.set(child);
-        if !wait_for_port(self.port, Duration::from_secs(20)).await {
-            self.kill();
-            return Err(format!("nats-server did not listen on port {}", self.port));
-        }
-        // JetStream needs a moment after the port opens; give it a bounded wait.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        Ok(())
+    /// Start a server and wait until it is ready (with JetStream: until the JetStream API
+    /// answers). `Err` names everything tried or why it did not start; callers usually pass it
+    /// to [`skip`].
+    pub async fn start(options: NatsOptions) -> Result<Self, String> {
+        Server::start(spec(&options)).await.map(NatsServer)
     }
 }
 
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
+impl BrokerServer for NatsServer {
+    /// `nats://<host>:<port>`.
+    fn url(&self) -> String {
+        self.0.url()
+    }
+
+    fn port(&self) -> u16 {
+        self.0.port()
+    }
+
+    fn log(&self) -> String {
+        self.0.log()
+    }
+
+    fn freeze(&self) -> bool {
+        self.0.freeze()
+    }
+
+    fn thaw(&self) -> bool {
+        self.0.thaw()
+    }
+
+    fn kill(&mut self) {
+        self.0.kill();
+    }
+
+    /// On the same port and store: JetStream streams survive.
+    async fn restart(&mut self) -> Result<(), String> {
+        self.0.restart().await
     }
 }
 
-/// The NATS URL for ordinary tests: `SSEHUB_NATS_URL`, else one own `nats-server -js` shared by
-/// the whole test process, else `None` after [`skip`]. Never a server a test may kill.
-pub async fn nats_url() -> Option<String> {
-    if let Ok(url) = std::env::var("SSEHUB_NATS_URL")
-        && !url.is_empty()
-    {
-        return Some(url);
-    }
-    static SHARED: OnceLock<Result<(u16, PathBuf), String>> = OnceLock::new();
-    let shared = SHARED.get_or_init(start_shared);
-    match shared {
-        Ok((port, _)) => {
-            if !wait_for_port(*port, Duration::from_secs(20)).await {
-                skip("the shared test nats-server does not answer");
-                return None;
-            }
-            Some(format!("nats://127.0.0.1:{port}"))
-        }
-        Err(why) => {
-            skip(why);
-            None
-        }
-    }
+/// Whether the server at `host:port` answers `PING`.
+fn pong(host: &str, port: u16) -> bool {
+    let request = b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPING\r\n";
+    exchange(host, port, request, |got| contains(got, b"PONG\r\n")).is_some()
 }
 
-/// Start the process-wide server, supervised by a small shell that kills it (and removes its
-/// store) as soon as the test process exits, so no server outlives the tests.
-fn start_shared() -> Result<(u16, PathBuf), String> {
-    let binary = which("nats-server")
-        .ok_or("nats-server is not installed and SSEHUB_NATS_URL is not set")?;
-    let dir = std::env::temp_dir().join(format!("ssehub-nats-shared-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("no temp dir for nats-server: {e}"))?;
-    let port = free_port();
-    let script = r#"
-        "$1" -js -a 127.0.0.1 -p "$2" -sd "$3" >/dev/null 2>&1 &
-        server=$!
-        tail --pid="$4" -f /dev/null 2>/dev/null || while kill -0 "$4" 2>/dev/null; do sleep 1; done
-        kill -9 "$server" 2>/dev/null
-        wait "$server" 2>/dev/null
-        rm -rf "$3"
-    "#;
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg("ssehub-nats-supervisor")
-        .arg(&binary)
-        .arg(port.to_string())
-        .arg(&dir)
-        .arg(std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start nats-server: {e}"))?;
-    Ok((port, dir))
+/// Whether the JetStream API of the server at `host:port` answers (`$JS.API.INFO`), which it
+/// does only once JetStream is up.
+fn jetstream_ready(host: &str, port: u16) -> bool {
+    const SUB: &[u8] = b"MSG _ssehub_ready ";
+    let request = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true}\r\n\
+        SUB _ssehub_ready 1\r\nPUB $JS.API.INFO _ssehub_ready 0\r\n\r\n";
+    // Done at the reply's payload line (`HMSG` is the no-responders status) or at an error.
+    let done = |got: &[u8]| {
+        contains(got, b"-ERR")
+            || got
+                .windows(SUB.len())
+                .position(|w| w == SUB)
+                .is_some_and(|i| got[i..].windows(2).filter(|w| w == b"\r\n").count() >= 2)
+    };
+    exchange(host, port, request, done).is_some_and(|got| {
+        contains(&got, b"\r\nMSG _ssehub_ready ") && !contains(&got, b"\"error\"")
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -1,8 +1,10 @@
 //! Redis servers for tests: the URL to use, or an own `redis-server` to kill and restart.
 //!
-//! [`redis_url`] answers `SSEHUB_REDIS_URL` when set, else the URL of one `redis-server` shared
-//! by every test of the process (started on first use on a free loopback port in a temp dir),
-//! else skips. Fault tests start their own [`RedisServer`] and never touch a shared one.
+//! [`redis_url`] answers `SSEHUB_REDIS_URL` when set, else the URL of one server shared by every
+//! test of the process (started on first use), else skips. Fault tests start their own
+//! [`RedisServer`] and never touch a shared one. A server is a `redis-server` on a free loopback
+//! port in a temp dir, or a `redis:7` container when the binary is missing and a Docker engine
+//! answers (see [`crate::server`]).
 //!
 //! Every server started here is also watched by a small shell loop that kills it when the test
 //! process is gone, so a crashed or aborted test run leaves no `redis-server` behind.
@@ -10,41 +12,54 @@
 //! # Example
 //!
 //! ```no_run
+//! # async fn run() -> Result<(), String> {
 //! use ssehub_test_support::redis::{RedisOptions, RedisServer};
+//! use ssehub_test_support::server::BrokerServer;
 //!
-//! let mut server = RedisServer::start(RedisOptions::new().persistent(true)).unwrap();
+//! let mut server = RedisServer::start(RedisOptions::new().persistent(true)).await?;
 //! let url = server.url();
 //! server.kill();
-//! server.restart().unwrap();
+//! server.restart().await?;
 //! assert_eq!(url, server.url());
+//! # Ok(()) }
 //! ```
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use crate::{TempDir, free_port, skip, which};
+use tokio::sync::OnceCell;
 
-/// How long a started server may take to answer `PING`.
-const START_LIMIT: Duration = Duration::from_secs(20);
+use crate::server::{BrokerServer, Server, Source, Spec, decide, docker_engine, exchange};
+use crate::{skip, which};
+
+/// The variable naming a Redis someone else runs.
+pub const ENV_URL: &str = "SSEHUB_REDIS_URL";
 
 /// The Redis URL for ordinary tests: `SSEHUB_REDIS_URL`, else a process-wide shared server of
 /// our own, else `None` after [`skip`] (which panics under `SSEHUB_REQUIRE_BROKERS=1`).
 ///
 /// Tests using it must use unique topic names and must never kill, pause or flush it.
-#[must_use]
-pub fn redis_url() -> Option<String> {
-    if let Ok(url) = std::env::var("SSEHUB_REDIS_URL")
-        && !url.trim().is_empty()
-    {
-        return Some(url);
-    }
-    static SHARED: OnceLock<Result<RedisServer, String>> = OnceLock::new();
-    match SHARED.get_or_init(|| RedisServer::start(RedisOptions::new())) {
-        Ok(server) => Some(server.url()),
+pub async fn redis_url() -> Option<String> {
+    static SHARED: OnceCell<Result<String, String>> = OnceCell::const_new();
+    let env = std::env::var(ENV_URL).ok();
+    let source = match decide(
+        Some((ENV_URL, env.as_deref())),
+        ("redis-server", which("redis-server")),
+        docker_engine,
+    ) {
+        Source::Url(url) => return Some(url),
+        source => source,
+    };
+    let shared = SHARED
+        .get_or_init(async || {
+            let server = Server::start_from(spec(&RedisOptions::new()), source).await?;
+            let url = server.url();
+            // Shared by the whole process: never dropped, ended by its watcher.
+            std::mem::forget(server);
+            Ok(url)
+        })
+        .await;
+    match shared {
+        Ok(url) => Some(url.clone()),
         Err(why) => {
             skip(why);
             None
@@ -73,151 +88,103 @@ impl RedisOptions {
     }
 }
 
-/// A `redis-server` of this test alone on a free loopback port; killed when dropped.
-#[derive(Debug)]
-pub struct RedisServer {
-    child: crate::BrokerProcess,
-    port: u16,
-    dir: TempDir,
-    options: RedisOptions,
+fn persistence(options: &RedisOptions) -> Vec<String> {
+    if options.persistent {
+        ["--appendonly", "yes", "--appendfsync", "always"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        ["--appendonly", "no"].map(String::from).to_vec()
+    }
 }
+
+fn spec(options: &RedisOptions) -> Spec {
+    let mut container_args: Vec<String> = [
+        "redis-server",
+        "--port",
+        "6379",
+        "--bind",
+        "0.0.0.0",
+        "--protected-mode",
+        "no",
+        "--save",
+        "",
+    ]
+    .map(String::from)
+    .to_vec();
+    container_args.extend(persistence(options));
+    let persistence = persistence(options);
+    Spec {
+        binary: "redis-server",
+        scheme: "redis",
+        args: Box::new(move |port: u16, dir: &Path| {
+            let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
+                .into_iter()
+                .chain(["--daemonize", "no", "--save", ""])
+                .map(String::from)
+                .collect();
+            args.extend(["--dir".to_owned(), dir.display().to_string()]);
+            let log = dir.join("redis.log").display().to_string();
+            args.extend(["--logfile".to_owned(), log]);
+            args.extend(persistence.iter().cloned());
+            args
+        }),
+        files: Vec::new(),
+        log_file: "redis.log",
+        image: ("redis", "7"),
+        container_port: 6379,
+        container_args,
+        ready: ping,
+    }
+}
+
+/// A Redis server of this test alone on a fixed port; killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer(Server);
 
 impl RedisServer {
-    /// Start a server and wait until it answers `PING`. `Err` says why it cannot (no binary on
-    /// `PATH`, it did not start); callers usually pass it to [`skip`].
-    pub fn start(options: RedisOptions) -> Result<Self, String> {
-        let dir = TempDir::new("redis").map_err(|e| format!("cannot create a temp dir: {e}"))?;
-        let port = free_port();
-        if port == 0 {
-            return Err("no free loopback port".to_owned());
-        }
-        let mut server = RedisServer {
-            child: crate::BrokerProcess::default(),
-            port,
-            dir,
-            options,
-        };
-        server.spawn()?;
-        Ok(server)
-    }
-
-    fn binary() -> Result<PathBuf, String> {
-        which("redis-server").ok_or_else(|| "redis-server is not on PATH".to_owned())
-    }
-
-    fn spawn(&mut self) -> Result<(), String> {
-        let binary = Self::binary()?;
-        let dir = self.dir.path();
-        let mut cmd = Command::new(binary);
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--daemonize", "no", "--save", ""])
-            .arg("--dir")
-            .arg(dir)
-            .arg("--logfile")
-            .arg(dir.join("redis.log"));
-        if self.options.persistent {
-            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            cmd.args(["--appendonly", "no"]);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start redis-server: {e}"))?;
-        watch(child.id(), dir);
-        self.child.set(child);
-        let deadline = Instant::now() + START_LIMIT;
-        while Instant::now() < deadline {
-            if ping(self.port) {
-                return Ok(());
-            }
-            if let Some(status) = self.child.exited() {
-                return Err(format!("redis-server exited at start: {status}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        Err(format!(
-            "redis-server did not answer within {START_LIMIT:?}"
-        ))
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    #[must_use]
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// The port the server listens on (the same across restarts).
-    #[must_use]
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// What the server wrote to its log file so far (empty when it cannot be read).
-    #[must_use]
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
-    }
-
-    /// Freeze the process (SIGSTOP): its connections stay open but nothing answers.
-    pub fn freeze(&self) -> bool {
-        self.child.freeze()
-    }
-
-    /// Let a frozen process run again (SIGCONT).
-    pub fn thaw(&self) -> bool {
-        self.child.thaw()
-    }
-
-    /// Kill the server at once (SIGKILL, no shutdown save) and wait for it to exit.
-    pub fn kill(&mut self) {
-        self.child.kill();
-    }
-
-    /// Start the server again on the same port with the same dir and options (kills it first
-    /// when it still runs). With persistence it reloads its append-only file.
-    pub fn restart(&mut self) -> Result<(), String> {
-        self.kill();
-        self.spawn()
+    /// Start a server and wait until it answers `PING`. `Err` names everything tried (no binary
+    /// on `PATH`, no Docker engine) or why it did not start; callers usually pass it to
+    /// [`skip`].
+    pub async fn start(options: RedisOptions) -> Result<Self, String> {
+        Server::start(spec(&options)).await.map(RedisServer)
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
+impl BrokerServer for RedisServer {
+    /// `redis://<host>:<port>`.
+    fn url(&self) -> String {
+        self.0.url()
+    }
+
+    fn port(&self) -> u16 {
+        self.0.port()
+    }
+
+    fn log(&self) -> String {
+        self.0.log()
+    }
+
+    fn freeze(&self) -> bool {
+        self.0.freeze()
+    }
+
+    fn thaw(&self) -> bool {
+        self.0.thaw()
+    }
+
+    fn kill(&mut self) {
+        self.0.kill();
+    }
+
+    /// With persistence the server reloads its append-only file.
+    async fn restart(&mut self) -> Result<(), String> {
+        self.0.restart().await
     }
 }
 
-/// Whether `127.0.0.1:port` answers `PING` with `+PONG` (not `-LOADING`).
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 64];
-    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
-}
-
-/// Kill `pid` if this test process goes away first (aborted runs, the shared server, which a
-/// `static` never drops). The loop ends by itself once the server is gone.
-fn watch(pid: u32, dir: &std::path::Path) {
-    let me = std::process::id();
-    let script = format!(
-        "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         kill -0 {me} 2>/dev/null || {{ kill -9 {pid} 2>/dev/null; sleep 1; rm -rf \"$0\"; }}; true"
-    );
-    let _ = Command::new("sh")
-        .args(["-c", &script])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+/// Whether `host:port` answers `PING` with `+PONG` (not `-LOADING`).
+fn ping(host: &str, port: u16) -> bool {
+    exchange(host, port, b"PING\r\n", |got| got.ends_with(b"\r\n"))
+        .is_some_and(|reply| reply.starts_with(b"+PONG"))
 }

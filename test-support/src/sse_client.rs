@@ -1,6 +1,7 @@
-//! A minimal SSE client over a raw loopback TCP connection: HTTP/1.1, chunked decoding, and
-//! ssehub's spec-following parser. Light enough to open thousands at once, and it sends any
-//! header (a forged `Last-Event-ID`, a bad `Origin`).
+//! An SSE test client: HTTP/1.1 through `reqwest`, the body fed to ssehub's own spec-following
+//! parser. It sends any header (a forged `Last-Event-ID`, a bad `Origin`), keeps the body bytes,
+//! and tells a stream that ended from one that went silent ([`SseClient::stalled`]). Each client
+//! has its own connection, so thousands can be open at once.
 //!
 //! # Example
 //!
@@ -19,8 +20,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ssehub_core::sse_parser::{ParsedEvent, SseParser};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Longest wait for one read before a call gives up.
 pub const READ_LIMIT: Duration = Duration::from_secs(20);
@@ -28,18 +27,11 @@ pub const READ_LIMIT: Duration = Duration::from_secs(20);
 /// One SSE (or plain HTTP) response being read.
 #[derive(Debug)]
 pub struct SseClient {
-    stream: TcpStream,
-    status: u16,
-    head: String,
-    chunked: bool,
-    /// Undecoded body bytes.
-    raw: Vec<u8>,
-    /// Decoded body bytes not yet parsed (for non-SSE bodies).
+    response: reqwest::Response,
+    /// Body bytes read so far.
     body: Vec<u8>,
     parser: SseParser,
     events: VecDeque<ParsedEvent>,
-    /// Body bytes still expected when the response has a `content-length`.
-    remaining: Option<usize>,
     ended: bool,
     stalled: bool,
 }
@@ -61,119 +53,42 @@ impl SseClient {
         path: &str,
         headers: &[(&str, &str)],
     ) -> io::Result<Self> {
-        let mut stream = TcpStream::connect(addr).await?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(io::Error::other)?;
+        // A client per response: its own connection, no pool shared across test runtimes.
+        let client = reqwest::Client::builder()
+            .http1_only()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(io::Error::other)?;
+        let mut request = client.request(method, format!("http://{addr}{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
-        req.push_str("\r\n");
-        stream.write_all(req.as_bytes()).await?;
-        let mut c = SseClient {
-            stream,
-            status: 0,
-            head: String::new(),
-            chunked: false,
-            raw: Vec::new(),
+        let response = tokio::time::timeout(READ_LIMIT, request.send())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no response head in time"))?
+            .map_err(io::Error::other)?;
+        Ok(SseClient {
+            response,
             body: Vec::new(),
             parser: SseParser::new(),
             events: VecDeque::new(),
-            remaining: None,
             ended: false,
             stalled: false,
-        };
-        loop {
-            if let Some(i) = c.raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                c.head = String::from_utf8_lossy(&c.raw[..i]).into_owned();
-                c.raw.drain(..i + 4);
-                break;
-            }
-            if !c.read_more().await? {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "no response head",
-                ));
-            }
-        }
-        c.status = c
-            .head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        c.chunked = c
-            .header("transfer-encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-        if !c.chunked {
-            c.remaining = c.header("content-length").and_then(|v| v.parse().ok());
-        }
-        c.decode();
-        Ok(c)
-    }
-
-    async fn read_more(&mut self) -> io::Result<bool> {
-        let mut buf = [0u8; 16 * 1024];
-        let n = tokio::time::timeout(READ_LIMIT, self.stream.read(&mut buf))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timed out"))??;
-        self.raw.extend_from_slice(&buf[..n]);
-        Ok(n > 0)
-    }
-
-    /// Move complete chunks from `raw` into the parser.
-    fn decode(&mut self) {
-        if !self.chunked {
-            let mut data = std::mem::take(&mut self.raw);
-            if let Some(remaining) = &mut self.remaining {
-                data.truncate(*remaining);
-                *remaining -= data.len();
-                if *remaining == 0 {
-                    self.ended = true;
-                }
-            }
-            self.feed(&data);
-            return;
-        }
-        while let Some(i) = self.raw.windows(2).position(|w| w == b"\r\n") {
-            let size = std::str::from_utf8(&self.raw[..i]).ok().and_then(|s| {
-                usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok()
-            });
-            let Some(size) = size else {
-                self.ended = true;
-                return;
-            };
-            if size == 0 {
-                self.ended = true;
-                self.raw.clear();
-                return;
-            }
-            if self.raw.len() < i + 2 + size + 2 {
-                return;
-            }
-            let data = self.raw[i + 2..i + 2 + size].to_vec();
-            self.raw.drain(..i + 2 + size + 2);
-            self.feed(&data);
-        }
-    }
-
-    fn feed(&mut self, data: &[u8]) {
-        self.body.extend_from_slice(data);
-        self.parser.feed(data);
-        self.events.extend(self.parser.take_events());
+        })
     }
 
     /// The response status.
     #[must_use]
     pub fn status(&self) -> u16 {
-        self.status
+        self.response.status().as_u16()
     }
 
     /// A response header (the first with that name, case-insensitive).
     #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
+        self.response.headers().get(name)?.to_str().ok()
     }
 
     /// The next event, or `None` when the response ended (its last chunk, its `content-length`,
@@ -186,16 +101,16 @@ impl SseClient {
             if self.ended {
                 return None;
             }
-            match self.read_more().await {
-                Ok(true) => self.decode(),
-                Ok(false) => {
-                    self.ended = true;
-                    return None;
+            match tokio::time::timeout(READ_LIMIT, self.response.chunk()).await {
+                Ok(Ok(Some(data))) => {
+                    self.body.extend_from_slice(&data);
+                    self.parser.feed(&data);
+                    self.events.extend(self.parser.take_events());
                 }
-                Err(e) => {
-                    self.stalled = e.kind() == io::ErrorKind::TimedOut;
+                Ok(Ok(None) | Err(_)) => self.ended = true,
+                Err(_) => {
+                    self.stalled = true;
                     self.ended = true;
-                    return None;
                 }
             }
         }

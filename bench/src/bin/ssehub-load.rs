@@ -366,14 +366,15 @@ async fn drive(a: Args) -> Result<(), Error> {
 /// Scenario 5: two ssehub processes sharing Redis, then NATS, against one on the memory backend.
 async fn scenario5(exe: &PathBuf, z: &Sizes) -> Result<Vec<Run>, Error> {
     let mut out = Vec::new();
+    use ssehub_test_support::server::BrokerServer as _;
     let redis = ssehub_test_support::redis::RedisServer::start(
         ssehub_test_support::redis::RedisOptions::new(),
-    )?;
+    )
+    .await?;
     let nats = ssehub_test_support::nats::NatsServer::start(
         ssehub_test_support::nats::NatsOptions::default(),
     )
-    .await
-    .ok_or("cannot start nats-server")?;
+    .await?;
     let backends = [
         ("memory", "memory".to_owned(), 1),
         ("redis", redis.url(), 2),

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Serialize;
-use ssehub::sse_parser::{ParsedEvent, SseParser};
-use ssehub::{
-    ChannelManager, CloseReason, Error, MemoryBroker, Ndjson, OverflowPolicy, QueueLimits, Session,
+use ssehub_core::sse_parser::{ParsedEvent, SseParser};
+use ssehub_core::{
+    ChannelManager, CloseReason, Error, Ndjson, OverflowPolicy, QueueLimits, Session,
     SubscribeOptions,
 };
+use ssehub_memory::MemoryBroker;
+use ssehub_test_support::wait_until;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -46,17 +48,6 @@ async fn read_events(session: &mut Session, parser: &mut SseParser, n: usize) ->
         out.extend(parser.take_events());
     }
     out
-}
-
-async fn wait_until(mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 #[tokio::test]
@@ -166,32 +157,39 @@ struct FlakyReplay {
 }
 
 #[async_trait::async_trait]
-impl ssehub::Broker for FlakyReplay {
+impl ssehub_core::Broker for FlakyReplay {
     async fn publish(
         &self,
-        topic: &ssehub::Topic,
-        message: ssehub::Message,
-    ) -> ssehub::Result<ssehub::EventId> {
+        topic: &ssehub_core::Topic,
+        message: ssehub_core::Message,
+    ) -> ssehub_core::Result<ssehub_core::EventId> {
         self.inner.publish(topic, message).await
     }
-    async fn subscribe(&self, topic: &ssehub::Topic) -> ssehub::Result<ssehub::Subscription> {
+    async fn subscribe(
+        &self,
+        topic: &ssehub_core::Topic,
+    ) -> ssehub_core::Result<ssehub_core::Subscription> {
         self.inner.subscribe(topic).await
     }
     async fn replay(
         &self,
-        topic: &ssehub::Topic,
-        after: &ssehub::EventId,
+        topic: &ssehub_core::Topic,
+        after: &ssehub_core::EventId,
         limit: usize,
-    ) -> ssehub::Result<ssehub::Replay> {
+    ) -> ssehub_core::Result<ssehub_core::Replay> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::broker("flaky", true, "replay timed out", None));
         }
         self.inner.replay(topic, after, limit).await
     }
-    fn capabilities(&self) -> ssehub::Capabilities {
+    fn capabilities(&self) -> ssehub_core::Capabilities {
         self.inner.capabilities()
     }
-    fn id_order(&self, a: &ssehub::EventId, b: &ssehub::EventId) -> Option<std::cmp::Ordering> {
+    fn id_order(
+        &self,
+        a: &ssehub_core::EventId,
+        b: &ssehub_core::EventId,
+    ) -> Option<std::cmp::Ordering> {
         self.inner.id_order(a, b)
     }
     fn active_subscriptions(&self) -> usize {
@@ -308,7 +306,10 @@ async fn last_session_leaving_removes_the_channel_and_subscription() {
     assert_eq!(m.channel_count(), 1);
     assert_eq!(m.broker().active_subscriptions(), 1);
     drop(s);
-    wait_until(|| m.channel_count() == 0 && m.broker().active_subscriptions() == 0).await;
+    wait_until("channel and subscription released", async || {
+        m.channel_count() == 0 && m.broker().active_subscriptions() == 0
+    })
+    .await;
     assert!(m.cleanup_if_empty("c"));
 }
 
@@ -516,6 +517,9 @@ async fn connect_close_cycles_leave_nothing_behind() {
             .unwrap();
         drop(s);
     }
-    wait_until(|| m.channel_count() == 0 && m.broker().active_subscriptions() == 0).await;
+    wait_until("channel and subscription released", async || {
+        m.channel_count() == 0 && m.broker().active_subscriptions() == 0
+    })
+    .await;
     assert_eq!(m.total_sessions(), 0);
 }
