@@ -47,7 +47,8 @@ impl PathParams {
 }
 
 /// How to answer when no stream can be opened for a temporary reason (session limits reached,
-/// server shutting down, broker unavailable).
+/// server shutting down, broker unavailable). A full channel table
+/// ([`Error::TooManyChannels`]) is always answered `503` with `Retry-After`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Unavailable {

@@ -261,6 +261,26 @@ async fn over_capacity_answers_retry_or_503() {
 }
 
 #[tokio::test]
+async fn a_full_channel_table_answers_503_with_retry_after_whatever_the_policy() {
+    let m = ChannelManager::<u64>::builder(MemoryBroker::new())
+        .max_channels(1)
+        .build()
+        .unwrap();
+    // The default policy answers other refusals with `200` + `retry:`; a full channel table is
+    // said plainly.
+    let endpoint = SseEndpoint::new(m.clone(), "/sse/{id}").unwrap();
+    let addr = serve(Router::new().route_service("/sse/{id}", endpoint)).await;
+    let _first = Raw::open(&format!("http://{addr}/sse/a")).await;
+    wait_until("one channel", async || m.channel_count() == 1).await;
+    let res = reqwest::get(format!("http://{addr}/sse/b")).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    // Another session on the open channel is no new channel: it is served.
+    let res = reqwest::get(format!("http://{addr}/sse/a")).await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
 async fn the_layer_passes_other_requests_through_untouched() {
     let m = manager();
     let endpoint = SseEndpoint::new(m.clone(), "/events/{id}").unwrap();

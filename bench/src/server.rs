@@ -78,6 +78,10 @@ pub struct PublishAnswer {
     pub published: u64,
     /// Publishes that failed.
     pub errors: u64,
+    /// The id of the first event published, when the server gives ids a client can resume
+    /// from (ssehub); empty otherwise.
+    #[serde(default)]
+    pub first_id: String,
 }
 
 /// Answer of `GET /stats`.
@@ -94,7 +98,7 @@ trait Publisher: Send + Sync + 'static {
         &self,
         channel: &str,
         event: &BenchEvent,
-    ) -> impl std::future::Future<Output = bool> + Send;
+    ) -> impl std::future::Future<Output = Option<String>> + Send;
 }
 
 fn pad_str(len: usize) -> &'static str {
@@ -129,10 +133,14 @@ async fn run_publish<P: Publisher>(p: &P, q: PublishParams) -> PublishAnswer {
                 t: now_ns(),
                 pad,
             };
-            if p.publish(name, &event).await {
-                answer.published += 1;
-            } else {
-                answer.errors += 1;
+            match p.publish(name, &event).await {
+                Some(id) => {
+                    if answer.published == 0 {
+                        answer.first_id = id;
+                    }
+                    answer.published += 1;
+                }
+                None => answer.errors += 1,
             }
         }
     }
@@ -148,8 +156,9 @@ struct Hub {
 }
 
 impl Publisher for Hub {
-    async fn publish(&self, channel: &str, event: &BenchEvent) -> bool {
-        self.manager.publish(channel, event).await.is_ok()
+    async fn publish(&self, channel: &str, event: &BenchEvent) -> Option<String> {
+        let id = self.manager.publish(channel, event).await.ok()?;
+        Some(id.as_str().to_owned())
     }
 }
 
@@ -223,9 +232,9 @@ impl Baseline {
 }
 
 impl Publisher for Baseline {
-    async fn publish(&self, channel: &str, event: &BenchEvent) -> bool {
+    async fn publish(&self, channel: &str, event: &BenchEvent) -> Option<String> {
         let Ok(json) = serde_json::to_string(event) else {
-            return false;
+            return None;
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let tx = self
@@ -238,7 +247,7 @@ impl Publisher for Baseline {
             // No receiver is not an error: nobody listens.
             let _ = tx.send((id, json.into()));
         }
-        true
+        Some(String::new())
     }
 }
 

@@ -169,7 +169,7 @@ impl<E> ChannelManagerBuilder<E> {
     }
 
     /// How a resuming session reads what it missed. Default: [`ReplayLimits::default`] (pages
-    /// of 64 events, at most 10,000 events or 64 MiB, then a `reset`).
+    /// of 32 events, at most 10,000 events or 64 MiB, then a `reset`).
     pub fn replay_limits(mut self, limits: ReplayLimits) -> Self {
         self.hub.replay = limits;
         self

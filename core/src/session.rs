@@ -144,9 +144,9 @@ impl ReplayLimits {
 }
 
 impl Default for ReplayLimits {
-    /// Pages of 64 events; at most 10,000 events or 64 MiB in all.
+    /// Pages of 32 events; at most 10,000 events or 64 MiB in all.
     fn default() -> Self {
-        ReplayLimits::new(64, 10_000, 64 * 1024 * 1024)
+        ReplayLimits::new(32, 10_000, 64 * 1024 * 1024)
     }
 }
 

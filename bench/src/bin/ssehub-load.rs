@@ -1,7 +1,7 @@
 //! `ssehub-load`: the load generator. See `BENCHMARKS.md` at the repository root.
 //!
 //! ```text
-//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6] [--json FILE] [--chart FILE.png]
+//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7] [--json FILE] [--chart FILE.png]
 //! ssehub-load --serve ssehub|baseline --port P [--backend memory|redis://..|nats://..] [--metrics]
 //! ```
 //!
@@ -36,7 +36,7 @@ struct Args {
 fn args() -> Result<Args, Error> {
     let mut a = Args {
         smoke: false,
-        scenarios: vec![1, 2, 3, 4, 5, 6],
+        scenarios: vec![1, 2, 3, 4, 5, 6, 7],
         json: PathBuf::from("bench-results.json"),
         chart: None,
         serve: None,
@@ -103,6 +103,7 @@ struct Sizes {
     s6_subs: usize,
     s6_events: u64,
     s6_rate: f64,
+    storm: driver::Storm,
     chart_subs: Vec<usize>,
     chart_events: u64,
     timeout: Duration,
@@ -127,6 +128,13 @@ impl Sizes {
                 s6_subs: 5,
                 s6_events: 200,
                 s6_rate: 1000.0,
+                storm: driver::Storm {
+                    history: 100,
+                    pad: 4096,
+                    clients: 50,
+                    probe_events: 20,
+                    timeout: Duration::from_secs(20),
+                },
                 chart_subs: vec![5, 10, 20, 40],
                 chart_events: 20,
                 timeout: Duration::from_secs(20),
@@ -148,6 +156,13 @@ impl Sizes {
                 s6_subs: 100,
                 s6_events: 6000,
                 s6_rate: 2000.0,
+                storm: driver::Storm {
+                    history: 1000,
+                    pad: 4096,
+                    clients: 2000,
+                    probe_events: 300,
+                    timeout: Duration::from_secs(90),
+                },
                 chart_subs: vec![100, 300, 1000, 3000],
                 chart_events: 300,
                 timeout: Duration::from_secs(90),
@@ -305,6 +320,14 @@ async fn drive(a: Args) -> Result<(), Error> {
                         let label = if slow { "with slow" } else { "no slow" };
                         runs.push(single(&exe, 6, kind, label, &f).await?);
                     }
+                }
+            }
+            7 => {
+                let s = ServerProc::start(&exe, Kind::Ssehub, "memory", false).await?;
+                for mut run in driver::resume_storm(&s, &z.storm).await? {
+                    run.scenario = 7;
+                    run.server = "ssehub".into();
+                    runs.push(run);
                 }
             }
             other => return Err(format!("no scenario {other}").into()),
@@ -525,6 +548,28 @@ fn targets(runs: &[Run]) -> Vec<Target> {
                 holds: loss < 0.05 && cut,
             });
         }
+    }
+    if let (Some(idle), Some(during), Some(storm)) = (
+        find(runs, 7, "ssehub", "probe, idle"),
+        find(runs, 7, "ssehub", "probe, during the storm"),
+        find(runs, 7, "ssehub", "storm"),
+    ) {
+        let r = during.p50_us as f64 / idle.p50_us.max(1) as f64;
+        t.push(Target {
+            scenario: 7,
+            target: "resume storm: publishing elsewhere keeps p50 within 2x of idle".into(),
+            measured: format!(
+                "{r:.2}x ({} vs {} us; p99 {} vs {} us)",
+                during.p50_us, idle.p50_us, during.p99_us, idle.p99_us
+            ),
+            holds: r <= 2.0,
+        });
+        t.push(Target {
+            scenario: 7,
+            target: "resume storm: server memory per non-reading resumer <= one replay page (32 x event) + 20 KiB".into(),
+            measured: format!("{:.1} KiB per client", storm.kib_per_conn),
+            holds: storm.kib_per_conn <= 32.0 * 4.2 + 20.0,
+        });
     }
     t
 }
