@@ -208,8 +208,11 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
         self
     }
 
-    /// The event sent first on every connection; it carries no
-    /// id, so it never moves the client's resume point.
+    /// The event sent first on a connection that does not resume exactly (a fresh connect, or
+    /// after a `reset`); it carries no id, so it never moves the client's resume point. It is
+    /// computed after the session has joined the live feed: nothing published meanwhile is
+    /// lost, and it is never older than the events that follow it. An exact resume carries
+    /// only the missed events.
     #[must_use]
     pub fn initial_event<F, Fut>(mut self, f: F) -> Self
     where
@@ -407,16 +410,17 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
                 .map(HeaderValue::as_bytes),
             parts.uri.query(),
         );
-        let initial = match &self.initial_event {
-            Some(f) => f(params.clone()).await,
-            None => None,
-        };
-        let options = SubscribeOptions::new()
+        let mut options = SubscribeOptions::new()
             .transport(transport.clone())
             .last_event_id(last_event_id)
-            .initial_event(initial)
             .retry(Some(self.retry))
             .keep_alive(self.keep_alive);
+        if let Some(initial) = self.initial_event.clone() {
+            // Computed by the manager once the session has joined the live feed, and only when
+            // the session does not resume exactly.
+            let params = params.clone();
+            options = options.initial_with(move || initial(params.clone()));
+        }
         match self.manager.subscribe(&resource, options).await {
             Ok(session) => {
                 let on_drop = self

@@ -26,7 +26,9 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -213,13 +215,39 @@ impl<E> ChannelManagerBuilder<E> {
     }
 }
 
+type InitialFuture<E> = Pin<Box<dyn Future<Output = Option<E>> + Send>>;
+
+/// The first event of a session: given, or computed after the session joined the live feed.
+enum Initial<E> {
+    Value(E),
+    Compute(Arc<dyn Fn() -> InitialFuture<E> + Send + Sync>),
+}
+
+impl<E: Clone> Clone for Initial<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Initial::Value(e) => Initial::Value(e.clone()),
+            Initial::Compute(f) => Initial::Compute(f.clone()),
+        }
+    }
+}
+
+impl<E> Initial<E> {
+    async fn get(self) -> Option<E> {
+        match self {
+            Initial::Value(e) => Some(e),
+            Initial::Compute(f) => f().await,
+        }
+    }
+}
+
 /// How a session starts: which transport, where to resume, what to send first.
 #[derive(Clone)]
 #[must_use]
 pub struct SubscribeOptions<E> {
     transport: Arc<dyn Transport>,
     last_event_id: Option<String>,
-    initial_event: Option<E>,
+    initial_event: Option<Initial<E>>,
     retry: Option<Duration>,
     keep_alive: Option<Duration>,
 }
@@ -266,9 +294,22 @@ impl<E> SubscribeOptions<E> {
         self
     }
 
-    /// Send this event first (without an id, so it never moves the client's resume point).
+    /// Send this event first (without an id, so it never moves the client's resume point),
+    /// unless the session resumes exactly (see [`ChannelManager::subscribe`]).
     pub fn initial_event(mut self, event: Option<E>) -> Self {
-        self.initial_event = event;
+        self.initial_event = event.map(Initial::Value);
+        self
+    }
+
+    /// Compute the first event once the session has joined the live feed (so nothing published
+    /// meanwhile is lost, and the snapshot is never older than what follows it), unless the
+    /// session resumes exactly. `None` sends none.
+    pub fn initial_with<F, Fut>(mut self, compute: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<E>> + Send + 'static,
+    {
+        self.initial_event = Some(Initial::Compute(Arc::new(move || Box::pin(compute()))));
         self
     }
 
@@ -335,11 +376,28 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
     /// Returns the broker-assigned id.
     pub async fn publish(&self, resource_id: &str, event: &E) -> Result<EventId> {
         let topic = self.topic(resource_id)?;
-        self.publish_to(&topic, event).await
+        self.publish_to(&topic, event, None).await
     }
 
-    async fn publish_to(&self, topic: &Topic, event: &E) -> Result<EventId> {
-        let message = self.encode(event)?;
+    /// Publish with this SSE event name, whatever the builder's
+    /// [`event_name`](ChannelManagerBuilder::event_name) would say. The name is validated
+    /// ([`EventName::new`]: no control characters, not `reset`).
+    pub async fn publish_named(&self, resource_id: &str, event: &E, name: &str) -> Result<EventId> {
+        let topic = self.topic(resource_id)?;
+        let name = EventName::new(name)?;
+        self.publish_to(&topic, event, Some(name)).await
+    }
+
+    async fn publish_to(
+        &self,
+        topic: &Topic,
+        event: &E,
+        name: Option<EventName>,
+    ) -> Result<EventId> {
+        let mut message = self.encode(event)?;
+        if let Some(name) = name {
+            message.event = name;
+        }
         let result = self.inner.hub.broker().publish(topic, message).await;
         match &result {
             Ok(id) => {
@@ -434,10 +492,18 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
 
     /// Open a session on the resource's channel.
     ///
-    /// Joins the live feed first (buffering), then sends the retry hint and the initial event,
-    /// then — when a last event id is given — the events after it from the broker's history,
-    /// de-duplicated against the buffered live events, or a `reset` event when they cannot be
-    /// told; then the live events.
+    /// The session joins the live feed first (live events are buffered from then on), and
+    /// then:
+    ///
+    /// - **exact resume** (a last event id the broker can replay from): the retry hint, then
+    ///   exactly the missed events, de-duplicated against the buffered live events, read a page
+    ///   at a time ([`ReplayLimits`]); **no initial event**;
+    /// - **otherwise** (a fresh connect, or an id that cannot be resumed): the retry hint, the
+    ///   `reset` event when an id was given, then the initial event — computed after the join,
+    ///   so nothing published meanwhile is lost and the snapshot is never older than what
+    ///   follows it;
+    ///
+    /// then the live events.
     ///
     /// A replay the broker cannot answer right now fails the call with a temporary error
     /// ([`Error::is_temporary`]): the HTTP adapter answers with a retry hint, and the client comes
@@ -462,10 +528,6 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         let mut head = Vec::with_capacity(3);
         if let Some(retry) = options.retry {
             head.push(transport.retry(retry));
-        }
-        if let Some(initial) = &options.initial_event {
-            let m = self.encode(initial)?;
-            head.push(transport.event(None, &m.event, &m.data));
         }
         let mut first_page = Vec::new();
         let mut more = false;
@@ -512,6 +574,16 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         if let Some(reason) = reset {
             crate::metrics::resets_sent(reason, 1);
             head.push(transport.reset(reason, None));
+        }
+        // The snapshot rule: an exact resume carries exactly the missed events; anything else
+        // starts from the initial event, computed now that live events are being buffered, so
+        // it is never older than the first live event after it.
+        if resumed_from.is_none()
+            && let Some(initial) = options.initial_event
+            && let Some(event) = initial.get().await
+        {
+            let m = self.encode(&event)?;
+            head.push(transport.event(None, &m.event, &m.data));
         }
         shared.start(head, resumed_from, first_page, more);
         let replayer = more.then(|| Replayer {
@@ -566,7 +638,16 @@ impl<E: Serialize + Send + Sync + 'static> Channel<E> {
 
     /// Publish to this channel.
     pub async fn publish(&self, event: &E) -> Result<EventId> {
-        self.manager.publish_to(&self.topic, event).await
+        self.manager.publish_to(&self.topic, event, None).await
+    }
+
+    /// Publish to this channel with this SSE event name
+    /// ([`ChannelManager::publish_named`]).
+    pub async fn publish_named(&self, event: &E, name: &str) -> Result<EventId> {
+        let name = EventName::new(name)?;
+        self.manager
+            .publish_to(&self.topic, event, Some(name))
+            .await
     }
 
     /// Sessions of this channel on this node.
