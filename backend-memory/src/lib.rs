@@ -29,12 +29,15 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use ssehub_core::backend::{
     Fanout, Offset, StreamPosition, SubscriptionCount, check_payload, lock,
 };
 use ssehub_core::{
-    Broker, Capabilities, Delivery, Envelope, EventId, Message, Replay, Result, Subscription, Topic,
+    Broker, Capabilities, Delivery, Envelope, EventId, Message, Replay, Result, Signals,
+    Subscription, Topic,
 };
+use tokio::sync::broadcast;
 
 /// Builds a [`MemoryBroker`]; every setter documents its default.
 #[derive(Clone, Debug)]
@@ -96,6 +99,7 @@ impl MemoryBrokerBuilder {
                     last_sweep: Instant::now(),
                 }),
                 subscriptions: SubscriptionCount::new(),
+                signals: broadcast::channel(1024).0,
             }),
         }
     }
@@ -113,6 +117,8 @@ struct Inner {
     config: MemoryBrokerBuilder,
     state: Mutex<State>,
     subscriptions: SubscriptionCount,
+    /// Node-to-node signals between the managers sharing this broker.
+    signals: broadcast::Sender<Bytes>,
 }
 
 struct State {
@@ -285,6 +291,7 @@ impl Broker for MemoryBroker {
         Capabilities::new()
             .with_history((history > 0).then_some(history))
             .with_max_payload(self.inner.config.max_payload)
+            .with_presence(true)
     }
 
     fn id_order(&self, a: &EventId, b: &EventId) -> Option<std::cmp::Ordering> {
@@ -293,6 +300,29 @@ impl Broker for MemoryBroker {
 
     fn active_subscriptions(&self) -> usize {
         self.inner.subscriptions.get()
+    }
+
+    async fn signal(&self, payload: Bytes) -> Result<()> {
+        // Nobody listening is no error: signals are at most once.
+        let _ = self.inner.signals.send(payload);
+        Ok(())
+    }
+
+    async fn signals(&self) -> Result<Signals> {
+        let rx = self.inner.signals.subscribe();
+        Ok(Box::pin(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(payload) => return Some((payload, rx)),
+                        // Signals repeat themselves: skipping some is allowed.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        )))
     }
 }
 

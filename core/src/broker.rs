@@ -132,6 +132,9 @@ pub enum Replay {
 /// A live feed of one topic. Dropping it releases the broker subscription.
 pub type Subscription = Pin<Box<dyn Stream<Item = Delivery> + Send + 'static>>;
 
+/// The node-to-node signals of a broker ([`Broker::signals`]).
+pub type Signals = Pin<Box<dyn Stream<Item = Bytes> + Send + 'static>>;
+
 /// What a backend promises; tests select cases by it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -240,6 +243,21 @@ pub trait Broker: fmt::Debug + Send + Sync + 'static {
     async fn health(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Send a small signal to every node's [`signals`](Broker::signals) stream, this node's
+    /// included: not stored, at most once, in no particular order across senders. Presence
+    /// travels this way. The default sends nothing (one node is the whole cluster).
+    async fn signal(&self, payload: Bytes) -> Result<()> {
+        let _ = payload;
+        Ok(())
+    }
+
+    /// The signals every node sends, for as long as the stream is held; it survives the
+    /// broker's reconnects (signals sent meanwhile are lost: presence repeats itself). The
+    /// default never yields.
+    async fn signals(&self) -> Result<Signals> {
+        Ok(Box::pin(futures_util::stream::pending()))
+    }
 }
 
 macro_rules! forward_broker {
@@ -269,6 +287,12 @@ macro_rules! forward_broker {
             }
             async fn health(&self) -> Result<()> {
                 (**self).health().await
+            }
+            async fn signal(&self, payload: Bytes) -> Result<()> {
+                (**self).signal(payload).await
+            }
+            async fn signals(&self) -> Result<Signals> {
+                (**self).signals().await
             }
         }
     };

@@ -15,7 +15,8 @@ use tokio::sync::{Notify, watch};
 use crate::backend::lock;
 use crate::broker::{Broker, Delivery, Envelope};
 use crate::error::{Error, Result};
-use crate::id::Topic;
+use crate::id::{EventName, PRESENCE_EVENT, Topic};
+use crate::presence::{Presence, PresenceConfig};
 use crate::session::{CloseReason, OverflowPolicy, QueueLimits, ReplayLimits, SessionShared};
 use crate::transport::{ResetReason, Transport};
 
@@ -30,6 +31,8 @@ pub(crate) struct HubConfig {
     pub(crate) max_channels: Option<usize>,
     pub(crate) replay: ReplayLimits,
     pub(crate) max_concurrent_replays: usize,
+    pub(crate) presence: PresenceConfig,
+    pub(crate) presence_events: bool,
 }
 
 pub(crate) struct Hub {
@@ -44,6 +47,8 @@ struct HubShared {
     shutting_down: AtomicBool,
     /// Replay pages read at once on this node.
     replay_permits: Arc<tokio::sync::Semaphore>,
+    /// Session counts across the cluster.
+    presence: Arc<Presence>,
 }
 
 #[derive(Clone, Debug)]
@@ -76,9 +81,9 @@ pub(crate) struct Registration {
 
 impl Hub {
     pub(crate) fn new(broker: Arc<dyn Broker>, config: HubConfig) -> Self {
-        Hub {
+        let hub = Hub {
             shared: Arc::new(HubShared {
-                broker,
+                broker: broker.clone(),
                 config: config.clone(),
                 channels: Mutex::new(HashMap::new()),
                 sessions: AtomicUsize::new(0),
@@ -86,8 +91,19 @@ impl Hub {
                 replay_permits: Arc::new(tokio::sync::Semaphore::new(
                     config.max_concurrent_replays.max(1),
                 )),
+                presence: Presence::new(broker, config.presence),
             }),
+        };
+        if config.presence_events {
+            let weak = Arc::downgrade(&hub.shared);
+            hub.shared.presence.watch(Arc::new(move |topic, sessions| {
+                let Some(shared) = weak.upgrade() else { return };
+                let data = format!("{{\"sessions\":{sessions}}}");
+                let name = EventName::from_static(PRESENCE_EVENT).unwrap_or_default();
+                shared.push_control(topic, &|t| t.event(None, &name, data.as_bytes()));
+            }));
         }
+        hub
     }
 
     pub(crate) fn broker(&self) -> &Arc<dyn Broker> {
@@ -151,6 +167,7 @@ impl Hub {
                 shared: session.clone(),
                 transport,
             });
+            shared.presence.set_local(topic, sessions.len());
             drop(sessions);
             shared.sessions.fetch_add(1, Ordering::AcqRel);
             metrics::gauge!(crate::metrics::SESSIONS).increment(1.0);
@@ -213,6 +230,11 @@ impl Hub {
         }
     }
 
+    /// Session counts across the cluster.
+    pub(crate) fn presence(&self) -> &Arc<Presence> {
+        &self.shared.presence
+    }
+
     /// The permits a replay page takes while it is read (at most so many at once).
     pub(crate) fn replay_permits(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.shared.replay_permits
@@ -263,6 +285,15 @@ fn clone_error(e: &Error) -> Error {
 }
 
 impl HubShared {
+    /// Push a control frame (no id) to every session of `topic` on this node, framed once per
+    /// transport.
+    fn push_control(&self, topic: &Topic, frame_for: &dyn Fn(&dyn Transport) -> Bytes) {
+        let channel = lock(&self.channels).get(topic).cloned();
+        if let Some(c) = channel {
+            fan_out(&lock(&c.sessions), None, frame_for);
+        }
+    }
+
     /// Remove `channel` from the map if it still has no session. Race-free against joins: both
     /// take the map lock, then the channel's session lock.
     fn remove_if_idle(&self, channel: &Arc<ChannelInner>) -> bool {
@@ -369,13 +400,14 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let empty = {
+        let (empty, left) = {
             let mut sessions = lock(&self.channel.sessions);
             sessions.try_remove(self.key);
-            sessions.is_empty()
+            (sessions.is_empty(), sessions.len())
         };
         if let Some(hub) = self.hub.upgrade() {
             hub.sessions.fetch_sub(1, Ordering::AcqRel);
+            hub.presence.set_local(&self.channel.topic, left);
         }
         metrics::gauge!(crate::metrics::SESSIONS).decrement(1.0);
         if empty {

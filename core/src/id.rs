@@ -38,6 +38,11 @@ pub const MAX_TOPIC_LEN: usize = 512;
 /// The event name ssehub reserves for its `reset` notice (history could not be replayed).
 pub const RESET_EVENT: &str = "reset";
 
+/// The event name of the presence updates sessions get when
+/// [`presence_events`](crate::ChannelManagerBuilder::presence_events) is on:
+/// `{"sessions":n}`, without an id.
+pub const PRESENCE_EVENT: &str = "presence";
+
 /// An opaque event id assigned by a broker.
 ///
 /// At most [`MAX_EVENT_ID_LEN`] bytes of `[A-Za-z0-9._~-]`, so it is always safe in an SSE `id:`

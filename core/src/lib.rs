@@ -33,17 +33,21 @@ mod hub;
 mod id;
 mod manager;
 pub mod metrics;
+mod presence;
 mod session;
 #[cfg(feature = "conformance")]
 pub mod sse_parser;
 mod transport;
 
-pub use broker::{Broker, Capabilities, Delivery, Envelope, Message, Replay, Subscription};
+pub use broker::{
+    Broker, Capabilities, Delivery, Envelope, Message, Replay, Signals, Subscription,
+};
 pub use error::{BoxError, Error, Result};
 pub use id::{
     EventId, EventName, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_RESOURCE_ID_LEN, MAX_TOPIC_LEN,
-    RESET_EVENT, Topic, validate_key_part,
+    PRESENCE_EVENT, RESET_EVENT, Topic, validate_key_part,
 };
 pub use manager::{Channel, ChannelManager, ChannelManagerBuilder, SubscribeOptions};
+pub use presence::PresenceConfig;
 pub use session::{CloseReason, OverflowPolicy, QueueLimits, ReplayLimits, Session};
 pub use transport::{Ndjson, ResetPayload, ResetReason, Sse, Transport};

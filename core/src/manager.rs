@@ -39,7 +39,24 @@ use crate::broker::{Broker, Message, Replay};
 use crate::error::{Error, Result};
 use crate::hub::{Hub, HubConfig};
 use crate::id::{EventId, EventName, Topic, validate_key_part};
+use crate::presence::PresenceConfig;
 use crate::session::{OverflowPolicy, QueueLimits, ReplayLimits, Replayer, Session, SessionRun};
+
+/// The resource id of `topic` when it has this prefix and suffix.
+fn resource_of<'a>(
+    topic: &'a Topic,
+    prefix: Option<&str>,
+    suffix: Option<&str>,
+) -> Option<&'a str> {
+    let mut rest = topic.as_str();
+    if let Some(p) = prefix {
+        rest = rest.strip_prefix(p)?.strip_prefix(':')?;
+    }
+    if let Some(s) = suffix {
+        rest = rest.strip_suffix(s)?.strip_suffix(':')?;
+    }
+    (!rest.is_empty() && !rest.contains(':')).then_some(rest)
+}
 use crate::transport::{ResetReason, Sse, Transport};
 
 type NameFn<E> = dyn Fn(&E) -> &'static str + Send + Sync;
@@ -181,6 +198,22 @@ impl<E> ChannelManagerBuilder<E> {
     /// their turn, so a burst of them does not stall publishing. Default: 16.
     pub fn max_concurrent_replays(mut self, max: usize) -> Self {
         self.hub.max_concurrent_replays = max.max(1);
+        self
+    }
+
+    /// Presence timings (how fast counts travel, and the bound within which a dead node drops
+    /// out). Default: [`PresenceConfig::default`] (reports coalesced to 200 ms, a heartbeat
+    /// every 5 s, a dead node gone within 15 s).
+    pub fn presence(mut self, config: PresenceConfig) -> Self {
+        self.hub.presence = config;
+        self
+    }
+
+    /// Send every session a `presence` event, `{"sessions":n}` without an id, when its
+    /// channel's cluster-wide session count changes (at most once per
+    /// [`PresenceConfig::coalesce`]). Default: off.
+    pub fn presence_events(mut self, on: bool) -> Self {
+        self.hub.presence_events = on;
         self
     }
 
@@ -349,6 +382,8 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
                 max_channels: Some(10_000),
                 replay: ReplayLimits::default(),
                 max_concurrent_replays: 16,
+                presence: PresenceConfig::default(),
+                presence_events: false,
             },
             max_lifetime: None,
         }
@@ -436,16 +471,28 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             .map_or(0, |t| self.inner.hub.session_count(&t))
     }
 
-    /// Sessions of the resource on every node, where the broker supports presence; otherwise
-    /// this node's count.
+    /// Sessions of the resource on every live node, as this node knows them (see
+    /// [`PresenceConfig`]): a table look-up, no broker round trip. On a broker without
+    /// signals (one node), this node's count.
     pub async fn cluster_session_count(&self, resource_id: &str) -> Result<usize> {
         let topic = self.topic(resource_id)?;
-        let local = self.inner.hub.session_count(&topic);
+        Ok(self.inner.hub.presence().cluster_count(&topic))
+    }
+
+    /// Call `watcher` with a resource id and its new cluster-wide session count whenever it
+    /// changes (at most once per [`PresenceConfig::coalesce`] per resource), for every
+    /// resource of this manager, on every node.
+    pub fn on_presence(&self, watcher: impl Fn(&str, usize) + Send + Sync + 'static) {
+        let prefix = self.inner.key_prefix.clone();
+        let suffix = self.inner.key_suffix.clone();
         self.inner
             .hub
-            .broker()
-            .cluster_sessions(&topic, local)
-            .await
+            .presence()
+            .watch(Arc::new(move |topic: &Topic, sessions| {
+                if let Some(id) = resource_of(topic, prefix.as_deref(), suffix.as_deref()) {
+                    watcher(id, sessions);
+                }
+            }));
     }
 
     /// Remove the resource's channel now if it has no session.

@@ -1,0 +1,301 @@
+//! Presence: how many sessions each channel has across every node, kept current on every node.
+//!
+//! Each hub is a node with a random id. It sends its local session count of a channel when the
+//! count changes (coalesced: at most one message per [`PresenceConfig::coalesce`]), and all of
+//! its counts again every [`PresenceConfig::heartbeat`], as small signals through the broker
+//! ([`Broker::signal`]). Every node keeps what it hears in a table; an entry that is not
+//! refreshed within [`PresenceConfig::window`] is dropped, so a node that dies (even by
+//! `SIGKILL`) drops out of every count within that window. A channel's cluster count is this
+//! node's count plus the live entries of the others: reading it is a table look-up.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::backend::{lock, node_id};
+use crate::broker::Broker;
+use crate::id::Topic;
+
+/// Timings of presence; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceConfig {
+    /// Most often one node reports a change, and one channel's watchers are told. Default: 200 ms.
+    pub coalesce: Duration,
+    /// How often a node repeats all its counts. Default: 5 s.
+    pub heartbeat: Duration,
+    /// How long a node's count stands without being repeated; the bound within which a dead
+    /// node drops out. Default: 15 s.
+    pub window: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            coalesce: Duration::from_millis(200),
+            heartbeat: Duration::from_secs(5),
+            window: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Called with a topic and its new cluster count.
+pub(crate) type Watcher = Arc<dyn Fn(&Topic, usize) + Send + Sync>;
+
+/// One signal on the wire: a node's counts (all of them on a heartbeat, the changed ones
+/// otherwise), or a newcomer's hello asking everyone for theirs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Signal {
+    /// The sending node.
+    n: String,
+    /// Counts by topic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    c: Vec<(String, usize)>,
+    /// A new node: answer with a heartbeat.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    hello: bool,
+}
+
+pub(crate) struct Presence {
+    node: String,
+    config: PresenceConfig,
+    broker: Arc<dyn Broker>,
+    state: Mutex<State>,
+    watchers: Mutex<Vec<Watcher>>,
+    started: std::sync::Once,
+}
+
+#[derive(Default)]
+struct State {
+    local: HashMap<Topic, usize>,
+    /// Local counts changed since the last report.
+    dirty: HashSet<Topic>,
+    /// Other nodes' counts: topic → node → (count, until).
+    remote: HashMap<Topic, HashMap<String, (usize, Instant)>>,
+    /// Cluster counts last told to the watchers.
+    told: HashMap<Topic, usize>,
+    /// Topics whose cluster count may have changed since the watchers were last told.
+    changed: HashSet<Topic>,
+    /// Answer a newcomer at the next tick.
+    heartbeat_due: bool,
+}
+
+impl State {
+    fn total(&self, topic: &Topic, now: Instant) -> usize {
+        let local = self.local.get(topic).copied().unwrap_or(0);
+        let remote: usize = self.remote.get(topic).map_or(0, |nodes| {
+            nodes
+                .values()
+                .filter(|(_, until)| *until > now)
+                .map(|(n, _)| *n)
+                .sum()
+        });
+        local.saturating_add(remote)
+    }
+}
+
+impl Presence {
+    pub(crate) fn new(broker: Arc<dyn Broker>, config: PresenceConfig) -> Arc<Self> {
+        Arc::new(Presence {
+            node: node_id(),
+            config,
+            broker,
+            state: Mutex::new(State::default()),
+            watchers: Mutex::new(Vec::new()),
+            started: std::sync::Once::new(),
+        })
+    }
+
+    /// Start the background task once, from inside a runtime.
+    fn start(self: &Arc<Self>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        self.started.call_once(|| {
+            tokio::spawn(run(Arc::downgrade(self), self.broker.clone(), self.config));
+        });
+    }
+
+    /// This node's count of `topic` is now `count`.
+    pub(crate) fn set_local(self: &Arc<Self>, topic: &Topic, count: usize) {
+        self.start();
+        let mut st = lock(&self.state);
+        if count == 0 {
+            st.local.remove(topic);
+        } else {
+            st.local.insert(topic.clone(), count);
+        }
+        st.dirty.insert(topic.clone());
+        st.changed.insert(topic.clone());
+    }
+
+    /// The sessions of `topic` on every live node.
+    pub(crate) fn cluster_count(self: &Arc<Self>, topic: &Topic) -> usize {
+        self.start();
+        lock(&self.state).total(topic, Instant::now())
+    }
+
+    /// Call `watcher` with a topic's cluster count when it changes (at most once per
+    /// `coalesce` per topic).
+    pub(crate) fn watch(self: &Arc<Self>, watcher: Watcher) {
+        self.start();
+        lock(&self.watchers).push(watcher);
+    }
+
+    /// Take in a signal from another node.
+    fn receive(&self, payload: &[u8]) {
+        let Ok(signal) = serde_json::from_slice::<Signal>(payload) else {
+            tracing::debug!("ignored a malformed presence signal");
+            return;
+        };
+        if signal.n == self.node {
+            return;
+        }
+        let until = Instant::now() + self.config.window;
+        let mut st = lock(&self.state);
+        if signal.hello {
+            st.heartbeat_due = true;
+        }
+        for (topic, count) in signal.c {
+            let Ok(topic) = Topic::new(&topic) else {
+                continue;
+            };
+            let nodes = st.remote.entry(topic.clone()).or_default();
+            if count == 0 {
+                nodes.remove(&signal.n);
+                if nodes.is_empty() {
+                    st.remote.remove(&topic);
+                }
+            } else {
+                nodes.insert(signal.n.clone(), (count, until));
+            }
+            st.changed.insert(topic);
+        }
+    }
+
+    /// What to send now: the changed counts, or all of them on a heartbeat.
+    fn report(&self, heartbeat: bool) -> Option<Bytes> {
+        let mut st = lock(&self.state);
+        let heartbeat = heartbeat || std::mem::take(&mut st.heartbeat_due);
+        let counts: Vec<(String, usize)> = if heartbeat {
+            st.dirty.clear();
+            st.local
+                .iter()
+                .map(|(t, n)| (t.as_str().to_owned(), *n))
+                .collect()
+        } else {
+            let dirty: Vec<Topic> = st.dirty.drain().collect();
+            dirty
+                .into_iter()
+                .map(|t| {
+                    let n = st.local.get(&t).copied().unwrap_or(0);
+                    (t.as_str().to_owned(), n)
+                })
+                .collect()
+        };
+        if counts.is_empty() {
+            return None;
+        }
+        let signal = Signal {
+            n: self.node.clone(),
+            c: counts,
+            hello: false,
+        };
+        serde_json::to_vec(&signal).ok().map(Bytes::from)
+    }
+
+    /// Drop the entries of nodes that went quiet; tell the watchers what changed.
+    fn settle(&self) {
+        let now = Instant::now();
+        let mut told = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            let mut expired = Vec::new();
+            st.remote.retain(|topic, nodes| {
+                let before = nodes.len();
+                nodes.retain(|_, (_, until)| *until > now);
+                if nodes.len() != before {
+                    expired.push(topic.clone());
+                }
+                !nodes.is_empty()
+            });
+            st.changed.extend(expired);
+            let changed: Vec<Topic> = st.changed.drain().collect();
+            for topic in changed {
+                let total = st.total(&topic, now);
+                let before = st.told.get(&topic).copied().unwrap_or(0);
+                if total != before {
+                    if total == 0 {
+                        st.told.remove(&topic);
+                    } else {
+                        st.told.insert(topic.clone(), total);
+                    }
+                    told.push((topic, total));
+                }
+            }
+        }
+        if told.is_empty() {
+            return;
+        }
+        let watchers = lock(&self.watchers).clone();
+        for (topic, total) in told {
+            for w in &watchers {
+                w(&topic, total);
+            }
+        }
+    }
+}
+
+async fn run(presence: Weak<Presence>, broker: Arc<dyn Broker>, config: PresenceConfig) {
+    let mut signals = match broker.signals().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence: no signals from other nodes");
+            Box::pin(futures_util::stream::pending())
+        }
+    };
+    if let Some(p) = presence.upgrade() {
+        let hello = Signal {
+            n: p.node.clone(),
+            hello: true,
+            ..Signal::default()
+        };
+        if let Ok(bytes) = serde_json::to_vec(&hello) {
+            let _ = broker.signal(Bytes::from(bytes)).await;
+        }
+    }
+    let mut tick = tokio::time::interval(config.coalesce);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_heartbeat = Instant::now() + config.heartbeat;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let Some(p) = presence.upgrade() else { return };
+                let heartbeat = Instant::now() >= next_heartbeat;
+                if heartbeat {
+                    next_heartbeat = Instant::now() + config.heartbeat;
+                }
+                if let Some(report) = p.report(heartbeat)
+                    && let Err(e) = broker.signal(report).await
+                {
+                    tracing::debug!(error = %e, "presence: a signal was not sent");
+                }
+                p.settle();
+            }
+            signal = signals.next() => match signal {
+                Some(payload) => {
+                    let Some(p) = presence.upgrade() else { return };
+                    p.receive(&payload);
+                }
+                None => {
+                    tracing::debug!("presence: the signal stream ended");
+                    signals = Box::pin(futures_util::stream::pending());
+                }
+            },
+        }
+    }
+}
