@@ -26,9 +26,7 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,9 +36,16 @@ use serde::Serialize;
 use crate::broker::{Broker, Message, Replay};
 use crate::error::{Error, Result};
 use crate::hub::{Hub, HubConfig};
-use crate::id::{EventId, EventName, Topic, validate_key_part};
+use crate::id::{EventId, EventName, Topic};
 use crate::presence::PresenceConfig;
 use crate::session::{OverflowPolicy, QueueLimits, ReplayLimits, Replayer, Session, SessionRun};
+use crate::transport::ResetReason;
+
+mod builder;
+mod options;
+
+pub use builder::ChannelManagerBuilder;
+pub use options::SubscribeOptions;
 
 /// The resource id of `topic` when it has this prefix and suffix.
 fn resource_of<'a>(
@@ -57,7 +62,6 @@ fn resource_of<'a>(
     }
     (!rest.is_empty() && !rest.contains(':')).then_some(rest)
 }
-use crate::transport::{ResetReason, Sse, Transport};
 
 type NameFn<E> = dyn Fn(&E) -> &'static str + Send + Sync;
 
@@ -95,267 +99,6 @@ impl<E> fmt::Debug for ChannelManager<E> {
             .field("broker", self.inner.hub.broker())
             .field("channels", &self.inner.hub.channel_count())
             .finish_non_exhaustive()
-    }
-}
-
-/// Builds a [`ChannelManager`]; every setter documents its default.
-#[must_use]
-pub struct ChannelManagerBuilder<E> {
-    broker: Arc<dyn Broker>,
-    key_prefix: Option<String>,
-    key_suffix: Option<String>,
-    event_name: Option<Arc<NameFn<E>>>,
-    max_event_bytes: Option<usize>,
-    hub: HubConfig,
-    max_lifetime: Option<Duration>,
-}
-
-impl<E> fmt::Debug for ChannelManagerBuilder<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChannelManagerBuilder")
-            .field("key_prefix", &self.key_prefix)
-            .field("key_suffix", &self.key_suffix)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<E> ChannelManagerBuilder<E> {
-    /// The first part of every channel key, e.g. `discussion`. Default: none.
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = Some(prefix.into());
-        self
-    }
-
-    /// The last part of every channel key, e.g. `comments`. Default: none.
-    pub fn key_suffix(mut self, suffix: impl Into<String>) -> Self {
-        self.key_suffix = Some(suffix.into());
-        self
-    }
-
-    /// Name each event's SSE `event:` field from the event itself, e.g. an enum's variant.
-    /// Default: every event is a `message` (what `EventSource.onmessage` receives).
-    pub fn event_name(mut self, name: impl Fn(&E) -> &'static str + Send + Sync + 'static) -> Self {
-        self.event_name = Some(Arc::new(name));
-        self
-    }
-
-    /// The largest serialized event accepted by `publish`. Default: the broker's
-    /// `max_payload` (1 MiB for the built-in backends); a larger value is capped to it.
-    pub fn max_event_bytes(mut self, max: usize) -> Self {
-        self.max_event_bytes = Some(max);
-        self
-    }
-
-    /// How long a channel with no session keeps its broker subscription, so a client that
-    /// reconnects at once finds it warm. Default: 5 seconds.
-    pub fn linger(mut self, linger: Duration) -> Self {
-        self.hub.linger = linger;
-        self
-    }
-
-    /// Bounds of each session's queue. Default: [`QueueLimits::default`] (1,024 frames, 8 MiB).
-    pub fn queue_limits(mut self, limits: QueueLimits) -> Self {
-        self.hub.queue = limits;
-        self
-    }
-
-    /// What happens when a session's queue is full. Default: [`OverflowPolicy::Disconnect`].
-    pub fn overflow_policy(mut self, policy: OverflowPolicy) -> Self {
-        self.hub.overflow = policy;
-        self
-    }
-
-    /// Most sessions on this node, all channels together. Default: unlimited.
-    pub fn max_sessions(mut self, max: usize) -> Self {
-        self.hub.max_sessions = Some(max);
-        self
-    }
-
-    /// Most sessions on this node for one channel. Default: unlimited.
-    pub fn max_sessions_per_channel(mut self, max: usize) -> Self {
-        self.hub.max_sessions_per_channel = Some(max);
-        self
-    }
-
-    /// Most channels with sessions at once on this node (for this manager). Each costs a broker
-    /// subscription, so without an `authorize` hook a client could otherwise make the server
-    /// hold as many as it can name. Past it a new channel is refused with
-    /// [`Error::TooManySessions`] (the HTTP adapter answers `503` with `Retry-After`).
-    /// Default: 10,000.
-    pub fn max_channels(mut self, max: usize) -> Self {
-        self.hub.max_channels = Some(max);
-        self
-    }
-
-    /// How a resuming session reads what it missed. Default: [`ReplayLimits::default`] (pages
-    /// of 32 events, at most 10,000 events or 64 MiB, then a `reset`).
-    pub fn replay_limits(mut self, limits: ReplayLimits) -> Self {
-        self.hub.replay = limits;
-        self
-    }
-
-    /// Replay pages read from the broker at once on this node; more resuming clients wait
-    /// their turn, so a burst of them does not stall publishing. Default: 16.
-    pub fn max_concurrent_replays(mut self, max: usize) -> Self {
-        self.hub.max_concurrent_replays = max.max(1);
-        self
-    }
-
-    /// Presence timings (how fast counts travel, and the bound within which a dead node drops
-    /// out). Default: [`PresenceConfig::default`] (reports coalesced to 200 ms, a heartbeat
-    /// every 5 s, a dead node gone within 15 s).
-    pub fn presence(mut self, config: PresenceConfig) -> Self {
-        self.hub.presence = config;
-        self
-    }
-
-    /// Send every session a `presence` event, `{"sessions":n}` without an id, when its
-    /// channel's cluster-wide session count changes (at most once per
-    /// [`PresenceConfig::coalesce`]). Default: off.
-    pub fn presence_events(mut self, on: bool) -> Self {
-        self.hub.presence_events = on;
-        self
-    }
-
-    /// End every stream after this long with a retry hint: the client reconnects (resuming
-    /// where it was) and is authorized again, so access that was revoked elsewhere ends within
-    /// this bound. Default: none.
-    pub fn max_session_lifetime(mut self, lifetime: Duration) -> Self {
-        self.max_lifetime = Some(lifetime).filter(|d| !d.is_zero());
-        self
-    }
-
-    /// Validate the key parts and build the manager.
-    pub fn build(self) -> Result<ChannelManager<E>> {
-        let key_prefix = self.key_prefix.filter(|p| !p.is_empty());
-        let key_suffix = self.key_suffix.filter(|s| !s.is_empty());
-        for part in key_prefix.iter().chain(key_suffix.iter()) {
-            validate_key_part(part)?;
-        }
-        let broker_max = self.broker.capabilities().max_payload;
-        let max_event_bytes = self.max_event_bytes.unwrap_or(broker_max).min(broker_max);
-        Ok(ChannelManager {
-            inner: Arc::new(Inner {
-                hub: Hub::new(self.broker, self.hub),
-                key_prefix,
-                key_suffix,
-                event_name: self.event_name,
-                max_event_bytes,
-                max_lifetime: self.max_lifetime,
-                _event: PhantomData,
-            }),
-        })
-    }
-}
-
-type InitialFuture<E> = Pin<Box<dyn Future<Output = Option<E>> + Send>>;
-
-/// The first event of a session: given, or computed after the session joined the live feed.
-enum Initial<E> {
-    Value(E),
-    Compute(Arc<dyn Fn() -> InitialFuture<E> + Send + Sync>),
-}
-
-impl<E: Clone> Clone for Initial<E> {
-    fn clone(&self) -> Self {
-        match self {
-            Initial::Value(e) => Initial::Value(e.clone()),
-            Initial::Compute(f) => Initial::Compute(f.clone()),
-        }
-    }
-}
-
-impl<E> Initial<E> {
-    async fn get(self) -> Option<E> {
-        match self {
-            Initial::Value(e) => Some(e),
-            Initial::Compute(f) => f().await,
-        }
-    }
-}
-
-/// How a session starts: which transport, where to resume, what to send first.
-#[derive(Clone)]
-#[must_use]
-pub struct SubscribeOptions<E> {
-    transport: Arc<dyn Transport>,
-    last_event_id: Option<String>,
-    initial_event: Option<Initial<E>>,
-    retry: Option<Duration>,
-    keep_alive: Option<Duration>,
-}
-
-impl<E> fmt::Debug for SubscribeOptions<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SubscribeOptions")
-            .field("transport", &self.transport.name())
-            .field("last_event_id", &self.last_event_id)
-            .field("retry", &self.retry)
-            .field("keep_alive", &self.keep_alive)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<E> Default for SubscribeOptions<E> {
-    fn default() -> Self {
-        SubscribeOptions {
-            transport: Arc::new(Sse),
-            last_event_id: None,
-            initial_event: None,
-            retry: None,
-            keep_alive: None,
-        }
-    }
-}
-
-impl<E> SubscribeOptions<E> {
-    /// SSE framing, no resume, no initial event, no retry hint, no keep-alive.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Frame with this transport. Default: [`Sse`].
-    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
-        self.transport = transport;
-        self
-    }
-
-    /// Resume after this untrusted id (a `Last-Event-ID`). A malformed, unknown or too old id
-    /// starts the stream with a `reset` event instead. Default: none (live events only).
-    pub fn last_event_id(mut self, id: Option<impl Into<String>>) -> Self {
-        self.last_event_id = id.map(Into::into);
-        self
-    }
-
-    /// Send this event first (without an id, so it never moves the client's resume point),
-    /// unless the session resumes exactly (see [`ChannelManager::subscribe`]).
-    pub fn initial_event(mut self, event: Option<E>) -> Self {
-        self.initial_event = event.map(Initial::Value);
-        self
-    }
-
-    /// Compute the first event once the session has joined the live feed (so nothing published
-    /// meanwhile is lost, and the snapshot is never older than what follows it), unless the
-    /// session resumes exactly. `None` sends none.
-    pub fn initial_with<F, Fut>(mut self, compute: F) -> Self
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Option<E>> + Send + 'static,
-    {
-        self.initial_event = Some(Initial::Compute(Arc::new(move || Box::pin(compute()))));
-        self
-    }
-
-    /// Send a `retry:` hint first. Default: none.
-    pub fn retry(mut self, retry: Option<Duration>) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Send a keep-alive comment after this long without output. Default: none.
-    pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
-        self.keep_alive = every;
-        self
     }
 }
 

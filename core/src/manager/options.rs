@@ -1,0 +1,120 @@
+//! [`SubscribeOptions`]: how one session starts.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::transport::{Sse, Transport};
+
+type InitialFuture<E> = Pin<Box<dyn Future<Output = Option<E>> + Send>>;
+
+/// The first event of a session: given, or computed after the session joined the live feed.
+pub(super) enum Initial<E> {
+    Value(E),
+    Compute(Arc<dyn Fn() -> InitialFuture<E> + Send + Sync>),
+}
+
+impl<E: Clone> Clone for Initial<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Initial::Value(e) => Initial::Value(e.clone()),
+            Initial::Compute(f) => Initial::Compute(f.clone()),
+        }
+    }
+}
+
+impl<E> Initial<E> {
+    pub(super) async fn get(self) -> Option<E> {
+        match self {
+            Initial::Value(e) => Some(e),
+            Initial::Compute(f) => f().await,
+        }
+    }
+}
+
+/// How a session starts: which transport, where to resume, what to send first.
+#[derive(Clone)]
+#[must_use]
+pub struct SubscribeOptions<E> {
+    pub(super) transport: Arc<dyn Transport>,
+    pub(super) last_event_id: Option<String>,
+    pub(super) initial_event: Option<Initial<E>>,
+    pub(super) retry: Option<Duration>,
+    pub(super) keep_alive: Option<Duration>,
+}
+
+impl<E> fmt::Debug for SubscribeOptions<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscribeOptions")
+            .field("transport", &self.transport.name())
+            .field("last_event_id", &self.last_event_id)
+            .field("retry", &self.retry)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> Default for SubscribeOptions<E> {
+    fn default() -> Self {
+        SubscribeOptions {
+            transport: Arc::new(Sse),
+            last_event_id: None,
+            initial_event: None,
+            retry: None,
+            keep_alive: None,
+        }
+    }
+}
+
+impl<E> SubscribeOptions<E> {
+    /// SSE framing, no resume, no initial event, no retry hint, no keep-alive.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Frame with this transport. Default: [`Sse`].
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Resume after this untrusted id (a `Last-Event-ID`). A malformed, unknown or too old id
+    /// starts the stream with a `reset` event instead. Default: none (live events only).
+    pub fn last_event_id(mut self, id: Option<impl Into<String>>) -> Self {
+        self.last_event_id = id.map(Into::into);
+        self
+    }
+
+    /// Send this event first (without an id, so it never moves the client's resume point),
+    /// unless the session resumes exactly (see [`ChannelManager::subscribe`]).
+    pub fn initial_event(mut self, event: Option<E>) -> Self {
+        self.initial_event = event.map(Initial::Value);
+        self
+    }
+
+    /// Compute the first event once the session has joined the live feed (so nothing published
+    /// meanwhile is lost, and the snapshot is never older than what follows it), unless the
+    /// session resumes exactly. `None` sends none.
+    pub fn initial_with<F, Fut>(mut self, compute: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<E>> + Send + 'static,
+    {
+        self.initial_event = Some(Initial::Compute(Arc::new(move || Box::pin(compute()))));
+        self
+    }
+
+    /// Send a `retry:` hint first. Default: none.
+    pub fn retry(mut self, retry: Option<Duration>) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Send a keep-alive comment after this long without output. Default: none.
+    pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
+        self.keep_alive = every;
+        self
+    }
+}

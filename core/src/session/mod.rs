@@ -1,0 +1,248 @@
+//! One client's stream: a bounded queue of framed bytes, fed by the hub, drained by the HTTP body.
+//!
+//! # Example
+//!
+//! ```
+//! use ssehub_core::{QueueLimits, OverflowPolicy};
+//!
+//! // At most 256 events or 1 MiB waiting per client; a client that falls further behind is
+//! // disconnected (it reconnects with Last-Event-ID and resumes from history).
+//! let limits = QueueLimits::new(256, 1024 * 1024);
+//! assert_eq!(limits.max_events(), 256);
+//! assert_eq!(OverflowPolicy::default(), OverflowPolicy::Disconnect);
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+
+use crate::hub::Registration;
+use crate::id::Topic;
+use crate::transport::Transport;
+
+mod queue;
+mod replay;
+
+pub(crate) use queue::SessionShared;
+use replay::PageFuture;
+pub use replay::ReplayLimits;
+pub(crate) use replay::Replayer;
+
+/// Bounds of one session's queue of frames not yet written to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    max_events: usize,
+    max_bytes: usize,
+}
+
+impl QueueLimits {
+    /// At most `max_events` frames and `max_bytes` bytes (each at least 1).
+    #[must_use]
+    pub fn new(max_events: usize, max_bytes: usize) -> Self {
+        QueueLimits {
+            max_events: max_events.max(1),
+            max_bytes: max_bytes.max(1),
+        }
+    }
+
+    /// The bound on queued frames.
+    #[must_use]
+    pub fn max_events(&self) -> usize {
+        self.max_events
+    }
+
+    /// The bound on queued bytes.
+    #[must_use]
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+}
+
+impl Default for QueueLimits {
+    /// 1,024 frames or 8 MiB, whichever is reached first.
+    fn default() -> Self {
+        QueueLimits::new(1024, 8 * 1024 * 1024)
+    }
+}
+
+/// What happens when a session's queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// End the session's stream (the default): the frames already queued are still written, then
+    /// the stream ends. A browser reconnects with its `Last-Event-ID` and resumes from history,
+    /// so nothing is lost silently, and a client far behind makes progress on every reconnect.
+    #[default]
+    Disconnect,
+    /// Drop the oldest queued frames to make room. The client silently misses events: use it only
+    /// for channels where the latest state is all that matters.
+    DropOldest,
+}
+
+/// Why a session's stream ended (other than the client going away).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client read too slowly and its queue overflowed.
+    Overflow,
+    /// The server is shutting down.
+    Shutdown,
+    /// The broker subscription ended, or a replay page could not be read; the client should
+    /// reconnect.
+    BrokerLost,
+    /// The application revoked it ([`ChannelManager::close_channel`](crate::ChannelManager::close_channel)):
+    /// the client reconnects and is authorized again.
+    Revoked,
+    /// It reached its maximum lifetime; the client reconnects and is authorized again.
+    Lifetime,
+}
+
+/// One client's stream of framed bytes, ready to be an HTTP response body.
+///
+/// Made by [`ChannelManager::subscribe`](crate::ChannelManager::subscribe). Each poll yields
+/// everything queued since the last one as a single chunk, so one write carries many events
+/// under load. The stream ends when the server shuts down, when the client falls further behind
+/// than its [`QueueLimits`], or when the broker subscription is lost. Dropping it leaves the
+/// channel; the last session leaving lets the channel go after a short linger.
+pub struct Session {
+    shared: Arc<SessionShared>,
+    registration: Registration,
+    transport: Arc<dyn Transport>,
+    keep_alive: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// Reads the next replay page when the queue has drained.
+    replayer: Option<Replayer>,
+    fetch: Option<PageFuture>,
+    /// The retry hint sent when a replay page fails or the lifetime ends.
+    retry: Duration,
+    /// The end of the stream's lifetime, when it has one.
+    lifetime: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How a [`Session`] runs, besides its queue.
+pub(crate) struct SessionRun {
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) replayer: Option<Replayer>,
+    pub(crate) retry: Duration,
+    pub(crate) max_lifetime: Option<Duration>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        shared: Arc<SessionShared>,
+        registration: Registration,
+        transport: Arc<dyn Transport>,
+        run: SessionRun,
+    ) -> Self {
+        let keep_alive = run
+            .keep_alive
+            .filter(|d| !d.is_zero())
+            .map(|d| (d, Box::pin(tokio::time::sleep(d))));
+        Session {
+            shared,
+            registration,
+            transport,
+            keep_alive,
+            replayer: run.replayer,
+            fetch: None,
+            retry: run.retry,
+            lifetime: run.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
+        }
+    }
+
+    /// The topic this session listens to.
+    #[must_use]
+    pub fn topic(&self) -> &Topic {
+        self.registration.topic()
+    }
+
+    /// The transport framing this session's bytes.
+    #[must_use]
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// Why the stream ended, once it has (`None` while it runs or when it ended otherwise).
+    #[must_use]
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.close_reason()
+    }
+
+    /// Start reading the next replay page, when one is due and none is being read.
+    fn start_fetch(&mut self) -> bool {
+        if self.fetch.is_some() {
+            return false;
+        }
+        let (Some(r), Some(after)) = (self.replayer.as_ref(), self.shared.next_page()) else {
+            return false;
+        };
+        let (broker, topic, permits) = (r.broker.clone(), r.topic.clone(), r.permits.clone());
+        let page = self.shared.replay_limits().page();
+        self.fetch = Some(Box::pin(async move {
+            // At most so many replays read at once on this node; the rest wait their turn.
+            let _permit = permits.acquire_owned().await;
+            broker.replay(&topic, &after, page).await
+        }));
+        true
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("topic", self.topic())
+            .field("transport", &self.transport.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for Session {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self;
+        loop {
+            match this.shared.poll_frames(cx) {
+                Poll::Ready(Some(chunk)) => {
+                    if let Some((every, sleep)) = this.keep_alive.as_mut() {
+                        sleep.as_mut().reset(tokio::time::Instant::now() + *every);
+                    }
+                    return Poll::Ready(Some(chunk));
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {}
+            }
+            // The queue is empty: the client has taken everything. Time for the next page.
+            if let Some(fetch) = this.fetch.as_mut() {
+                if let Poll::Ready(answer) = fetch.as_mut().poll(cx) {
+                    this.fetch = None;
+                    this.shared.apply_page(answer, this.retry);
+                    continue;
+                }
+            } else if this.start_fetch() {
+                continue;
+            }
+            break;
+        }
+        if let Some(lifetime) = this.lifetime.as_mut()
+            && lifetime.as_mut().poll(cx).is_ready()
+        {
+            this.lifetime = None;
+            let retry = this.transport.retry(this.retry);
+            this.shared.close(CloseReason::Lifetime, Some(retry), true);
+            return this.shared.poll_frames(cx);
+        }
+        if let Some((every, sleep)) = this.keep_alive.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            sleep.as_mut().reset(tokio::time::Instant::now() + *every);
+            return Poll::Ready(Some(this.transport.keep_alive()));
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,246 @@
+//! A session's queue: frames waiting for the client, bounded; live frames held back while the
+//! session is not live yet.
+
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+
+use super::replay::{Cursor, ReplayLimits};
+use super::{CloseReason, OverflowPolicy, QueueLimits};
+use crate::broker::Broker;
+use crate::id::EventId;
+use crate::transport::Transport;
+
+pub(crate) struct SessionShared {
+    pub(super) state: Mutex<SessionState>,
+    pub(super) limits: QueueLimits,
+    pub(super) policy: OverflowPolicy,
+    pub(super) replay_limits: ReplayLimits,
+    /// Orders event ids, to drop live events the client already has after a resume.
+    pub(super) broker: Arc<dyn Broker>,
+    /// Frames the resets and replayed events this session queues itself.
+    pub(super) transport: Arc<dyn Transport>,
+}
+
+pub(super) struct SessionState {
+    pub(super) frames: VecDeque<Bytes>,
+    pub(super) bytes: usize,
+    /// `Some` until the session is live (while it joins, and while it replays page by page):
+    /// live frames wait here, with their ids.
+    pub(super) pending: Option<Pending>,
+    /// While a replay goes on: where the next page starts, and what is left of the budget.
+    pub(super) replay: Option<Cursor>,
+    /// After a resume, the last id the client has (replayed, or the one it resumed from). The
+    /// hub's feed may lag the broker, so live events up to it are dropped; the first later one
+    /// clears it (live order is publish order).
+    pub(super) seen_up_to: Option<EventId>,
+    pub(super) closed: Option<CloseReason>,
+    pub(super) waker: Option<Waker>,
+}
+
+#[derive(Default)]
+pub(super) struct Pending {
+    pub(super) frames: Vec<(Option<EventId>, Bytes)>,
+    pub(super) bytes: usize,
+    /// Set once more live events arrived than the queue holds: they were dropped, and this is
+    /// the newest one's id. The session then starts live with a `reset` at that id instead.
+    pub(super) overflow: Option<Option<EventId>>,
+}
+
+impl SessionShared {
+    pub(crate) fn new(
+        limits: QueueLimits,
+        policy: OverflowPolicy,
+        replay_limits: ReplayLimits,
+        broker: Arc<dyn Broker>,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
+        SessionShared {
+            state: Mutex::new(SessionState {
+                frames: VecDeque::new(),
+                bytes: 0,
+                pending: Some(Pending::default()),
+                replay: None,
+                seen_up_to: None,
+                closed: None,
+                waker: None,
+            }),
+            limits,
+            policy,
+            replay_limits,
+            broker,
+            transport,
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, SessionState> {
+        crate::backend::lock(&self.state)
+    }
+
+    pub(crate) fn replay_limits(&self) -> ReplayLimits {
+        self.replay_limits
+    }
+
+    /// Queue one frame (a live event when `id` is set, a control frame otherwise).
+    pub(crate) fn push(&self, id: Option<&EventId>, frame: &Bytes) {
+        let waker = {
+            let mut st = self.lock();
+            if st.closed.is_some() {
+                return;
+            }
+            if let Some(pending) = st.pending.as_mut() {
+                if let Some(newest) = pending.overflow.as_mut() {
+                    if id.is_some() {
+                        *newest = id.cloned();
+                    }
+                    return;
+                }
+                pending.frames.push((id.cloned(), frame.clone()));
+                pending.bytes += frame.len();
+                if pending.frames.len() > self.limits.max_events
+                    || pending.bytes > self.limits.max_bytes
+                {
+                    // More live events than the queue holds arrived while the session was not
+                    // live yet (a slow replay on a busy channel). Closing would lock the client
+                    // out: it would come back with the same id and overflow again. Instead it
+                    // gets a reset at the newest of them, and goes live after it.
+                    let newest = pending.frames.iter().rev().find_map(|(id, _)| id.clone());
+                    *pending = Pending {
+                        overflow: Some(newest),
+                        ..Pending::default()
+                    };
+                    tracing::debug!("live events overflowed a resuming session: it gets a reset");
+                }
+                return;
+            }
+            if let Some(id) = id
+                && self.already_sent(&mut st.seen_up_to, id)
+            {
+                return;
+            }
+            self.enqueue(&mut st, frame.clone());
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether the client already has live event `id`; clears the filter at the first newer one.
+    pub(super) fn already_sent(&self, seen_up_to: &mut Option<EventId>, id: &EventId) -> bool {
+        let Some(last) = seen_up_to.as_ref() else {
+            return false;
+        };
+        match self.broker.id_order(id, last) {
+            Some(Ordering::Less | Ordering::Equal) => true,
+            _ => {
+                *seen_up_to = None;
+                false
+            }
+        }
+    }
+
+    fn enqueue(&self, st: &mut SessionState, frame: Bytes) {
+        let len = frame.len();
+        let full = |st: &SessionState| {
+            st.frames.len() + 1 > self.limits.max_events || st.bytes + len > self.limits.max_bytes
+        };
+        if full(st) {
+            match self.policy {
+                OverflowPolicy::Disconnect => {
+                    // What is queued is still delivered, then the stream ends: the client
+                    // resumes after the last event it got. Discarding the queue instead would
+                    // livelock a client that resumed from far back: its replay would be thrown
+                    // away at the next live event, every time.
+                    st.close(CloseReason::Overflow, false);
+                    return;
+                }
+                OverflowPolicy::DropOldest => {
+                    while full(st) {
+                        match st.frames.pop_front() {
+                            Some(old) => st.bytes -= old.len(),
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+        st.bytes += len;
+        st.frames.push_back(frame);
+    }
+    /// Close the session. With `drain`, frames already queued (and `last`) are still delivered.
+    pub(crate) fn close(&self, reason: CloseReason, last: Option<Bytes>, drain: bool) {
+        let waker = {
+            let mut st = self.lock();
+            if st.closed.is_some() {
+                return;
+            }
+            if let Some(f) = last {
+                // A final frame is always delivered, bound or not: it is tiny and the last one.
+                if st.pending.is_none() || st.replay.is_some() {
+                    st.push_raw(f);
+                }
+            }
+            st.close(reason, !drain);
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.lock().closed
+    }
+
+    /// Take everything queued as one chunk, or register the waker.
+    pub(super) fn poll_frames(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let mut st = self.lock();
+        if !st.frames.is_empty() {
+            let chunk = if st.frames.len() == 1 {
+                st.frames.pop_front().unwrap_or_default()
+            } else {
+                let mut buf = BytesMut::with_capacity(st.bytes);
+                for f in st.frames.drain(..) {
+                    buf.extend_from_slice(&f);
+                }
+                buf.freeze()
+            };
+            st.bytes = 0;
+            return Poll::Ready(Some(chunk));
+        }
+        if st.closed.is_some() {
+            return Poll::Ready(None);
+        }
+        match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl SessionState {
+    /// Queue a frame past the bounds: control frames, and replay pages (bounded by the page).
+    pub(super) fn push_raw(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    pub(super) fn close(&mut self, reason: CloseReason, discard: bool) {
+        if reason == CloseReason::Overflow {
+            metrics::counter!(crate::metrics::SLOW_CONSUMER_DISCONNECTS).increment(1);
+            tracing::debug!("session queue overflowed: disconnecting a slow consumer");
+        }
+        self.closed = Some(reason);
+        if discard {
+            self.frames.clear();
+            self.bytes = 0;
+        }
+        self.pending = None;
+        self.replay = None;
+    }
+}
