@@ -1,0 +1,130 @@
+//! Bounds of the HTTP adapter: socket options that find vanished clients, ACLs that see the
+//! decoded request, settings that cannot overflow, and an initial event that cannot be encoded.
+//!
+//! Nothing here asserts on wall-clock time: socket options are read back from the accepted
+//! socket, everything else is a status or a body.
+
+use std::time::Duration;
+
+use axum::serve::Listener;
+use ssehub_axum::WriteTimeoutListener;
+
+async fn accept_one<L: Listener<Addr = std::net::SocketAddr>>(
+    mut listener: L,
+) -> (L::Io, tokio::net::TcpStream) {
+    let addr = listener.local_addr().expect("addr");
+    let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
+    let (io, _) = listener.accept().await;
+    let client = client.await.expect("join").expect("connect");
+    (io, client)
+}
+
+// --- C: vanished clients on idle channels ---------------------------------------------------
+
+#[tokio::test]
+async fn accepted_sockets_get_keepalive_and_user_timeout_by_default() {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let listener = WriteTimeoutListener::new(tcp, Duration::from_secs(30));
+    let (io, _client) = accept_one(listener).await;
+    let sock = socket2::SockRef::from(io.get_ref());
+    assert!(sock.keepalive().expect("SO_KEEPALIVE"), "keepalive is on");
+    #[cfg(target_os = "linux")]
+    {
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            sock.tcp_keepalive_interval().expect("TCP_KEEPINTVL"),
+            Duration::from_secs(10)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().expect("TCP_KEEPCNT"), 3);
+        assert_eq!(
+            sock.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+            Some(Duration::from_secs(30))
+        );
+    }
+}
+
+#[tokio::test]
+async fn socket_options_are_configurable_and_can_be_left_alone() {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let listener = WriteTimeoutListener::new(tcp, Duration::from_secs(30))
+        .tcp_keepalive(Some(Duration::from_secs(7)))
+        .tcp_keepalive_interval(Duration::from_secs(2))
+        .tcp_keepalive_retries(5)
+        .tcp_user_timeout(Some(Duration::from_secs(12)));
+    let (io, _client) = accept_one(listener).await;
+    let sock = socket2::SockRef::from(io.get_ref());
+    assert!(sock.keepalive().expect("SO_KEEPALIVE"));
+    #[cfg(target_os = "linux")]
+    {
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("idle"),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            sock.tcp_keepalive_interval().expect("interval"),
+            Duration::from_secs(2)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().expect("retries"), 5);
+        assert_eq!(
+            sock.tcp_user_timeout().expect("user timeout"),
+            Some(Duration::from_secs(12))
+        );
+    }
+
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let listener = WriteTimeoutListener::new(tcp, Duration::from_secs(30))
+        .tcp_keepalive(None)
+        .tcp_user_timeout(None);
+    let (io, _client) = accept_one(listener).await;
+    let sock = socket2::SockRef::from(io.get_ref());
+    assert!(!sock.keepalive().expect("SO_KEEPALIVE"), "left alone");
+    #[cfg(target_os = "linux")]
+    assert_eq!(sock.tcp_user_timeout().expect("user timeout"), None);
+}
+
+/// A listener whose connections are not TCP sockets is served as before (nothing to set).
+#[cfg(unix)]
+#[tokio::test]
+async fn non_tcp_listeners_are_left_alone() {
+    let dir = std::env::temp_dir().join(format!("ssehub-bounds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("sock");
+    let _ = std::fs::remove_file(&path);
+    let unix = tokio::net::UnixListener::bind(&path).expect("bind");
+    let mut listener = WriteTimeoutListener::new(unix, Duration::from_secs(30));
+    let client = tokio::spawn(tokio::net::UnixStream::connect(path.clone()));
+    let (io, _) = listener.accept().await;
+    let _client = client.await.expect("join").expect("connect");
+    assert!(io.get_ref().peer_addr().is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A write timeout of `Duration::MAX` means "never", not an overflow.
+#[tokio::test]
+async fn a_huge_write_timeout_never_fires() {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let listener = WriteTimeoutListener::new(tcp, Duration::MAX);
+    let (mut io, _client) = accept_one(listener).await;
+    // Fill the send buffer until a write blocks: the guard must arm without overflowing.
+    let chunk = vec![0u8; 64 * 1024];
+    let blocked = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            tokio::io::AsyncWriteExt::write_all(&mut io, &chunk)
+                .await
+                .expect("write");
+        }
+    })
+    .await;
+    assert!(blocked.is_err(), "the write blocked and kept waiting");
+}
