@@ -17,6 +17,7 @@ use serde::Serialize;
 use ssehub_core::{ChannelManager, Error, Ndjson, Sse, SubscribeOptions, Transport};
 
 use crate::body::SseBody;
+use crate::params::PathParams;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 type ResourceFn = dyn Fn(&PathParams) -> String + Send + Sync;
@@ -25,26 +26,6 @@ type AuthorizeFn =
     dyn Fn(&http::request::Parts, &PathParams) -> BoxFuture<Result<(), StatusCode>> + Send + Sync;
 type InitialFn<E> = dyn Fn(PathParams) -> BoxFuture<Option<E>> + Send + Sync;
 type DisconnectFn = dyn Fn(&PathParams) + Send + Sync;
-
-/// The parameters captured by the endpoint's path pattern, e.g. `discussionId`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PathParams(Arc<[(String, String)]>);
-
-impl PathParams {
-    /// The value captured for `name`.
-    #[must_use]
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// All captured `(name, value)` pairs, in pattern order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-}
 
 /// How to answer when no stream can be opened for a temporary reason (session limits reached,
 /// server shutting down, broker unavailable).
@@ -140,9 +121,7 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
                 manager,
                 pattern,
                 router: Arc::new(router),
-                resource: Arc::new(|p: &PathParams| {
-                    p.0.last().map(|(_, v)| v.clone()).unwrap_or_default()
-                }),
+                resource: Arc::new(|p: &PathParams| p.last().unwrap_or_default().to_owned()),
                 validate: None,
                 authorize: None,
                 initial_event: None,
@@ -196,6 +175,13 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
     /// Decide, from the request head and params, whether the client may open the stream; an
     /// `Err(status)` (typically 401 or 403) is answered before any stream opens. Checked again on
     /// every reconnect, so a revoked client gets no replayed events.
+    ///
+    /// The hook sees both forms of the request's path: `parts.uri` exactly as received (still
+    /// percent-encoded, so `/sse/%61dmin` and `/sse/admin` differ there) and `params`
+    /// percent-decoded (both capture `admin`, and both open the `admin` channel). **Write access
+    /// rules against `params`** ([`PathParams::get`]), the values `validate` and `resource` see
+    /// and that name the channel: a rule matching `parts.uri.path()` can be bypassed by
+    /// encoding a character differently. [`PathParams::raw`] gives a capture as sent.
     #[must_use]
     pub fn authorize<F, Fut>(mut self, f: F) -> Self
     where
@@ -340,20 +326,10 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
         let params = match self.router.at(parts.uri.path()) {
             // Captures are percent-decoded (browsers encode non-ASCII ids); what does not decode
             // to UTF-8 is refused. Validation runs on the decoded text, so `%3A` is a `:`.
-            Ok(m) => {
-                let decoded: Option<Vec<(String, String)>> = m
-                    .params
-                    .iter()
-                    .map(|(k, v)| {
-                        let v = percent_encoding::percent_decode_str(v).decode_utf8().ok()?;
-                        Some((k.to_owned(), v.into_owned()))
-                    })
-                    .collect();
-                match decoded {
-                    Some(p) => PathParams(p.into()),
-                    None => return text(StatusCode::BAD_REQUEST, "invalid parameters\n"),
-                }
-            }
+            Ok(m) => match PathParams::decode(m.params.iter()) {
+                Some(p) => p,
+                None => return text(StatusCode::BAD_REQUEST, "invalid parameters\n"),
+            },
             Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
         };
         if parts.method != Method::GET && parts.method != Method::HEAD {

@@ -60,9 +60,11 @@ mod body;
 mod endpoint;
 mod layer;
 mod listener;
+mod params;
 mod resume;
 
 pub use body::{ResponseBody, SseBody};
-pub use endpoint::{PathParams, SseEndpoint, Unavailable};
+pub use endpoint::{SseEndpoint, Unavailable};
 pub use layer::{ResponseFuture, SseLayer, SseService};
 pub use listener::{WriteTimeoutIo, WriteTimeoutListener};
+pub use params::PathParams;

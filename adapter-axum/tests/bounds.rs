@@ -4,10 +4,35 @@
 //! Nothing here asserts on wall-clock time: socket options are read back from the accepted
 //! socket, everything else is a status or a body.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::serve::Listener;
-use ssehub_axum::WriteTimeoutListener;
+use http::{Request, StatusCode};
+use serde::Serialize;
+use ssehub_axum::{PathParams, SseEndpoint, WriteTimeoutListener};
+use ssehub_core::ChannelManager;
+use ssehub_memory::MemoryBroker;
+use tower::ServiceExt;
+
+fn manager<E: Serialize + Send + Sync + 'static>() -> ChannelManager<E> {
+    ChannelManager::builder(MemoryBroker::new())
+        .key_prefix("t")
+        .linger(Duration::ZERO)
+        .build()
+        .expect("manager")
+}
+
+async fn get<E: Serialize + Send + Sync + 'static>(
+    endpoint: &SseEndpoint<E>,
+    uri: &str,
+) -> http::Response<ssehub_axum::SseBody> {
+    endpoint
+        .clone()
+        .oneshot(Request::get(uri).body(String::new()).expect("request"))
+        .await
+        .expect("infallible")
+}
 
 async fn accept_one<L: Listener<Addr = std::net::SocketAddr>>(
     mut listener: L,
@@ -127,4 +152,50 @@ async fn a_huge_write_timeout_never_fires() {
     })
     .await;
     assert!(blocked.is_err(), "the write blocked and kept waiting");
+}
+
+// --- D: ACLs and percent-encoding -------------------------------------------------------------
+
+/// An ACL written against the decoded params refuses every `%xx` spelling of a refused id, and
+/// the hook can see what the client actually sent.
+#[tokio::test]
+async fn authorize_sees_decoded_params_and_raw_captures() {
+    let seen: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let log = seen.clone();
+    let endpoint = SseEndpoint::new(manager::<u64>(), "/sse/{room}")
+        .expect("endpoint")
+        .authorize(move |parts: &http::request::Parts, p: &PathParams| {
+            let room = p.get("room").unwrap_or_default().to_owned();
+            log.lock().expect("lock").push((
+                parts.uri.path().to_owned(),
+                p.raw("room").unwrap_or_default().to_owned(),
+                room.clone(),
+            ));
+            async move {
+                if room == "admin" {
+                    Err(StatusCode::FORBIDDEN)
+                } else {
+                    Ok(())
+                }
+            }
+        });
+    for uri in [
+        "/sse/admin",
+        "/sse/%61dmin",
+        "/sse/%61%64%6D%69%6e",
+        "/sse/adm%69n",
+    ] {
+        assert_eq!(get(&endpoint, uri).await.status(), 403, "{uri}");
+    }
+    assert_eq!(get(&endpoint, "/sse/lobby").await.status(), 200);
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen[1],
+        (
+            "/sse/%61dmin".to_owned(),
+            "%61dmin".to_owned(),
+            "admin".to_owned()
+        )
+    );
+    assert!(seen.iter().take(4).all(|(_, _, room)| room == "admin"));
 }
