@@ -27,6 +27,11 @@ type AuthorizeFn =
 type InitialFn<E> = dyn Fn(PathParams) -> BoxFuture<Option<E>> + Send + Sync;
 type DisconnectFn = dyn Fn(&PathParams) + Send + Sync;
 
+/// The longest retry hint, retry jitter and keep-alive interval an [`SseEndpoint`] uses: 24 hours.
+/// Longer settings are clamped to it when set, so no hint or timer computed from them can
+/// overflow (`Duration::MAX` is a valid way to say "as long as possible").
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// How to answer when no stream can be opened for a temporary reason (session limits reached,
 /// server shutting down, broker unavailable).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -213,26 +218,28 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
         self
     }
 
-    /// The `retry:` hint sent first on every stream. Default: 3 s.
+    /// The `retry:` hint sent first on every stream. Default: 3 s. At most [`MAX_DURATION`]
+    /// (longer is clamped to it).
     #[must_use]
     pub fn retry(mut self, retry: Duration) -> Self {
-        self.config_mut().retry = retry;
+        self.config_mut().retry = retry.min(MAX_DURATION);
         self
     }
 
     /// The most random extra delay added to retry hints of streams refused or ended by the
-    /// server (limits, shutdown), so clients do not all return at once. Default: 2 s.
+    /// server (limits, shutdown), so clients do not all return at once. Default: 2 s. At most
+    /// [`MAX_DURATION`] (longer is clamped to it), so a hint is at most twice that.
     #[must_use]
     pub fn retry_jitter(mut self, jitter: Duration) -> Self {
-        self.config_mut().retry_jitter = jitter;
+        self.config_mut().retry_jitter = jitter.min(MAX_DURATION);
         self
     }
 
     /// Send a keep-alive comment after this long without output; `None` disables it.
-    /// Default: 15 s.
+    /// Default: 15 s. At most [`MAX_DURATION`] (longer is clamped to it).
     #[must_use]
     pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
-        self.config_mut().keep_alive = every;
+        self.config_mut().keep_alive = every.map(|d| d.min(MAX_DURATION));
         self
     }
 
@@ -284,12 +291,8 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos()),
         );
-        let extra = if jitter == 0 {
-            0
-        } else {
-            h.finish() % (jitter + 1)
-        };
-        self.retry + Duration::from_millis(extra)
+        let extra = h.finish() % jitter.saturating_add(1);
+        self.retry.saturating_add(Duration::from_millis(extra))
     }
 
     fn stream_headers(res: &mut Response<SseBody>, transport: &dyn Transport) {

@@ -64,7 +64,7 @@ mod params;
 mod resume;
 
 pub use body::{ResponseBody, SseBody};
-pub use endpoint::{SseEndpoint, Unavailable};
+pub use endpoint::{MAX_DURATION, SseEndpoint, Unavailable};
 pub use layer::{ResponseFuture, SseLayer, SseService};
 pub use listener::{WriteTimeoutIo, WriteTimeoutListener};
 pub use params::PathParams;

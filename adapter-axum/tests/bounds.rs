@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::serve::Listener;
+use bytes::Bytes;
 use http::{Request, StatusCode};
+use http_body_util::BodyExt;
 use serde::Serialize;
-use ssehub_axum::{PathParams, SseEndpoint, WriteTimeoutListener};
+use ssehub_axum::{PathParams, SseEndpoint, Unavailable, WriteTimeoutListener};
 use ssehub_core::ChannelManager;
 use ssehub_memory::MemoryBroker;
 use tower::ServiceExt;
@@ -32,6 +34,14 @@ async fn get<E: Serialize + Send + Sync + 'static>(
         .oneshot(Request::get(uri).body(String::new()).expect("request"))
         .await
         .expect("infallible")
+}
+
+/// The next chunk of a response body (bounded wait).
+async fn chunk(body: &mut ssehub_axum::SseBody) -> Option<Bytes> {
+    let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("a chunk within 10 s")?;
+    frame.expect("infallible").into_data().ok()
 }
 
 async fn accept_one<L: Listener<Addr = std::net::SocketAddr>>(
@@ -198,4 +208,66 @@ async fn authorize_sees_decoded_params_and_raw_captures() {
         )
     );
     assert!(seen.iter().take(4).all(|(_, _, room)| room == "admin"));
+}
+
+// --- E: settings that would overflow ----------------------------------------------------------
+
+/// `Duration::MAX` retry, jitter and keep-alive are clamped (documented), never an overflow:
+/// not on a refused stream, not at shutdown, not in a running stream.
+#[tokio::test]
+async fn huge_retry_jitter_and_keep_alive_are_clamped() {
+    let m = manager::<u64>();
+    let endpoint = SseEndpoint::new(m.clone(), "/sse/{id}")
+        .expect("endpoint")
+        .retry(Duration::MAX)
+        .retry_jitter(Duration::MAX)
+        .keep_alive(Some(Duration::MAX));
+    let max_ms = ssehub_axum::MAX_DURATION.as_millis();
+
+    let res = get(&endpoint, "/sse/a").await;
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let first = chunk(&mut body).await.expect("retry hint");
+    assert_eq!(first, Bytes::from(format!("retry: {max_ms}\n\n")));
+    m.publish("a", &7).await.expect("publish");
+    let event = chunk(&mut body).await.expect("event");
+    assert!(event.ends_with(b"data: 7\n\n"), "{event:?}");
+
+    // Shutdown ends the open stream with a jittered hint of at most twice the clamp.
+    endpoint.shutdown();
+    let last = chunk(&mut body).await.expect("final hint");
+    let text = std::str::from_utf8(&last).expect("utf-8");
+    let ms: u128 = text
+        .trim()
+        .strip_prefix("retry: ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{text:?}"));
+    assert!((max_ms..=2 * max_ms).contains(&ms), "{ms}");
+    drop(body);
+
+    // A refused stream (shutting down) gets the same bounded hint, as a 200 or a 503.
+    let res = get(&endpoint, "/sse/b").await;
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    let ms: u128 = std::str::from_utf8(&body)
+        .expect("utf-8")
+        .trim()
+        .strip_prefix("retry: ")
+        .and_then(|v| v.parse().ok())
+        .expect("retry hint");
+    assert!((max_ms..=2 * max_ms).contains(&ms), "{ms}");
+    let res = get(
+        &endpoint
+            .clone()
+            .unavailable(Unavailable::ServiceUnavailable),
+        "/sse/c",
+    )
+    .await;
+    assert_eq!(res.status(), 503);
+    let after: u128 = res.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(after <= 2 * max_ms / 1000, "{after}");
 }
