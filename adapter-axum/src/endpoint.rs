@@ -403,6 +403,22 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
                 tracing::debug!(error = %e, "refused");
                 text(StatusCode::BAD_REQUEST, "invalid resource id\n")
             }
+            // The initial event could not be encoded (serialization failed, too large, a bad
+            // event name): it would fail the same way on every retry, so no retry hint. A 500
+            // makes a browser's `EventSource` stop instead of reconnecting forever.
+            Err(
+                e @ (Error::Serialize(_)
+                | Error::PayloadTooLarge { .. }
+                | Error::InvalidEventName { .. }),
+            ) => {
+                tracing::error!(
+                    error = %e,
+                    pattern = %self.pattern,
+                    resource = %resource,
+                    "initial event could not be encoded; answering 500"
+                );
+                text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+            }
             Err(e) => {
                 if !e.is_temporary() {
                     tracing::warn!(error = %e, "stream not opened");

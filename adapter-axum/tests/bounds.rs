@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde::Serialize;
+use serde::ser::Error as _;
 use ssehub_axum::{PathParams, SseEndpoint, Unavailable, WriteTimeoutListener};
 use ssehub_core::ChannelManager;
 use ssehub_memory::MemoryBroker;
@@ -270,4 +271,55 @@ async fn huge_retry_jitter_and_keep_alive_are_clamped() {
         .parse()
         .expect("seconds");
     assert!(after <= 2 * max_ms / 1000, "{after}");
+}
+
+// --- F: an initial event that cannot be encoded -------------------------------------------------
+
+#[derive(Clone)]
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
+        Err(S::Error::custom("this event cannot be encoded"))
+    }
+}
+
+/// A `tracing` writer that keeps what was logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A server error, not `200` + `retry:` (which would make every browser retry forever), and an
+/// error in the log.
+#[tokio::test]
+async fn an_initial_event_that_fails_to_encode_is_a_500_and_logged() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let m = manager::<Unencodable>();
+    let endpoint = SseEndpoint::new(m.clone(), "/sse/{id}")
+        .expect("endpoint")
+        .initial_event(|_p: PathParams| async { Some(Unencodable) });
+    let res = get(&endpoint, "/sse/a").await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(m.total_sessions(), 0);
+    let logged = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(
+        logged.contains("ERROR") && logged.contains("initial event"),
+        "{logged}"
+    );
 }
