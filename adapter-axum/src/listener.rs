@@ -1,31 +1,6 @@
-//! A listener whose connections fail a write that makes no progress for too long, and whose
-//! TCP sockets detect a vanished peer, so a client that stops reading, or that is gone without a
-//! word (power loss, network gone, NAT state dropped), is disconnected and its stream freed.
-//!
-//! A slow SSE client is first cut off by its session queue bound; but its TCP connection stays
-//! open as long as the server has bytes it cannot write, and hyper has no write timeout. Wrap
-//! the listener given to `axum::serve` to close such connections.
-//!
-//! A vanished client on an idle channel is another matter: keep-alive comments of a few bytes
-//! never fill a send buffer, so no write ever blocks; without help the kernel retransmits them
-//! for about 15 minutes (Linux `tcp_retries2`) before it gives up. So every accepted TCP socket
-//! also gets `TCP_USER_TIMEOUT` (data unacknowledged that long closes the connection) and TCP
-//! keepalive probes (for a connection that sends nothing at all). With the defaults, a vanished
-//! client is detected within:
-//!
-//! - **keep-alive interval + user timeout** on a stream that writes (15 s + 30 s = 45 s with
-//!   the endpoint's default keep-alive comments): the next write is never acknowledged;
-//! - **keepalive idle + probe interval, or the user timeout if longer** on a connection that
-//!   writes nothing (30 s + 10 s = 40 s): the first probe goes unanswered, and on Linux the user
-//!   timeout, when set, decides when unanswered probes close the connection;
-//!
-//! plus the time the kernel takes to notice (its timers tick at most a few hundred milliseconds
-//! late). `TCP_USER_TIMEOUT` and the probe interval and count are set on Linux and Android only;
-//! elsewhere the keepalive idle time alone is set and the system's defaults apply. The options
-//! are set when the listener's connections are `tokio::net::TcpStream`s (as from
-//! `tokio::net::TcpListener`, possibly inside axum's `tap_io`); other connections (a Unix
-//! socket, a TLS stream) are left as they are: set the options on the TCP socket before it is
-//! wrapped.
+//! [`WriteTimeoutListener`]: a listener whose connections fail a write that makes no progress
+//! for too long, and whose TCP sockets detect a vanished peer (the bounds are documented on the
+//! type).
 //!
 //! # Example
 //!
@@ -115,7 +90,49 @@ fn keepalive_secs(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs().clamp(1, MAX_KEEPALIVE_SECS))
 }
 
-/// Wraps an axum [`Listener`]; see the [module docs](self).
+/// A listener whose connections fail a write that makes no progress for too long, and whose
+/// TCP sockets detect a vanished peer, so a client that stops reading, or that is gone without a
+/// word (power loss, network gone, NAT state dropped), is disconnected and its stream freed.
+///
+/// A slow SSE client is first cut off by its session queue bound; but its TCP connection stays
+/// open as long as the server has bytes it cannot write, and hyper has no write timeout. Wrap
+/// the listener given to `axum::serve` to close such connections.
+///
+/// A vanished client on an idle channel is another matter: keep-alive comments of a few bytes
+/// never fill a send buffer, so no write ever blocks; without help the kernel retransmits them
+/// for about 15 minutes (Linux `tcp_retries2`) before it gives up. So every accepted TCP socket
+/// also gets `TCP_USER_TIMEOUT` (data unacknowledged that long closes the connection) and TCP
+/// keepalive probes (for a connection that sends nothing at all). With the defaults, a vanished
+/// client is detected within:
+///
+/// - **keep-alive interval + user timeout** on a stream that writes (15 s + 30 s = 45 s with
+///   the endpoint's default keep-alive comments): the next write is never acknowledged;
+/// - **keepalive idle + probe interval, or the user timeout rounded up to a probe if longer**
+///   on a connection that writes nothing (30 s + 10 s = 40 s): the first probe goes unanswered,
+///   and on Linux the user timeout, when set, decides when unanswered probes close the
+///   connection (otherwise idle + interval × retries);
+///
+/// plus the time the kernel takes to notice (its timers tick at most a few hundred milliseconds
+/// late). `TCP_USER_TIMEOUT` and the probe interval and count are set on Linux and Android only;
+/// elsewhere the keepalive idle time alone is set and the system's defaults apply. The options
+/// are set when the listener's connections are `tokio::net::TcpStream`s (as from
+/// `tokio::net::TcpListener`, possibly inside axum's `tap_io`); other connections (a Unix
+/// socket, a TLS stream) are left as they are: set the options on the TCP socket before it is
+/// wrapped.
+///
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ssehub_axum::WriteTimeoutListener;
+///
+/// # async fn run(app: axum::Router) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// // A 30 s write timeout; keepalive and TCP_USER_TIMEOUT at their defaults.
+/// axum::serve(WriteTimeoutListener::new(listener, Duration::from_secs(30)), app).await
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct WriteTimeoutListener<L> {
     inner: L,
