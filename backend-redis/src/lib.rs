@@ -44,12 +44,14 @@
 //! # Modules
 //!
 //! `builder` (settings), `history` (the publish script, replay and gap fill: one read),
-//! `subscriber` (the actor owning the pub/sub connection), `presence`, `reply` (parsing what
-//! Redis answers), `keys`, `error`. Ids, the local fan-out, backoff and the payload limit come
-//! from [`ssehub_core::backend`].
+//! `subscriber` (the actor owning the pub/sub connection), `fill` (each topic's position, and
+//! the paged, concurrent fill after a reconnect),
+//! `presence`, `reply` (parsing what Redis answers), `keys`, `error`. Ids, the local fan-out,
+//! backoff and the payload limit come from [`ssehub_core::backend`].
 
 mod builder;
 mod error;
+mod fill;
 mod history;
 mod keys;
 mod presence;

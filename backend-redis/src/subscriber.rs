@@ -1,18 +1,20 @@
 //! The subscriber: one actor per broker owns the one pub/sub connection, subscribes per topic on
 //! demand, hands each topic's messages to its [`Fanout`], reconnects with backoff and fills
 //! what was missed from the streams (or sends a gap), and answers health probes.
+//! The fill after a reconnect (each topic's position, paged, concurrent reads) is in `fill`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, PushInfo, PushKind, Value};
-use ssehub_core::backend::{Backoff, Fanout, Offset, StreamPosition, SubscriptionCount, lock};
-use ssehub_core::{Delivery, Envelope, Subscription, Topic};
+use ssehub_core::backend::{Backoff, Fanout, SubscriptionCount, lock};
+use ssehub_core::{Envelope, Subscription, Topic};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::builder::RedisBrokerBuilder;
 use crate::error::{RResult, RedisError, timed};
+use crate::fill::{Position, TopicSub, fill_all};
 use crate::history::History;
 use crate::reply::{into_bytes, parse_message};
 
@@ -38,50 +40,6 @@ impl Drop for Release {
     fn drop(&mut self) {
         let channel = std::mem::take(&mut self.channel);
         let _ = self.actor.send(Command::Release { channel });
-    }
-}
-
-/// Where a topic's delivery stands: the last event delivered (or the stream's tail when it was
-/// subscribed), used to drop duplicates and to fill after a reconnect.
-#[derive(Clone, Debug, Default)]
-struct Position {
-    epoch: Option<String>,
-    last: Option<Offset>,
-}
-
-struct TopicSub {
-    topic: Topic,
-    fanout: Arc<Fanout>,
-    pos: Position,
-}
-
-impl TopicSub {
-    fn gap(&mut self, pos: Position) {
-        self.fanout.gap();
-        self.pos = pos;
-    }
-
-    /// Deliver one event unless it was already delivered; a new epoch means a gap first.
-    fn deliver(&mut self, pos: &StreamPosition, env: Envelope) {
-        match &self.pos.epoch {
-            Some(e) if e == pos.epoch() => {
-                let seen = self
-                    .pos
-                    .last
-                    .is_some_and(|last| pos.offset().order(&last).is_none_or(|o| o.is_le()));
-                if seen {
-                    return;
-                }
-            }
-            // The topic's history was reset under us (flush, restart, expiry).
-            Some(_) => self.fanout.gap(),
-            None => {}
-        }
-        self.pos = Position {
-            epoch: Some(pos.epoch().to_owned()),
-            last: Some(pos.offset()),
-        };
-        self.fanout.send(Delivery::Event(env));
     }
 }
 
@@ -236,60 +194,8 @@ impl Actor {
             let limit = self.config.op_timeout();
             timed(limit, "re-subscribe", con.subscribe(&channels)).await?;
         }
-        for channel in channels {
-            self.fill(&channel).await?;
-        }
+        fill_all(&self.history, &mut self.topics).await?;
         Ok(Some((con, pushes)))
-    }
-
-    /// After a reconnect: deliver the events the topic missed from its stream, or a gap.
-    async fn fill(&mut self, channel: &str) -> RResult<()> {
-        let Some(t) = self.topics.get(channel) else {
-            return Ok(());
-        };
-        let pos = t.pos.clone();
-        // From the start: one more than the window tells whether it overflowed. After a known
-        // event: everything after it (a fill must not stop short of the tail).
-        let count = match pos.last {
-            None => self.history.len + 1,
-            Some(_) => usize::MAX,
-        };
-        let read = self.history.read(t.topic.as_str(), pos.last, count).await?;
-        let now = Position {
-            epoch: read.epoch.clone(),
-            last: read.tail,
-        };
-        let Some(t) = self.topics.get_mut(channel) else {
-            return Ok(());
-        };
-        let lost = match (&pos.epoch, &read.epoch) {
-            (Some(before), Some(now)) if before != now => true,
-            (Some(_), None) => true,
-            _ => match pos.last {
-                Some(_) => !read.found,
-                // Nothing was in the stream when we subscribed: all of it is new, unless it
-                // grew past the window (trimming may have removed some).
-                None => read.entries.len() >= self.history.len,
-            },
-        };
-        if lost {
-            t.gap(now);
-            return Ok(());
-        }
-        let Some(epoch) = read.epoch else {
-            return Ok(());
-        };
-        for entry in read.entries {
-            let offset = entry.offset;
-            match (
-                StreamPosition::new(&epoch, offset),
-                entry.into_envelope(&epoch),
-            ) {
-                (Some(pos), Some(env)) => t.deliver(&pos, env),
-                _ => t.gap(now.clone()),
-            }
-        }
-        Ok(())
     }
 
     /// Serve commands and pushes until the connection fails or every handle is gone.
@@ -359,7 +265,7 @@ impl Actor {
             match res {
                 Ok(pos) => {
                     let fanout = Fanout::new(self.config.subscriber_buffer);
-                    let sub = TopicSub { topic, fanout, pos };
+                    let sub = TopicSub::new(topic, fanout, pos);
                     self.topics.insert(channel.clone(), sub);
                 }
                 Err(e) => {
