@@ -44,8 +44,8 @@
 //! # Modules
 //!
 //! `builder` (settings), `history` (the publish script, replay and gap fill: one read),
-//! `subscriber` (the actor owning the pub/sub connection), `fill` (each topic's position, and
-//! the paged, concurrent fill after a reconnect),
+//! `subscriber` (the actor owning the pub/sub connection), `pushes` (the bounded queue of its
+//! messages), `fill` (each topic's position, and the paged, concurrent fill after a reconnect),
 //! `presence`, `reply` (parsing what Redis answers), `keys`, `error`. Ids, the local fan-out,
 //! backoff and the payload limit come from [`ssehub_core::backend`].
 
@@ -55,6 +55,7 @@ mod fill;
 mod history;
 mod keys;
 mod presence;
+mod pushes;
 mod reply;
 mod subscriber;
 

@@ -1,7 +1,10 @@
 //! The subscriber: one actor per broker owns the one pub/sub connection, subscribes per topic on
 //! demand, hands each topic's messages to its [`Fanout`], reconnects with backoff and fills
 //! what was missed from the streams (or sends a gap), and answers health probes.
-//! The fill after a reconnect (each topic's position, paged, concurrent reads) is in `fill`.
+//!
+//! The connection's messages reach the actor through a bounded queue (`pushes`); when a burst
+//! overflows it while the actor is busy, the actor replaces the connection, and the reconnect's
+//! fill (`fill`) reads what was dropped from the streams.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +19,7 @@ use crate::builder::RedisBrokerBuilder;
 use crate::error::{RResult, RedisError, timed};
 use crate::fill::{Position, TopicSub, fill_all};
 use crate::history::History;
+use crate::pushes::{self, Push};
 use crate::reply::{into_bytes, parse_message};
 
 /// Health probes waiting for their message to come back, by token.
@@ -56,7 +60,7 @@ pub(crate) struct Actor {
     tx: mpsc::WeakUnboundedSender<Command>,
 }
 
-type Conn = (MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>);
+type Conn = (MultiplexedConnection, mpsc::Receiver<Push>);
 
 enum Outcome {
     /// The connection failed: reconnect.
@@ -91,7 +95,7 @@ impl Actor {
 
     /// Open the subscriber connection and subscribe the probe channel.
     pub(crate) async fn open(&mut self) -> RResult<Conn> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = pushes::channel(self.config.push_buffer);
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.config.connect_timeout))
             .set_response_timeout(Some(self.config.response_timeout))
@@ -202,7 +206,7 @@ impl Actor {
     async fn serve(
         &mut self,
         con: &mut MultiplexedConnection,
-        pushes: &mut mpsc::UnboundedReceiver<PushInfo>,
+        pushes: &mut mpsc::Receiver<Push>,
     ) -> Outcome {
         let limit = self.config.op_timeout();
         let mut ping = tokio::time::interval(self.config.ping_interval);
@@ -212,8 +216,18 @@ impl Actor {
             tokio::select! {
                 push = pushes.recv() => match push {
                     None => return Outcome::Reconnect,
-                    Some(p) if p.kind == PushKind::Disconnection => return Outcome::Reconnect,
-                    Some(p) => self.on_push(p),
+                    Some(Push::Overflow) => {
+                        tracing::warn!(
+                            bound = self.config.push_buffer,
+                            "redis subscriber fell behind its push buffer; replacing the \
+                             connection and filling from the streams"
+                        );
+                        return Outcome::Reconnect;
+                    }
+                    Some(Push::Info(p)) if p.kind == PushKind::Disconnection => {
+                        return Outcome::Reconnect;
+                    }
+                    Some(Push::Info(p)) => self.on_push(p),
                 },
                 cmd = self.rx.recv() => match cmd {
                     None => return Outcome::Stop,

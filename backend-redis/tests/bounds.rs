@@ -50,6 +50,24 @@ async fn admin(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         .expect("admin connection")
 }
 
+/// Ids of the server's pub/sub clients (the brokers' subscriber connections), sorted.
+async fn pubsub_clients(con: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(con)
+        .await
+        .expect("client list");
+    let mut ids: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids
+}
+
 async fn next(sub: &mut Subscription) -> Delivery {
     match tokio::time::timeout(WAIT, sub.next()).await {
         Ok(Some(d)) => d,
@@ -73,6 +91,82 @@ async fn outage<T>(proxy: &TcpProxy, meanwhile: impl AsyncFnOnce() -> T) -> T {
     let out = meanwhile().await;
     proxy.refuse(false);
     out
+}
+
+// --- A: the push buffer ----------------------------------------------------------------------
+
+/// A burst larger than the push buffer arrives while the subscriber task is busy: the
+/// connection is replaced (the buffer stayed bounded) and every event still arrives, in order,
+/// with no gap, filled from the stream.
+///
+/// The burst is made deterministic by freezing the server: the subscriber task is then waiting
+/// for the server (subscribing another topic), and 200 publishes are queued behind the freeze;
+/// on thaw the server answers them all before it can see the task's next command, so the 200
+/// messages reach the connection while the task still waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_the_push_buffer_replaces_the_connection_and_loses_nothing() {
+    let Some(server) = own_server() else {
+        return;
+    };
+    let subscriber = builder(&server.url())
+        .push_buffer(8)
+        // The freeze must not look like a dead server.
+        .ping_interval(Duration::from_secs(600))
+        .build()
+        .await
+        .expect("connect");
+    let publisher = broker(&server.url()).await;
+    let mut admin_con = admin(&server).await;
+    let topic = unique_topic("push-burst");
+    let mut sub = subscriber.subscribe(&topic).await.expect("subscribe");
+    let before = pubsub_clients(&mut admin_con).await;
+
+    assert!(server.freeze(), "SIGSTOP");
+    let other = unique_topic("push-burst-other");
+    let busy = {
+        let b = subscriber.clone();
+        tokio::spawn(async move { b.subscribe(&other).await })
+    };
+    // Let the subscriber task send its command to the frozen server (not an assertion: a late
+    // command only makes the burst arrive while the task is idle, and the test then fails).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publishes: Vec<_> = (0..200)
+        .map(|i| {
+            let p = publisher.clone();
+            let t = topic.clone();
+            tokio::spawn(async move { publish(&p, &t, &i.to_string()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.thaw(), "SIGCONT");
+
+    let mut ids = Vec::new();
+    for p in publishes {
+        ids.push(p.await.expect("join"));
+    }
+    ids.sort_by(|a, b| publisher.id_order(a, b).expect("same epoch"));
+    let _other_sub = busy
+        .await
+        .expect("join")
+        .expect("subscribe the other topic");
+    expect_exactly(&mut sub, &ids).await;
+
+    // The old connection is closed a moment after it is dropped: wait for the list to settle.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let after = pubsub_clients(&mut admin_con).await;
+        if after.len() == before.len() && after != before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the overflowing subscriber connection was not replaced: {before:?} -> {after:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Live delivery goes on.
+    let live = publish(&publisher, &topic, "live").await;
+    expect_exactly(&mut sub, &[live]).await;
 }
 
 // --- B: the fill after a reconnect -----------------------------------------------------------
