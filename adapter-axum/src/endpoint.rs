@@ -17,6 +17,7 @@ use serde::Serialize;
 use ssehub_core::{ChannelManager, Error, Ndjson, Sse, SubscribeOptions, Transport};
 
 use crate::body::SseBody;
+use crate::params::PathParams;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 type ResourceFn = dyn Fn(&PathParams) -> String + Send + Sync;
@@ -26,25 +27,10 @@ type AuthorizeFn =
 type InitialFn<E> = dyn Fn(PathParams) -> BoxFuture<Option<E>> + Send + Sync;
 type DisconnectFn = dyn Fn(&PathParams) + Send + Sync;
 
-/// The parameters captured by the endpoint's path pattern, e.g. `discussionId`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PathParams(Arc<[(String, String)]>);
-
-impl PathParams {
-    /// The value captured for `name`.
-    #[must_use]
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// All captured `(name, value)` pairs, in pattern order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-}
+/// The longest retry hint, retry jitter and keep-alive interval an [`SseEndpoint`] uses: 24 hours.
+/// Longer settings are clamped to it when set, so no hint or timer computed from them can
+/// overflow (`Duration::MAX` is a valid way to say "as long as possible").
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// How to answer when no stream can be opened for a temporary reason (session limits reached,
 /// server shutting down, broker unavailable). A full channel table
@@ -141,9 +127,7 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
                 manager,
                 pattern,
                 router: Arc::new(router),
-                resource: Arc::new(|p: &PathParams| {
-                    p.0.last().map(|(_, v)| v.clone()).unwrap_or_default()
-                }),
+                resource: Arc::new(|p: &PathParams| p.last().unwrap_or_default().to_owned()),
                 validate: None,
                 authorize: None,
                 initial_event: None,
@@ -197,6 +181,13 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
     /// Decide, from the request head and params, whether the client may open the stream; an
     /// `Err(status)` (typically 401 or 403) is answered before any stream opens. Checked again on
     /// every reconnect, so a revoked client gets no replayed events.
+    ///
+    /// The hook sees both forms of the request's path: `parts.uri` exactly as received (still
+    /// percent-encoded, so `/sse/%61dmin` and `/sse/admin` differ there) and `params`
+    /// percent-decoded (both capture `admin`, and both open the `admin` channel). **Write access
+    /// rules against `params`** ([`PathParams::get`]), the values `validate` and `resource` see
+    /// and that name the channel: a rule matching `parts.uri.path()` can be bypassed by
+    /// encoding a character differently. [`PathParams::raw`] gives a capture as sent.
     #[must_use]
     pub fn authorize<F, Fut>(mut self, f: F) -> Self
     where
@@ -231,26 +222,28 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
         self
     }
 
-    /// The `retry:` hint sent first on every stream. Default: 3 s.
+    /// The `retry:` hint sent first on every stream. Default: 3 s. At most [`MAX_DURATION`]
+    /// (longer is clamped to it).
     #[must_use]
     pub fn retry(mut self, retry: Duration) -> Self {
-        self.config_mut().retry = retry;
+        self.config_mut().retry = retry.min(MAX_DURATION);
         self
     }
 
     /// The most random extra delay added to retry hints of streams refused or ended by the
-    /// server (limits, shutdown), so clients do not all return at once. Default: 2 s.
+    /// server (limits, shutdown), so clients do not all return at once. Default: 2 s. At most
+    /// [`MAX_DURATION`] (longer is clamped to it), so a hint is at most twice that.
     #[must_use]
     pub fn retry_jitter(mut self, jitter: Duration) -> Self {
-        self.config_mut().retry_jitter = jitter;
+        self.config_mut().retry_jitter = jitter.min(MAX_DURATION);
         self
     }
 
     /// Send a keep-alive comment after this long without output; `None` disables it.
-    /// Default: 15 s.
+    /// Default: 15 s. At most [`MAX_DURATION`] (longer is clamped to it).
     #[must_use]
     pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
-        self.config_mut().keep_alive = every;
+        self.config_mut().keep_alive = every.map(|d| d.min(MAX_DURATION));
         self
     }
 
@@ -302,12 +295,8 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos()),
         );
-        let extra = if jitter == 0 {
-            0
-        } else {
-            h.finish() % (jitter + 1)
-        };
-        self.retry + Duration::from_millis(extra)
+        let extra = h.finish() % jitter.saturating_add(1);
+        self.retry.saturating_add(Duration::from_millis(extra))
     }
 
     fn stream_headers(res: &mut Response<SseBody>, transport: &dyn Transport) {
@@ -350,20 +339,10 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
         let params = match self.router.at(parts.uri.path()) {
             // Captures are percent-decoded (browsers encode non-ASCII ids); what does not decode
             // to UTF-8 is refused. Validation runs on the decoded text, so `%3A` is a `:`.
-            Ok(m) => {
-                let decoded: Option<Vec<(String, String)>> = m
-                    .params
-                    .iter()
-                    .map(|(k, v)| {
-                        let v = percent_encoding::percent_decode_str(v).decode_utf8().ok()?;
-                        Some((k.to_owned(), v.into_owned()))
-                    })
-                    .collect();
-                match decoded {
-                    Some(p) => PathParams(p.into()),
-                    None => return text(StatusCode::BAD_REQUEST, "invalid parameters\n"),
-                }
-            }
+            Ok(m) => match PathParams::decode(m.params.iter()) {
+                Some(p) => p,
+                None => return text(StatusCode::BAD_REQUEST, "invalid parameters\n"),
+            },
             Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
         };
         if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -434,6 +413,22 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
             Err(e @ (Error::InvalidResourceId { .. } | Error::InvalidTopic { .. })) => {
                 tracing::debug!(error = %e, "refused");
                 text(StatusCode::BAD_REQUEST, "invalid resource id\n")
+            }
+            // The initial event could not be encoded (serialization failed, too large, a bad
+            // event name): it would fail the same way on every retry, so no retry hint. A 500
+            // makes a browser's `EventSource` stop instead of reconnecting forever.
+            Err(
+                e @ (Error::Serialize(_)
+                | Error::PayloadTooLarge { .. }
+                | Error::InvalidEventName { .. }),
+            ) => {
+                tracing::error!(
+                    error = %e,
+                    pattern = %self.pattern,
+                    resource = %resource,
+                    "initial event could not be encoded; answering 500"
+                );
+                text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
             }
             Err(e) => {
                 if !e.is_temporary() {

@@ -43,7 +43,11 @@
 //!   `X-Accel-Buffering: no`; a `retry:` hint first, then the initial event, then replayed and
 //!   live events, with a keep-alive comment after 15 s of silence (configurable).
 //! - Params refused by `validate`: `400` with a short text body. `authorize` answers `401`/`403`
-//!   (or any status it returns) before a stream opens.
+//!   (or any status it returns) before a stream opens. Params are percent-decoded before any
+//!   hook sees them; access rules belong on them, not on the raw `parts.uri` (see
+//!   [`SseEndpoint::authorize`]).
+//! - An initial event that cannot be encoded (serialization fails, too large, bad event name):
+//!   `500` and an error in the log; a retry hint would make the browser retry forever.
 //! - Resume from the `Last-Event-ID` header, or the `lastEventId` query parameter for polyfills
 //!   (the header wins); a malformed, unknown or too old id starts the stream with a `reset` event.
 //! - Over capacity, shutting down, or broker unavailable: by default `200` with a `retry:` hint
@@ -52,7 +56,10 @@
 //!   can get `503` with `Retry-After` instead ([`Unavailable::ServiceUnavailable`]).
 //! - A client that stops reading is cut off when its session queue is full; wrap the server's
 //!   listener in [`WriteTimeoutListener`] so its connection is closed too (hyper has no write
-//!   timeout), which runs `on_disconnect`.
+//!   timeout), which runs `on_disconnect`. The same listener sets TCP keepalive and
+//!   `TCP_USER_TIMEOUT` on accepted sockets, so a client that vanished without a word is closed
+//!   within about 45 s with the defaults instead of the kernel's ~15 minutes.
+//! - Retry hints, their jitter and the keep-alive interval are clamped to [`MAX_DURATION`].
 //! - Never compressed: tower-http's `CompressionLayer` skips `text/event-stream`, and the response
 //!   carries no `Content-Length` to mislead a size predicate.
 
@@ -60,9 +67,11 @@ mod body;
 mod endpoint;
 mod layer;
 mod listener;
+mod params;
 mod resume;
 
 pub use body::{ResponseBody, SseBody};
-pub use endpoint::{PathParams, SseEndpoint, Unavailable};
+pub use endpoint::{MAX_DURATION, SseEndpoint, Unavailable};
 pub use layer::{ResponseFuture, SseLayer, SseService};
 pub use listener::{WriteTimeoutIo, WriteTimeoutListener};
+pub use params::PathParams;

@@ -1,9 +1,6 @@
-//! A listener whose connections fail a write that makes no progress for too long, so a client
-//! that stops reading (or whose network went silent) is disconnected and its stream freed.
-//!
-//! A slow SSE client is first cut off by its session queue bound; but its TCP connection stays
-//! open as long as the server has bytes it cannot write, and hyper has no write timeout. Wrap
-//! the listener given to `axum::serve` to close such connections.
+//! [`WriteTimeoutListener`]: a listener whose connections fail a write that makes no progress
+//! for too long, and whose TCP sockets detect a vanished peer (the bounds are documented on the
+//! type).
 //!
 //! # Example
 //!
@@ -13,10 +10,17 @@
 //!
 //! # async fn run(app: axum::Router) -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(WriteTimeoutListener::new(listener, Duration::from_secs(30)), app).await
+//! let listener = WriteTimeoutListener::new(listener, Duration::from_secs(30))
+//!     // The defaults, spelled out:
+//!     .tcp_user_timeout(Some(Duration::from_secs(30)))
+//!     .tcp_keepalive(Some(Duration::from_secs(30)))
+//!     .tcp_keepalive_interval(Duration::from_secs(10))
+//!     .tcp_keepalive_retries(3);
+//! axum::serve(listener, app).await
 //! # }
 //! ```
 
+use std::any::Any;
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
@@ -25,19 +29,164 @@ use std::time::Duration;
 
 use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
-/// Wraps an axum [`Listener`]; see the [module docs](self).
+/// Longest `TCP_KEEPIDLE` and `TCP_KEEPINTVL` Linux accepts, in seconds.
+const MAX_KEEPALIVE_SECS: u64 = 32_767;
+/// Largest `TCP_KEEPCNT` Linux accepts.
+const MAX_KEEPALIVE_RETRIES: u32 = 127;
+/// Longest `TCP_USER_TIMEOUT` (a C `int` of milliseconds).
+const MAX_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// What is set on every accepted TCP socket.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android")),
+    allow(dead_code, reason = "set on Linux and Android only")
+)]
+struct TcpOptions {
+    user_timeout: Option<Duration>,
+    keepalive: Option<Duration>,
+    keepalive_interval: Duration,
+    keepalive_retries: u32,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions {
+            user_timeout: Some(Duration::from_secs(30)),
+            keepalive: Some(Duration::from_secs(30)),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_retries: 3,
+        }
+    }
+}
+
+impl TcpOptions {
+    /// Set the options on `io` when it is a TCP socket; other connections are left alone.
+    fn apply(&self, io: &dyn Any) -> io::Result<()> {
+        let Some(tcp) = io.downcast_ref::<tokio::net::TcpStream>() else {
+            return Ok(());
+        };
+        let socket = socket2::SockRef::from(tcp);
+        if let Some(idle) = self.keepalive {
+            let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            let keepalive = keepalive
+                .with_interval(self.keepalive_interval)
+                .with_retries(self.keepalive_retries);
+            socket.set_tcp_keepalive(&keepalive)?;
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(timeout) = self.user_timeout {
+            socket.set_tcp_user_timeout(Some(timeout))?;
+        }
+        Ok(())
+    }
+}
+
+/// Clamp a keepalive time to what the kernel accepts (whole seconds, 1 to 32,767).
+fn keepalive_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs().clamp(1, MAX_KEEPALIVE_SECS))
+}
+
+/// A listener whose connections fail a write that makes no progress for too long, and whose
+/// TCP sockets detect a vanished peer, so a client that stops reading, or that is gone without a
+/// word (power loss, network gone, NAT state dropped), is disconnected and its stream freed.
+///
+/// A slow SSE client is first cut off by its session queue bound; but its TCP connection stays
+/// open as long as the server has bytes it cannot write, and hyper has no write timeout. Wrap
+/// the listener given to `axum::serve` to close such connections.
+///
+/// A vanished client on an idle channel is another matter: keep-alive comments of a few bytes
+/// never fill a send buffer, so no write ever blocks; without help the kernel retransmits them
+/// for about 15 minutes (Linux `tcp_retries2`) before it gives up. So every accepted TCP socket
+/// also gets `TCP_USER_TIMEOUT` (data unacknowledged that long closes the connection) and TCP
+/// keepalive probes (for a connection that sends nothing at all). With the defaults, a vanished
+/// client is detected within:
+///
+/// - **keep-alive interval + user timeout** on a stream that writes (15 s + 30 s = 45 s with
+///   the endpoint's default keep-alive comments): the next write is never acknowledged;
+/// - **keepalive idle + probe interval, or the user timeout rounded up to a probe if longer**
+///   on a connection that writes nothing (30 s + 10 s = 40 s): the first probe goes unanswered,
+///   and on Linux the user timeout, when set, decides when unanswered probes close the
+///   connection (otherwise idle + interval × retries);
+///
+/// plus the time the kernel takes to notice (its timers tick at most a few hundred milliseconds
+/// late). `TCP_USER_TIMEOUT` and the probe interval and count are set on Linux and Android only;
+/// elsewhere the keepalive idle time alone is set and the system's defaults apply. The options
+/// are set when the listener's connections are `tokio::net::TcpStream`s (as from
+/// `tokio::net::TcpListener`, possibly inside axum's `tap_io`); other connections (a Unix
+/// socket, a TLS stream) are left as they are: set the options on the TCP socket before it is
+/// wrapped.
+///
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ssehub_axum::WriteTimeoutListener;
+///
+/// # async fn run(app: axum::Router) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// // A 30 s write timeout; keepalive and TCP_USER_TIMEOUT at their defaults.
+/// axum::serve(WriteTimeoutListener::new(listener, Duration::from_secs(30)), app).await
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct WriteTimeoutListener<L> {
     inner: L,
     timeout: Duration,
+    tcp: TcpOptions,
 }
 
 impl<L> WriteTimeoutListener<L> {
-    /// Fail any write on an accepted connection that stays blocked for `timeout`.
+    /// Fail any write on an accepted connection that stays blocked for `timeout`
+    /// (`Duration::MAX`: never), and set the TCP options below at their defaults.
     pub fn new(inner: L, timeout: Duration) -> Self {
-        WriteTimeoutListener { inner, timeout }
+        WriteTimeoutListener {
+            inner,
+            timeout,
+            tcp: TcpOptions::default(),
+        }
+    }
+
+    /// `TCP_USER_TIMEOUT` of accepted sockets: how long sent data may stay unacknowledged
+    /// before the kernel closes the connection (Linux and Android). Default: 30 seconds. `None`
+    /// (or zero) leaves the system default (about 15 minutes of retransmissions). At most
+    /// `i32::MAX` milliseconds (about 24.8 days; longer is clamped).
+    #[must_use]
+    pub fn tcp_user_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.tcp.user_timeout = timeout
+            .filter(|t| !t.is_zero())
+            .map(|t| t.min(MAX_USER_TIMEOUT));
+        self
+    }
+
+    /// Turn TCP keepalive on for accepted sockets, probing after this long without traffic.
+    /// Default: 30 seconds. `None` leaves the sockets' keepalive as it is (off, usually). Whole
+    /// seconds from 1 to 32,767 (clamped).
+    #[must_use]
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp.keepalive = idle.map(keepalive_secs);
+        self
+    }
+
+    /// Time between two keepalive probes (Linux and Android). Default: 10 seconds. Whole
+    /// seconds from 1 to 32,767 (clamped).
+    #[must_use]
+    pub fn tcp_keepalive_interval(mut self, interval: Duration) -> Self {
+        self.tcp.keepalive_interval = keepalive_secs(interval);
+        self
+    }
+
+    /// Unanswered keepalive probes before the connection is closed (Linux and Android; when
+    /// [`tcp_user_timeout`](Self::tcp_user_timeout) is set, Linux lets it decide instead).
+    /// Default: 3. From 1 to 127 (clamped).
+    #[must_use]
+    pub fn tcp_keepalive_retries(mut self, retries: u32) -> Self {
+        self.tcp.keepalive_retries = retries.clamp(1, MAX_KEEPALIVE_RETRIES);
+        self
     }
 }
 
@@ -47,6 +196,10 @@ impl<L: Listener> Listener for WriteTimeoutListener<L> {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (io, addr) = self.inner.accept().await;
+        if let Err(e) = self.tcp.apply(&io) {
+            // The connection still works, only without early detection of a vanished peer.
+            tracing::debug!(error = %e, "could not set TCP options on an accepted socket");
+        }
         (
             WriteTimeoutIo {
                 inner: io,
@@ -71,14 +224,20 @@ pub struct WriteTimeoutIo<I> {
 }
 
 impl<I> WriteTimeoutIo<I> {
+    /// The connection inside (for example the `TcpStream`, to read its address or options).
+    pub fn get_ref(&self) -> &I {
+        &self.inner
+    }
+
     /// Map a write poll: remember when it started to block, fail once blocked for too long.
     fn guard<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match poll {
             Poll::Pending => {
                 let timeout = self.timeout;
-                let sleep = self.stalled.get_or_insert_with(|| {
-                    Box::pin(tokio::time::sleep_until(Instant::now() + timeout))
-                });
+                // `sleep` saturates: a timeout too long to add to now never fires.
+                let sleep = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if sleep.as_mut().poll(cx).is_ready() {
                     self.stalled = None;
                     return Poll::Ready(Err(io::Error::new(

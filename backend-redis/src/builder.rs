@@ -27,6 +27,7 @@ pub struct RedisBrokerBuilder {
     pub(crate) health_timeout: Duration,
     pub(crate) presence_window: Duration,
     pub(crate) subscriber_buffer: usize,
+    pub(crate) push_buffer: usize,
     pub(crate) reconnect_max_delay: Duration,
     pub(crate) ping_interval: Duration,
 }
@@ -58,6 +59,7 @@ impl fmt::Debug for RedisBrokerBuilder {
             .field("health_timeout", &self.health_timeout)
             .field("presence_window", &self.presence_window)
             .field("subscriber_buffer", &self.subscriber_buffer)
+            .field("push_buffer", &self.push_buffer)
             .field("reconnect_max_delay", &self.reconnect_max_delay)
             .field("ping_interval", &self.ping_interval)
             .finish()
@@ -89,6 +91,7 @@ impl RedisBrokerBuilder {
             health_timeout: Duration::from_secs(2),
             presence_window: Duration::from_secs(60),
             subscriber_buffer: 4096,
+            push_buffer: 16_384,
             reconnect_max_delay: Duration::from_secs(2),
             ping_interval: Duration::from_secs(5),
         }
@@ -152,6 +155,17 @@ impl RedisBrokerBuilder {
     /// Events one subscription may fall behind before it receives a gap. Default: 4,096.
     pub fn subscriber_buffer(mut self, events: usize) -> Self {
         self.subscriber_buffer = events.max(1);
+        self
+    }
+
+    /// Messages the subscriber connection may hold for the broker's subscriber task while that
+    /// task is busy (subscribing a topic, filling after a reconnect), over all topics. When a
+    /// burst overflows it, the connection is replaced and every topic is filled from its stream,
+    /// as after any reconnect: nothing is lost (a topic whose history no longer reaches back
+    /// gets a gap, as always), and memory stays bounded by this many messages. Default: 16,384.
+    /// At least 1.
+    pub fn push_buffer(mut self, messages: usize) -> Self {
+        self.push_buffer = messages.max(1);
         self
     }
 

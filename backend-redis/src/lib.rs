@@ -5,9 +5,12 @@
 //! every node sees the same [`EventId`]. Each broker keeps **one** subscriber connection,
 //! subscribes per topic on demand, fans events out locally to every subscription of the topic,
 //! and unsubscribes when the topic's last subscription is dropped. When the subscriber connection
-//! drops, it reconnects with backoff, re-subscribes, and fills what it missed from the streams,
-//! or yields [`Delivery::Gap`] when that is impossible (history trimmed, Redis restarted without
-//! persistence).
+//! drops, it reconnects with backoff, re-subscribes, and fills what it missed from the streams
+//! (a page at a time, several topics at once), or yields
+//! [`Delivery::Gap`](ssehub_core::Delivery::Gap) when that is impossible (history trimmed, Redis
+//! restarted without persistence). Messages wait for the subscriber task in a bounded queue
+//! ([`RedisBrokerBuilder::push_buffer`]); a burst that overflows it is handled the same way: the
+//! connection is replaced and the missed messages are filled from the streams.
 //!
 //! Ids are `<epoch>-<ms>-<seq>`: the epoch is a random value stored per topic the first time the
 //! topic is published to, so an id from before a Redis flush or restart without persistence
@@ -44,15 +47,18 @@
 //! # Modules
 //!
 //! `builder` (settings), `history` (the publish script, replay and gap fill: one read),
-//! `subscriber` (the actor owning the pub/sub connection), `presence`, `reply` (parsing what
-//! Redis answers), `keys`, `error`. Ids, the local fan-out, backoff and the payload limit come
-//! from [`ssehub_core::backend`].
+//! `subscriber` (the actor owning the pub/sub connection), `pushes` (the bounded queue of its
+//! messages), `fill` (each topic's position, and the paged, concurrent fill after a reconnect),
+//! `presence`, `reply` (parsing what Redis answers), `keys`, `error`. Ids, the local fan-out,
+//! backoff and the payload limit come from [`ssehub_core::backend`].
 
 mod builder;
 mod error;
+mod fill;
 mod history;
 mod keys;
 mod presence;
+mod pushes;
 mod reply;
 mod subscriber;
 

@@ -1,19 +1,25 @@
 //! The subscriber: one actor per broker owns the one pub/sub connection, subscribes per topic on
 //! demand, hands each topic's messages to its [`Fanout`], reconnects with backoff and fills
 //! what was missed from the streams (or sends a gap), and answers health probes.
+//!
+//! The connection's messages reach the actor through a bounded queue (`pushes`); when a burst
+//! overflows it while the actor is busy, the actor replaces the connection, and the reconnect's
+//! fill (`fill`) reads what was dropped from the streams.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, PushInfo, PushKind, Value};
-use ssehub_core::backend::{Backoff, Fanout, Offset, StreamPosition, SubscriptionCount, lock};
-use ssehub_core::{Delivery, Envelope, Subscription, Topic};
+use ssehub_core::backend::{Backoff, Fanout, SubscriptionCount, lock};
+use ssehub_core::{Envelope, Subscription, Topic};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::builder::RedisBrokerBuilder;
 use crate::error::{RResult, RedisError, timed};
+use crate::fill::{Position, TopicSub, fill_all};
 use crate::history::History;
+use crate::pushes::{self, Push};
 use crate::reply::{into_bytes, parse_message};
 
 /// Health probes waiting for their message to come back, by token.
@@ -41,50 +47,6 @@ impl Drop for Release {
     }
 }
 
-/// Where a topic's delivery stands: the last event delivered (or the stream's tail when it was
-/// subscribed), used to drop duplicates and to fill after a reconnect.
-#[derive(Clone, Debug, Default)]
-struct Position {
-    epoch: Option<String>,
-    last: Option<Offset>,
-}
-
-struct TopicSub {
-    topic: Topic,
-    fanout: Arc<Fanout>,
-    pos: Position,
-}
-
-impl TopicSub {
-    fn gap(&mut self, pos: Position) {
-        self.fanout.gap();
-        self.pos = pos;
-    }
-
-    /// Deliver one event unless it was already delivered; a new epoch means a gap first.
-    fn deliver(&mut self, pos: &StreamPosition, env: Envelope) {
-        match &self.pos.epoch {
-            Some(e) if e == pos.epoch() => {
-                let seen = self
-                    .pos
-                    .last
-                    .is_some_and(|last| pos.offset().order(&last).is_none_or(|o| o.is_le()));
-                if seen {
-                    return;
-                }
-            }
-            // The topic's history was reset under us (flush, restart, expiry).
-            Some(_) => self.fanout.gap(),
-            None => {}
-        }
-        self.pos = Position {
-            epoch: Some(pos.epoch().to_owned()),
-            last: Some(pos.offset()),
-        };
-        self.fanout.send(Delivery::Event(env));
-    }
-}
-
 pub(crate) struct Actor {
     config: RedisBrokerBuilder,
     history: History,
@@ -98,7 +60,7 @@ pub(crate) struct Actor {
     tx: mpsc::WeakUnboundedSender<Command>,
 }
 
-type Conn = (MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>);
+type Conn = (MultiplexedConnection, mpsc::Receiver<Push>);
 
 enum Outcome {
     /// The connection failed: reconnect.
@@ -133,7 +95,7 @@ impl Actor {
 
     /// Open the subscriber connection and subscribe the probe channel.
     pub(crate) async fn open(&mut self) -> RResult<Conn> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = pushes::channel(self.config.push_buffer);
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.config.connect_timeout))
             .set_response_timeout(Some(self.config.response_timeout))
@@ -236,67 +198,15 @@ impl Actor {
             let limit = self.config.op_timeout();
             timed(limit, "re-subscribe", con.subscribe(&channels)).await?;
         }
-        for channel in channels {
-            self.fill(&channel).await?;
-        }
+        fill_all(&self.history, &mut self.topics).await?;
         Ok(Some((con, pushes)))
-    }
-
-    /// After a reconnect: deliver the events the topic missed from its stream, or a gap.
-    async fn fill(&mut self, channel: &str) -> RResult<()> {
-        let Some(t) = self.topics.get(channel) else {
-            return Ok(());
-        };
-        let pos = t.pos.clone();
-        // From the start: one more than the window tells whether it overflowed. After a known
-        // event: everything after it (a fill must not stop short of the tail).
-        let count = match pos.last {
-            None => self.history.len + 1,
-            Some(_) => usize::MAX,
-        };
-        let read = self.history.read(t.topic.as_str(), pos.last, count).await?;
-        let now = Position {
-            epoch: read.epoch.clone(),
-            last: read.tail,
-        };
-        let Some(t) = self.topics.get_mut(channel) else {
-            return Ok(());
-        };
-        let lost = match (&pos.epoch, &read.epoch) {
-            (Some(before), Some(now)) if before != now => true,
-            (Some(_), None) => true,
-            _ => match pos.last {
-                Some(_) => !read.found,
-                // Nothing was in the stream when we subscribed: all of it is new, unless it
-                // grew past the window (trimming may have removed some).
-                None => read.entries.len() >= self.history.len,
-            },
-        };
-        if lost {
-            t.gap(now);
-            return Ok(());
-        }
-        let Some(epoch) = read.epoch else {
-            return Ok(());
-        };
-        for entry in read.entries {
-            let offset = entry.offset;
-            match (
-                StreamPosition::new(&epoch, offset),
-                entry.into_envelope(&epoch),
-            ) {
-                (Some(pos), Some(env)) => t.deliver(&pos, env),
-                _ => t.gap(now.clone()),
-            }
-        }
-        Ok(())
     }
 
     /// Serve commands and pushes until the connection fails or every handle is gone.
     async fn serve(
         &mut self,
         con: &mut MultiplexedConnection,
-        pushes: &mut mpsc::UnboundedReceiver<PushInfo>,
+        pushes: &mut mpsc::Receiver<Push>,
     ) -> Outcome {
         let limit = self.config.op_timeout();
         let mut ping = tokio::time::interval(self.config.ping_interval);
@@ -306,8 +216,18 @@ impl Actor {
             tokio::select! {
                 push = pushes.recv() => match push {
                     None => return Outcome::Reconnect,
-                    Some(p) if p.kind == PushKind::Disconnection => return Outcome::Reconnect,
-                    Some(p) => self.on_push(p),
+                    Some(Push::Overflow) => {
+                        tracing::warn!(
+                            bound = self.config.push_buffer,
+                            "redis subscriber fell behind its push buffer; replacing the \
+                             connection and filling from the streams"
+                        );
+                        return Outcome::Reconnect;
+                    }
+                    Some(Push::Info(p)) if p.kind == PushKind::Disconnection => {
+                        return Outcome::Reconnect;
+                    }
+                    Some(Push::Info(p)) => self.on_push(p),
                 },
                 cmd = self.rx.recv() => match cmd {
                     None => return Outcome::Stop,
@@ -359,7 +279,7 @@ impl Actor {
             match res {
                 Ok(pos) => {
                     let fanout = Fanout::new(self.config.subscriber_buffer);
-                    let sub = TopicSub { topic, fanout, pos };
+                    let sub = TopicSub::new(topic, fanout, pos);
                     self.topics.insert(channel.clone(), sub);
                 }
                 Err(e) => {

@@ -274,9 +274,9 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             let extra = if jitter_ms == 0 {
                 0
             } else {
-                rand % (jitter_ms + 1)
+                rand % jitter_ms.saturating_add(1)
             };
-            Some(transport.retry(retry_base + Duration::from_millis(extra)))
+            Some(transport.retry(retry_base.saturating_add(Duration::from_millis(extra))))
         });
     }
 

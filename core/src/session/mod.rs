@@ -192,6 +192,13 @@ impl Session {
     }
 }
 
+/// `now + every`, or as far as the clock goes (a huge keep-alive never fires, never panics).
+fn after(every: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(every)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
@@ -210,7 +217,7 @@ impl Stream for Session {
             match this.shared.poll_frames(cx) {
                 Poll::Ready(Some(chunk)) => {
                     if let Some((every, sleep)) = this.keep_alive.as_mut() {
-                        sleep.as_mut().reset(tokio::time::Instant::now() + *every);
+                        sleep.as_mut().reset(after(*every));
                     }
                     return Poll::Ready(Some(chunk));
                 }
@@ -240,7 +247,7 @@ impl Stream for Session {
         if let Some((every, sleep)) = this.keep_alive.as_mut()
             && sleep.as_mut().poll(cx).is_ready()
         {
-            sleep.as_mut().reset(tokio::time::Instant::now() + *every);
+            sleep.as_mut().reset(after(*every));
             return Poll::Ready(Some(this.transport.keep_alive()));
         }
         Poll::Pending

@@ -1,0 +1,69 @@
+//! [`PathParams`]: what the endpoint's path pattern captured, decoded and as sent.
+
+use std::sync::Arc;
+
+/// The parameters captured by the endpoint's path pattern, e.g. `discussionId`.
+///
+/// Values are percent-decoded ([`get`](Self::get), [`iter`](Self::iter)): `/sse/%61dmin` and
+/// `/sse/admin` both capture `admin`, and name the same channel. What the client actually sent is
+/// kept too ([`raw`](Self::raw)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathParams(Arc<[Param]>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Param {
+    name: String,
+    /// Percent-decoded.
+    value: String,
+    /// As in the request path.
+    raw: String,
+}
+
+impl PathParams {
+    /// The value captured for `name`, percent-decoded: what `validate`, `resource` and
+    /// `authorize` should judge, since it is what names the channel.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.find(name).map(|p| p.value.as_str())
+    }
+
+    /// The value captured for `name` exactly as it appears in the request path, still
+    /// percent-encoded (e.g. `%61dmin` where [`get`](Self::get) answers `admin`). For logging,
+    /// or to refuse spellings a rule elsewhere would not recognize; never an access rule's only
+    /// input.
+    #[must_use]
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.find(name).map(|p| p.raw.as_str())
+    }
+
+    /// All captured `(name, decoded value)` pairs, in pattern order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|p| (p.name.as_str(), p.value.as_str()))
+    }
+
+    /// The decoded value of the pattern's last capture (the default resource id).
+    pub(crate) fn last(&self) -> Option<&str> {
+        self.0.last().map(|p| p.value.as_str())
+    }
+
+    fn find(&self, name: &str) -> Option<&Param> {
+        self.0.iter().find(|p| p.name == name)
+    }
+
+    /// Decode the captures of a matched path; `None` when one does not decode to UTF-8.
+    pub(crate) fn decode<'a>(captures: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Self> {
+        let params: Option<Vec<Param>> = captures
+            .map(|(name, raw)| {
+                let value = percent_encoding::percent_decode_str(raw)
+                    .decode_utf8()
+                    .ok()?;
+                Some(Param {
+                    name: name.to_owned(),
+                    value: value.into_owned(),
+                    raw: raw.to_owned(),
+                })
+            })
+            .collect();
+        params.map(|p| PathParams(p.into()))
+    }
+}
