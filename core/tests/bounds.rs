@@ -295,3 +295,19 @@ async fn a_stream_ends_with_a_retry_hint_at_its_maximum_lifetime() {
     assert_eq!(s.next().await, None);
     assert_eq!(s.close_reason(), Some(CloseReason::Lifetime));
 }
+
+#[tokio::test(start_paused = true)]
+async fn huge_durations_given_to_core_never_overflow() {
+    let m = ChannelManager::<u64>::builder(MemoryBroker::new())
+        .max_session_lifetime(Duration::MAX)
+        .build()
+        .unwrap();
+    let options = SubscribeOptions::new().keep_alive(Some(Duration::MAX));
+    let mut s = m.subscribe("huge", options).await.unwrap();
+    let id = m.publish("huge", &1).await.unwrap();
+    let got = frames(&mut s, |f| !f.is_empty()).await;
+    assert_eq!(id_of(&got[0]), Some(id.as_str()));
+    m.shutdown(Duration::MAX, Duration::MAX);
+    let rest = frames(&mut s, |_| false).await;
+    assert!(rest.iter().any(|f| f.starts_with("retry: ")), "{rest:?}");
+}
