@@ -25,7 +25,6 @@ pub struct RedisBrokerBuilder {
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) health_timeout: Duration,
-    pub(crate) presence_window: Duration,
     pub(crate) subscriber_buffer: usize,
     pub(crate) push_buffer: usize,
     pub(crate) reconnect_max_delay: Duration,
@@ -57,7 +56,6 @@ impl fmt::Debug for RedisBrokerBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("health_timeout", &self.health_timeout)
-            .field("presence_window", &self.presence_window)
             .field("subscriber_buffer", &self.subscriber_buffer)
             .field("push_buffer", &self.push_buffer)
             .field("reconnect_max_delay", &self.reconnect_max_delay)
@@ -89,7 +87,6 @@ impl RedisBrokerBuilder {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             health_timeout: Duration::from_secs(2),
-            presence_window: Duration::from_secs(60),
             subscriber_buffer: 4096,
             push_buffer: 16_384,
             reconnect_max_delay: Duration::from_secs(2),
@@ -142,13 +139,6 @@ impl RedisBrokerBuilder {
     /// Default: 2 seconds.
     pub fn health_timeout(mut self, timeout: Duration) -> Self {
         self.health_timeout = timeout;
-        self
-    }
-
-    /// How long a node's reported session count counts towards the cluster total after the
-    /// node last wrote it. Default: 60 seconds.
-    pub fn presence_window(mut self, window: Duration) -> Self {
-        self.presence_window = window;
         self
     }
 

@@ -19,11 +19,9 @@ impl Keys {
     pub(crate) fn channel(&self, topic: &str) -> String {
         self.key(topic, "events")
     }
-    pub(crate) fn presence(&self, topic: &str) -> (String, String) {
-        (
-            self.key(topic, "presence"),
-            self.key(topic, "presence-expiry"),
-        )
+    /// The one channel of the signals between nodes (presence).
+    pub(crate) fn signal_channel(&self) -> String {
+        format!("{}:signals", self.prefix)
     }
     pub(crate) fn probe_channel(&self, node: &str) -> String {
         format!("{}:health:{node}", self.prefix)

@@ -16,9 +16,10 @@
 //! topic is published to, so an id from before a Redis flush or restart without persistence
 //! answers a gap, never a wrong replay.
 //!
-//! Keys (with the default prefix `ssehub`) are `ssehub:{topic}:stream`, `ssehub:{topic}:epoch`
-//! and `ssehub:{topic}:presence*`; the channel is `ssehub:{topic}:events`. Topics cannot contain
-//! braces, colons inside a part, or glob characters, so one topic never reaches another's keys.
+//! Keys (with the default prefix `ssehub`) are `ssehub:{topic}:stream` and
+//! `ssehub:{topic}:epoch`; the topic's channel is `ssehub:{topic}:events`, and the nodes'
+//! signals (presence) travel on `ssehub:signals`. Topics cannot contain braces, colons inside a
+//! part, or glob characters, so one topic never reaches another's keys.
 //!
 //! This crate re-exports [`redis`], so users need one dependency only.
 //!
@@ -49,7 +50,7 @@
 //! `builder` (settings), `history` (the publish script, replay and gap fill: one read),
 //! `subscriber` (the actor owning the pub/sub connection), `pushes` (the bounded queue of its
 //! messages), `fill` (each topic's position, and the paged, concurrent fill after a reconnect),
-//! `presence`, `reply` (parsing what Redis answers), `keys`, `error`. Ids, the local fan-out,
+//! `reply` (parsing what Redis answers), `keys`, `error`. Ids, the local fan-out,
 //! backoff and the payload limit come from [`ssehub_core::backend`].
 
 mod builder;
@@ -57,7 +58,6 @@ mod error;
 mod fill;
 mod history;
 mod keys;
-mod presence;
 mod pushes;
 mod reply;
 mod subscriber;
@@ -66,11 +66,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use redis::aio::ConnectionManagerConfig;
 use redis::{Client, ProtocolVersion, Value};
 use ssehub_core::backend::{StreamPosition, SubscriptionCount, check_payload, lock, node_id};
-use ssehub_core::{Broker, Capabilities, EventId, Message, Replay, Result, Subscription, Topic};
-use tokio::sync::{mpsc, oneshot};
+use ssehub_core::{
+    Broker, Capabilities, EventId, Message, Replay, Result, Signals, Subscription, Topic,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use builder::RedisBrokerBuilder;
 pub use redis;
@@ -78,8 +81,7 @@ pub use redis;
 use crate::error::{RResult, RedisError, timed};
 use crate::history::History;
 use crate::keys::Keys;
-use crate::presence::Presence;
-use crate::subscriber::{Actor, Command, Probes};
+use crate::subscriber::{Actor, Command, NodeChannels, Probes};
 
 /// A [`Broker`] over Redis pub/sub and streams. Cheap to clone (clones share connections).
 #[derive(Clone)]
@@ -91,10 +93,9 @@ struct Inner {
     config: RedisBrokerBuilder,
     node_id: String,
     history: History,
-    presence: Presence,
     actor: mpsc::UnboundedSender<Command>,
     subscriptions: SubscriptionCount,
-    probes: Probes,
+    node: NodeChannels,
 }
 
 impl fmt::Debug for RedisBroker {
@@ -150,14 +151,18 @@ impl RedisBroker {
         );
         let sub_client = Client::open(resp3).map_err(RedisError::redis("opening client"))?;
         let node_id = node_id();
-        let probes: Probes = Arc::default();
+        let node = NodeChannels {
+            probe_channel: keys.probe_channel(&node_id),
+            probes: Probes::default(),
+            signal_channel: keys.signal_channel(),
+            signals: broadcast::channel(1024).0,
+        };
         let subscriptions = SubscriptionCount::new();
         let (mut actor, actor_tx) = Actor::new(
             config.clone(),
             history.clone(),
             sub_client,
-            keys.probe_channel(&node_id),
-            probes.clone(),
+            node.clone(),
             subscriptions.clone(),
         );
         let first = actor.open().await?;
@@ -165,13 +170,12 @@ impl RedisBroker {
 
         Ok(RedisBroker {
             inner: Arc::new(Inner {
-                presence: Presence::new(config.presence_window),
                 config,
                 node_id,
                 history,
                 actor: actor_tx,
                 subscriptions,
-                probes,
+                node,
             }),
         })
     }
@@ -208,7 +212,7 @@ impl RedisBroker {
     async fn health_inner(&self) -> RResult<()> {
         let token = node_id();
         let (tx, rx) = oneshot::channel();
-        lock(&self.inner.probes).insert(token.clone(), tx);
+        lock(&self.inner.node.probes).insert(token.clone(), tx);
         let res = async {
             let mut con = self.inner.history.con.clone();
             let channel = self.inner.history.keys.probe_channel(&self.inner.node_id);
@@ -227,7 +231,7 @@ impl RedisBroker {
             }
         }
         .await;
-        lock(&self.inner.probes).remove(&token);
+        lock(&self.inner.node.probes).remove(&token);
         res
     }
 }
@@ -265,19 +269,39 @@ impl Broker for RedisBroker {
         self.inner.subscriptions.get()
     }
 
-    async fn cluster_sessions(&self, topic: &Topic, local: usize) -> Result<usize> {
-        let inner = &self.inner;
-        let limit = inner.config.op_timeout();
-        let con = &inner.history.con;
-        let keys = &inner.history.keys;
-        Ok(inner
-            .presence
-            .report(con, keys, limit, &inner.node_id, topic, local)
-            .await?)
-    }
-
     async fn health(&self) -> Result<()> {
         Ok(self.health_inner().await?)
+    }
+
+    async fn signal(&self, payload: Bytes) -> Result<()> {
+        let mut con = self.inner.history.con.clone();
+        let _: Value = timed(
+            self.inner.config.op_timeout(),
+            "signal",
+            redis::cmd("PUBLISH")
+                .arg(&self.inner.node.signal_channel)
+                .arg(&payload[..])
+                .query_async(&mut con),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn signals(&self) -> Result<Signals> {
+        let rx = self.inner.node.signals.subscribe();
+        Ok(Box::pin(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(payload) => return Some((payload, rx)),
+                        // Signals repeat themselves: skipping some is allowed.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        )))
     }
 }
 

@@ -25,6 +25,16 @@ use crate::reply::{into_bytes, parse_message};
 /// Health probes waiting for their message to come back, by token.
 pub(crate) type Probes = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
 
+/// The node's own channels besides the topics': its health probes and the signals between
+/// nodes (presence).
+#[derive(Clone)]
+pub(crate) struct NodeChannels {
+    pub(crate) probe_channel: String,
+    pub(crate) probes: Probes,
+    pub(crate) signal_channel: String,
+    pub(crate) signals: tokio::sync::broadcast::Sender<bytes::Bytes>,
+}
+
 pub(crate) enum Command {
     Subscribe {
         topic: Topic,
@@ -51,8 +61,7 @@ pub(crate) struct Actor {
     config: RedisBrokerBuilder,
     history: History,
     client: Client,
-    probe_channel: String,
-    probes: Probes,
+    node: NodeChannels,
     subscriptions: SubscriptionCount,
     topics: HashMap<String, TopicSub>,
     rx: mpsc::UnboundedReceiver<Command>,
@@ -74,8 +83,7 @@ impl Actor {
         config: RedisBrokerBuilder,
         history: History,
         client: Client,
-        probe_channel: String,
-        probes: Probes,
+        node: NodeChannels,
         subscriptions: SubscriptionCount,
     ) -> (Self, mpsc::UnboundedSender<Command>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -83,8 +91,7 @@ impl Actor {
             config,
             history,
             client,
-            probe_channel,
-            probes,
+            node,
             subscriptions,
             topics: HashMap::new(),
             rx,
@@ -93,7 +100,7 @@ impl Actor {
         (actor, tx)
     }
 
-    /// Open the subscriber connection and subscribe the probe channel.
+    /// Open the subscriber connection and subscribe the node's own channels.
     pub(crate) async fn open(&mut self) -> RResult<Conn> {
         let (tx, rx) = pushes::channel(self.config.push_buffer);
         let cfg = AsyncConnectionConfig::new()
@@ -108,7 +115,8 @@ impl Actor {
                 .get_multiplexed_async_connection_with_config(&cfg),
         )
         .await?;
-        timed(limit, "subscribe", con.subscribe(&self.probe_channel)).await?;
+        let own = [&self.node.probe_channel, &self.node.signal_channel];
+        timed(limit, "subscribe", con.subscribe(&own)).await?;
         Ok((con, rx))
     }
 
@@ -317,12 +325,17 @@ impl Actor {
         let Ok(channel) = String::from_utf8(channel) else {
             return;
         };
-        if channel == self.probe_channel {
+        if channel == self.node.probe_channel {
             if let Ok(token) = std::str::from_utf8(&payload)
-                && let Some(tx) = lock(&self.probes).remove(token)
+                && let Some(tx) = lock(&self.node.probes).remove(token)
             {
                 let _ = tx.send(());
             }
+            return;
+        }
+        if channel == self.node.signal_channel {
+            // Nobody listening is no error: signals are at most once.
+            let _ = self.node.signals.send(bytes::Bytes::from(payload));
             return;
         }
         let Some(t) = self.topics.get_mut(&channel) else {

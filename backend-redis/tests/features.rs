@@ -215,16 +215,22 @@ async fn local_subscriptions_share_one_redis_subscription() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_sums_nodes_and_health_round_trips() {
+async fn signals_reach_every_node_and_health_round_trips() {
     let (Some(a), Some(b)) = (broker(100).await, broker(100).await) else {
         return;
     };
     assert_ne!(a.node_id(), b.node_id());
-    let topic = unique_topic("presence");
-    assert_eq!(a.cluster_sessions(&topic, 3).await.expect("presence"), 3);
-    assert_eq!(b.cluster_sessions(&topic, 2).await.expect("presence"), 5);
-    assert_eq!(a.cluster_sessions(&topic, 0).await.expect("presence"), 2);
-    assert_eq!(b.cluster_sessions(&topic, 0).await.expect("presence"), 0);
+    let mut on_a = a.signals().await.expect("signals");
+    let mut on_b = b.signals().await.expect("signals");
+    a.signal(bytes::Bytes::from_static(b"hello from a"))
+        .await
+        .expect("signal");
+    for stream in [&mut on_a, &mut on_b] {
+        let got = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("a signal in time");
+        assert_eq!(got.as_deref(), Some(&b"hello from a"[..]));
+    }
     a.health().await.expect("health");
     b.health().await.expect("health");
     assert!(a.capabilities().presence);

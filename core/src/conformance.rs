@@ -241,6 +241,28 @@ pub async fn unsubscribe_releases_subscription(broker: &dyn Broker) {
     wait_for_subscriptions(broker, before).await;
 }
 
+/// A signal reaches the signals stream of the node that sent it (and every other node's).
+pub async fn signals_reach_every_node(broker: &dyn Broker) {
+    if !broker.capabilities().presence {
+        eprintln!("skipped: broker has no signals between nodes");
+        return;
+    }
+    let mut signals = broker.signals().await.expect("signals");
+    let payload = Bytes::from(unique_id("signal"));
+    broker.signal(payload.clone()).await.expect("signal");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = tokio::time::timeout_at(deadline, signals.next())
+            .await
+            .expect("the signal in time")
+            .expect("the stream goes on");
+        // Other tests' signals may share the stream: wait for this one.
+        if got == payload {
+            break;
+        }
+    }
+}
+
 /// Replay pages: at most `limit` events per answer, and asking again after the last one goes on
 /// exactly where the page stopped.
 pub async fn replay_pages(broker: &dyn Broker) {
@@ -515,6 +537,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case $make, unsubscribe_releases_subscription, ref);
         $crate::conformance_tests!(@case $make, replay_after_id, ref);
         $crate::conformance_tests!(@case $make, replay_pages, ref);
+        $crate::conformance_tests!(@case $make, signals_reach_every_node, ref);
         $crate::conformance_tests!(@case $make, replay_outside_window_is_gap, ref);
         $crate::conformance_tests!(@case $make, large_payload_near_max, ref);
         $crate::conformance_tests!(@case $make, payload_over_max_refused, ref);
