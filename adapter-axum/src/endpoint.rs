@@ -17,13 +17,30 @@ use serde::Serialize;
 use ssehub_core::{ChannelManager, Error, Ndjson, Sse, SubscribeOptions, Transport};
 
 use crate::body::SseBody;
-use crate::params::PathParams;
+use crate::params::{PathParams, RequestInfo};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-type ResourceFn = dyn Fn(&PathParams) -> String + Send + Sync;
 type ValidateFn = dyn Fn(&PathParams) -> bool + Send + Sync;
-type AuthorizeFn =
-    dyn Fn(&http::request::Parts, &PathParams) -> BoxFuture<Result<(), StatusCode>> + Send + Sync;
+type AuthorizeFn = dyn Fn(&http::request::Parts, &PathParams) -> BoxFuture<Result<http::Extensions, StatusCode>>
+    + Send
+    + Sync;
+type RequestFn<T> = dyn Fn(&RequestInfo<'_>) -> T + Send + Sync;
+
+/// Where the resource id comes from: the path captures (checked before `authorize`), or the
+/// whole request and what `authorize` returned (after it).
+enum ResourceFn {
+    Params(Arc<dyn Fn(&PathParams) -> String + Send + Sync>),
+    Request(Arc<RequestFn<Option<String>>>),
+}
+
+impl Clone for ResourceFn {
+    fn clone(&self) -> Self {
+        match self {
+            ResourceFn::Params(f) => ResourceFn::Params(f.clone()),
+            ResourceFn::Request(f) => ResourceFn::Request(f.clone()),
+        }
+    }
+}
 type InitialFn<E> = dyn Fn(PathParams) -> BoxFuture<Option<E>> + Send + Sync;
 type DisconnectFn = dyn Fn(&PathParams) + Send + Sync;
 
@@ -57,8 +74,9 @@ struct Config<E> {
     manager: ChannelManager<E>,
     pattern: String,
     router: Arc<matchit::Router<()>>,
-    resource: Arc<ResourceFn>,
+    resource: ResourceFn,
     validate: Option<Arc<ValidateFn>>,
+    validate_request: Option<Arc<RequestFn<bool>>>,
     authorize: Option<Arc<AuthorizeFn>>,
     initial_event: Option<Arc<InitialFn<E>>>,
     on_disconnect: Option<Arc<DisconnectFn>>,
@@ -77,6 +95,7 @@ impl<E> Clone for Config<E> {
             router: self.router.clone(),
             resource: self.resource.clone(),
             validate: self.validate.clone(),
+            validate_request: self.validate_request.clone(),
             authorize: self.authorize.clone(),
             initial_event: self.initial_event.clone(),
             on_disconnect: self.on_disconnect.clone(),
@@ -127,8 +146,11 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
                 manager,
                 pattern,
                 router: Arc::new(router),
-                resource: Arc::new(|p: &PathParams| p.last().unwrap_or_default().to_owned()),
+                resource: ResourceFn::Params(Arc::new(|p: &PathParams| {
+                    p.last().unwrap_or_default().to_owned()
+                })),
                 validate: None,
+                validate_request: None,
                 authorize: None,
                 initial_event: None,
                 on_disconnect: None,
@@ -166,7 +188,33 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
     /// Which resource id (channel) a request's params name.
     #[must_use]
     pub fn resource(mut self, f: impl Fn(&PathParams) -> String + Send + Sync + 'static) -> Self {
-        self.config_mut().resource = Arc::new(f);
+        self.config_mut().resource = ResourceFn::Params(Arc::new(f));
+        self
+    }
+
+    /// Which resource id (channel) a request names, from the whole request and what
+    /// [`authorize_as`](Self::authorize_as) returned: per-user channels are derived on the
+    /// server (`user:{id}:notifications` for the signed-in user), so a client cannot name
+    /// another user's channel. Runs after `authorize`; `None` answers `403`. Replaces
+    /// [`resource`](Self::resource).
+    #[must_use]
+    pub fn resource_from(
+        mut self,
+        f: impl Fn(&RequestInfo<'_>) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.config_mut().resource = ResourceFn::Request(Arc::new(f));
+        self
+    }
+
+    /// Refuse requests that fail this check with `400`, judged after `authorize` on the whole
+    /// request and what `authorize_as` returned. (The params-only [`validate`](Self::validate)
+    /// runs before `authorize`.)
+    #[must_use]
+    pub fn validate_from(
+        mut self,
+        f: impl Fn(&RequestInfo<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.config_mut().validate_request = Some(Arc::new(f));
         self
     }
 
@@ -194,8 +242,34 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
         F: Fn(&http::request::Parts, &PathParams) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), StatusCode>> + Send + 'static,
     {
-        self.config_mut().authorize =
-            Some(Arc::new(move |parts, params| Box::pin(f(parts, params))));
+        let f = Arc::new(f);
+        self.config_mut().authorize = Some(Arc::new(move |parts, params| {
+            let answer = f(parts, params);
+            Box::pin(async move { answer.await.map(|()| http::Extensions::new()) })
+        }));
+        self
+    }
+
+    /// [`authorize`](Self::authorize), keeping what the check learned: `Ok(value)` (the user,
+    /// say) is visible to [`resource_from`](Self::resource_from) and
+    /// [`validate_from`](Self::validate_from) as [`RequestInfo::auth`]. Replaces `authorize`.
+    #[must_use]
+    pub fn authorize_as<A, F, Fut>(mut self, f: F) -> Self
+    where
+        A: Clone + Send + Sync + 'static,
+        F: Fn(&http::request::Parts, &PathParams) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<A, StatusCode>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.config_mut().authorize = Some(Arc::new(move |parts, params| {
+            let answer = f(parts, params);
+            Box::pin(async move {
+                let value = answer.await?;
+                let mut auth = http::Extensions::new();
+                auth.insert(value);
+                Ok(auth)
+            })
+        }));
         self
     }
 
@@ -356,17 +430,47 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
         {
             return text(StatusCode::BAD_REQUEST, "invalid parameters\n");
         }
-        let resource = (self.resource)(&params);
-        if self.manager.topic(&resource).is_err() {
-            return text(StatusCode::BAD_REQUEST, "invalid resource id\n");
-        }
-        if let Some(authorize) = &self.authorize
-            && let Err(status) = authorize(&parts, &params).await
+        let from_params = match &self.resource {
+            ResourceFn::Params(f) => {
+                let resource = f(&params);
+                if self.manager.topic(&resource).is_err() {
+                    return text(StatusCode::BAD_REQUEST, "invalid resource id\n");
+                }
+                Some(resource)
+            }
+            ResourceFn::Request(_) => None,
+        };
+        let auth = match &self.authorize {
+            Some(authorize) => match authorize(&parts, &params).await {
+                Ok(auth) => auth,
+                Err(status) => {
+                    let mut res = text(status, "not authorized\n");
+                    *res.status_mut() = status;
+                    return res;
+                }
+            },
+            None => http::Extensions::new(),
+        };
+        let info = RequestInfo {
+            parts: &parts,
+            params: &params,
+            auth: &auth,
+        };
+        if let Some(validate) = &self.validate_request
+            && !validate(&info)
         {
-            let mut res = text(status, "not authorized\n");
-            *res.status_mut() = status;
-            return res;
+            return text(StatusCode::BAD_REQUEST, "invalid parameters\n");
         }
+        let derived = match &self.resource {
+            ResourceFn::Request(f) => f(&info),
+            ResourceFn::Params(_) => None,
+        };
+        let resource = match (from_params, derived) {
+            (Some(resource), _) => resource,
+            (None, Some(resource)) if self.manager.topic(&resource).is_ok() => resource,
+            (None, Some(_)) => return text(StatusCode::BAD_REQUEST, "invalid resource id\n"),
+            (None, None) => return text(StatusCode::FORBIDDEN, "not authorized\n"),
+        };
         let transport: Arc<dyn Transport> = match parts.headers.get(header::ACCEPT) {
             Some(a)
                 if a.to_str().is_ok_and(|a| {

@@ -74,4 +74,4 @@ pub use body::{ResponseBody, SseBody};
 pub use endpoint::{MAX_DURATION, SseEndpoint, Unavailable};
 pub use layer::{ResponseFuture, SseLayer, SseService};
 pub use listener::{WriteTimeoutIo, WriteTimeoutListener};
-pub use params::PathParams;
+pub use params::{PathParams, RequestInfo};

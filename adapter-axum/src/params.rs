@@ -67,3 +67,34 @@ impl PathParams {
         params.map(|p| PathParams(p.into()))
     }
 }
+
+/// What [`SseEndpoint::resource_from`](crate::SseEndpoint::resource_from) and [`SseEndpoint::validate_from`](crate::SseEndpoint::validate_from) see of a request: its
+/// head, the decoded path captures, and what [`authorize_as`](crate::SseEndpoint::authorize_as)
+/// returned (for example the signed-in user), so a channel can be derived on the server from
+/// who is asking rather than from what the client names.
+#[derive(Debug)]
+pub struct RequestInfo<'a> {
+    pub(crate) parts: &'a http::request::Parts,
+    pub(crate) params: &'a PathParams,
+    pub(crate) auth: &'a http::Extensions,
+}
+
+impl RequestInfo<'_> {
+    /// The request head (method, URI as received, headers, extensions).
+    #[must_use]
+    pub fn parts(&self) -> &http::request::Parts {
+        self.parts
+    }
+
+    /// The decoded path captures.
+    #[must_use]
+    pub fn params(&self) -> &PathParams {
+        self.params
+    }
+
+    /// What `authorize_as` returned for this request, by type.
+    #[must_use]
+    pub fn auth<A: Send + Sync + 'static>(&self) -> Option<&A> {
+        self.auth.get::<A>()
+    }
+}
