@@ -12,6 +12,10 @@ use crate::error::config_error;
 /// Builds a [`RedisBroker`]; every setter documents its default, [`build`](Self::build)
 /// connects.
 ///
+/// A server that stops answering is noticed by the subscriber's ping within `ping_interval`
+/// plus the connect and response timeouts (5 + 2 + 5 s by default); the subscriber then
+/// reconnects and fills what it missed from the streams.
+///
 /// `Debug` never shows the password of the URL.
 #[derive(Clone)]
 #[must_use]
@@ -109,42 +113,11 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// Largest payload accepted, in bytes. Default: 1 MiB.
-    pub fn max_payload(mut self, bytes: usize) -> Self {
-        self.max_payload = bytes;
-        self
-    }
-
     /// How long a topic's history (its stream and epoch keys) lives after its last publish, so
     /// abandoned topics do not hold Redis memory forever. Default: 24 hours. Zero keeps them
     /// forever.
     pub fn history_ttl(mut self, ttl: Duration) -> Self {
         self.history_ttl = ttl;
-        self
-    }
-
-    /// Time allowed to open a connection. Default: 2 seconds.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Time allowed for one command's answer. Default: 5 seconds.
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
-    }
-
-    /// Time [`Broker::health`](ssehub_core::Broker::health) waits for its probe to come back.
-    /// Default: 2 seconds.
-    pub fn health_timeout(mut self, timeout: Duration) -> Self {
-        self.health_timeout = timeout;
-        self
-    }
-
-    /// Events one subscription may fall behind before it receives a gap. Default: 4,096.
-    pub fn subscriber_buffer(mut self, events: usize) -> Self {
-        self.subscriber_buffer = events.max(1);
         self
     }
 
@@ -159,20 +132,14 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// Longest wait between two reconnect attempts of the subscriber connection (the wait
-    /// doubles from 50 ms up to this). Default: 2 seconds.
-    pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
-        self.reconnect_max_delay = delay.max(Duration::from_millis(50));
-        self
-    }
-
-    /// How often the subscriber connection, which otherwise only receives, pings the server. A
-    /// server that stops answering (frozen process, half-open connection, silent network) is
-    /// noticed within this interval plus the connect and response timeouts; the subscriber
-    /// then reconnects and fills what it missed from the stream. Default: 5 seconds.
-    pub fn ping_interval(mut self, interval: Duration) -> Self {
-        self.ping_interval = interval.max(Duration::from_millis(10));
-        self
+    ssehub_core::broker_builder_setters! {
+        max_payload = "1 MiB",
+        subscriber_buffer = "4,096",
+        connect_timeout = "2 seconds",
+        response_timeout = "5 seconds",
+        health_timeout = "2 seconds",
+        reconnect_max_delay = "2 seconds",
+        ping_interval = "5 seconds",
     }
 
     /// Connect: check the settings, open the command connection and the subscriber connection.

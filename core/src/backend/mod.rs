@@ -95,3 +95,118 @@ impl Backoff {
         self.next = self.first;
     }
 }
+
+/// The setters every networked broker's builder shares, one name and one meaning each: expands
+/// inside the builder's `impl` block, over fields of the same names. Each backend states its
+/// defaults (as text for the docs); what is particular to a backend goes in its builder's own
+/// docs.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+///
+/// /// A builder.
+/// pub struct MyBrokerBuilder {
+///     max_payload: usize,
+///     subscriber_buffer: usize,
+///     connect_timeout: Duration,
+///     response_timeout: Duration,
+///     health_timeout: Duration,
+///     reconnect_max_delay: Duration,
+///     ping_interval: Duration,
+/// }
+///
+/// impl MyBrokerBuilder {
+///     ssehub_core::broker_builder_setters! {
+///         max_payload = "1 MiB",
+///         subscriber_buffer = "4,096",
+///         connect_timeout = "2 seconds",
+///         response_timeout = "5 seconds",
+///         health_timeout = "2 seconds",
+///         reconnect_max_delay = "2 seconds",
+///         ping_interval = "5 seconds",
+///     }
+/// }
+///
+/// let b = MyBrokerBuilder {
+///     max_payload: 0, subscriber_buffer: 0, connect_timeout: Duration::ZERO,
+///     response_timeout: Duration::ZERO, health_timeout: Duration::ZERO,
+///     reconnect_max_delay: Duration::ZERO, ping_interval: Duration::ZERO,
+/// }
+/// .subscriber_buffer(0)
+/// .reconnect_max_delay(Duration::ZERO);
+/// assert_eq!(b.subscriber_buffer, 1);
+/// assert_eq!(b.reconnect_max_delay, Duration::from_millis(50));
+/// ```
+#[macro_export]
+macro_rules! broker_builder_setters {
+    (
+        max_payload = $max_payload:literal,
+        subscriber_buffer = $buffer:literal,
+        connect_timeout = $connect:literal,
+        response_timeout = $response:literal,
+        health_timeout = $health:literal,
+        reconnect_max_delay = $reconnect:literal,
+        ping_interval = $ping:literal $(,)?
+    ) => {
+        #[doc = concat!("Largest payload accepted, in bytes. Default: ", $max_payload, ".")]
+        pub fn max_payload(mut self, bytes: usize) -> Self {
+            self.max_payload = bytes;
+            self
+        }
+
+        #[doc = concat!(
+            "Events one local subscription may fall behind before it receives a gap (its ",
+            "sessions get a `reset`). At least 1. Default: ", $buffer, "."
+        )]
+        pub fn subscriber_buffer(mut self, events: usize) -> Self {
+            self.subscriber_buffer = events.max(1);
+            self
+        }
+
+        #[doc = concat!("Time allowed to open a connection. Default: ", $connect, ".")]
+        pub fn connect_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.connect_timeout = timeout.max(::std::time::Duration::from_millis(10));
+            self
+        }
+
+        #[doc = concat!(
+            "Time allowed for one answer of the server: a command, a publish's confirmation, ",
+            "a read of history. Default: ", $response, "."
+        )]
+        pub fn response_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.response_timeout = timeout.max(::std::time::Duration::from_millis(10));
+            self
+        }
+
+        #[doc = concat!(
+            "Time [`Broker::health`](ssehub_core::Broker::health) allows its probe. Default: ",
+            $health, "."
+        )]
+        pub fn health_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.health_timeout = timeout.max(::std::time::Duration::from_millis(10));
+            self
+        }
+
+        #[doc = concat!(
+            "Longest wait between two reconnect attempts (at least 50 ms). Default: ",
+            $reconnect, "."
+        )]
+        pub fn reconnect_max_delay(mut self, delay: ::std::time::Duration) -> Self {
+            self.reconnect_max_delay = delay.max(::std::time::Duration::from_millis(50));
+            self
+        }
+
+        #[doc = concat!(
+            "How often a connection that is otherwise quiet pings the server, so a server ",
+            "that stops answering (a frozen process, a half-open connection, a silent network) ",
+            "is noticed and the broker reconnects and recovers (see the builder's docs for the ",
+            "bound). At least 10 ms. Default: ", $ping, "."
+        )]
+        pub fn ping_interval(mut self, interval: ::std::time::Duration) -> Self {
+            self.ping_interval = interval.max(::std::time::Duration::from_millis(10));
+            self
+        }
+    };
+}
