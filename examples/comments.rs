@@ -86,8 +86,7 @@ pub struct VoteEvent {
 
 /// One vote: the body of `POST /api/votes/{discussionId}` is `{"vote":"up"}` or
 /// `{"vote":"down"}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Vote {
     /// `"up"`.
     Up,
@@ -95,10 +94,17 @@ pub enum Vote {
     Down,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VoteRequest {
-    vote: Vote,
+impl Vote {
+    /// The vote a request body holds: exactly `{"vote":"up"}` or `{"vote":"down"}`, nothing
+    /// else (no other field, no array standing for the object).
+    pub fn from_body(body: &serde_json::Value) -> Option<Vote> {
+        let fields = body.as_object().filter(|o| o.len() == 1)?;
+        match fields.get("vote")?.as_str()? {
+            "up" => Some(Vote::Up),
+            "down" => Some(Vote::Down),
+            _ => None,
+        }
+    }
 }
 
 /// A discussion's running vote totals.
@@ -693,18 +699,18 @@ async fn add_comment(
 async fn cast_vote(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Json<VoteRequest>, JsonRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Json<VoteEvent>, ApiError> {
-    // Every malformed body is a 400: not JSON, not `application/json`, or not one of the two.
-    let Json(VoteRequest { vote }) = body.map_err(|e| {
+    // Every other body is a 400: not `application/json`, not JSON, or not one of the two.
+    const EXPECTED: &str = r#"expected {"vote":"up"} or {"vote":"down"}"#;
+    let Json(body) = body.map_err(|e| {
         api_error(
             StatusCode::BAD_REQUEST,
-            format!(
-                "expected {{\"vote\":\"up\"}} or {{\"vote\":\"down\"}}: {}",
-                e.body_text()
-            ),
+            format!("{EXPECTED}: {}", e.body_text()),
         )
     })?;
+    let vote =
+        Vote::from_body(&body).ok_or_else(|| api_error(StatusCode::BAD_REQUEST, EXPECTED))?;
     state.votes.topic(&id).map_err(hub_error)?;
     let totals = state.store.vote(&id, vote).await.map_err(store_error)?;
     let event = VoteEvent {
