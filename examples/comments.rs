@@ -27,7 +27,7 @@
 //! - `GET /api/votes/{discussionId}` — the current totals as JSON.
 //! - `GET /api/sse/votes/{discussionId}` — the votes stream; its initial event has the totals.
 //! - `GET /api/sessions/{discussionId}` — `{"sessions": n}`, the streams open on the
-//!   discussion's comments across every node.
+//!   discussion's comments across the cluster, as presence reports them.
 //! - `GET /healthz` — the broker's health: 200 `{"status":"ok","backend":"memory"}`, or 503
 //!   with `"status":"error"` and the `"error"`.
 //! - `GET /metrics` — ssehub's metrics in the Prometheus text format, every one from startup.
