@@ -3,7 +3,7 @@
 //!
 //! - the library's wire types, `ResetReason` and `ResetPayload` (ssehub-core's `ts` feature), in
 //!   `clients/typescript/src/generated/`;
-//! - the demo's event, `CommentEvent` (`examples/comments.rs`), in
+//! - the demo's events, `CommentEvent` and `VoteEvent` (`examples/comments.rs`), in
 //!   `clients/typescript/demo/generated/`.
 //!
 //! `SSEHUB_WRITE_TS=1 cargo test --test ts_types` writes them; without it this test fails when a
@@ -79,6 +79,24 @@ fn comment_event_typescript_is_up_to_date() {
         assert!(ts.contains(field), "{field} missing in:\n{ts}");
     }
     check_or_write(DEMO_DIR, "CommentEvent.ts", &ts);
+}
+
+#[test]
+fn vote_event_typescript_is_up_to_date() {
+    let ts = generate::<comments::VoteEvent>("VoteEvent");
+    assert!(
+        ts.contains("export type VoteEvent = {") && ts.contains(r#""type": "vote-cast""#),
+        "unexpected declaration:\n{ts}"
+    );
+    for field in [
+        "discussionId: string",
+        "up: number",
+        "down: number",
+        "timestamp: number",
+    ] {
+        assert!(ts.contains(field), "{field} missing in:\n{ts}");
+    }
+    check_or_write(DEMO_DIR, "VoteEvent.ts", &ts);
 }
 
 #[test]

@@ -15,6 +15,9 @@
 //! | `ssehub_broker_gaps_total` | counter | live-feed gaps reported by the broker |
 //! | `ssehub_broker_reconnects_total` | counter, label `backend` | broker connections re-established |
 //!
+//! [`describe`] describes them all to the recorder and registers each at zero, so an exporter
+//! lists every one from startup.
+//!
 //! # Example
 //!
 //! ```
@@ -43,6 +46,109 @@ pub const REPLAYED_EVENTS: &str = "ssehub_replayed_events_total";
 pub const BROKER_GAPS: &str = "ssehub_broker_gaps_total";
 /// Broker connections re-established, by backend.
 pub const BROKER_RECONNECTS: &str = "ssehub_broker_reconnects_total";
+
+/// Every value of the `reason` label of [`RESETS`].
+const RESET_REASONS: [crate::ResetReason; 5] = [
+    crate::ResetReason::MalformedId,
+    crate::ResetReason::OutOfWindow,
+    crate::ResetReason::NoHistory,
+    crate::ResetReason::BrokerGap,
+    crate::ResetReason::Overflow,
+];
+
+/// Every value of the `backend` label of [`BROKER_RECONNECTS`].
+const BACKENDS: [&str; 3] = ["memory", "redis", "nats"];
+
+/// Describe every metric of this module to the installed recorder and register each at zero
+/// (every known label value of the labelled ones), so an exporter shows all of them from
+/// startup instead of each one only after its first use.
+///
+/// Call it once, right after installing the recorder. Calling it again, or after sessions
+/// exist, changes no value: the gauges are registered by adding zero, not by setting them.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Mutex;
+/// use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+///
+/// /// A recorder that notes the names it is told about.
+/// #[derive(Default)]
+/// struct Names(Mutex<Vec<String>>);
+///
+/// impl Recorder for Names {
+///     fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+///     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+///     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+///     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+///         self.0.lock().unwrap().push(key.name().to_owned());
+///         Counter::noop()
+///     }
+///     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+///         self.0.lock().unwrap().push(key.name().to_owned());
+///         Gauge::noop()
+///     }
+///     fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+///         Histogram::noop()
+///     }
+/// }
+///
+/// let names = Names::default();
+/// metrics::with_local_recorder(&names, ssehub_core::metrics::describe);
+/// let names = names.0.into_inner().unwrap();
+/// assert!(names.iter().any(|n| n == ssehub_core::metrics::SESSIONS));
+/// assert!(names.iter().any(|n| n == ssehub_core::metrics::BROKER_GAPS));
+/// // `ssehub_resets_total` once per reason, `ssehub_broker_reconnects_total` once per backend.
+/// assert_eq!(names.iter().filter(|n| *n == ssehub_core::metrics::RESETS).count(), 5);
+/// ```
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+
+    describe_gauge!(SESSIONS, "Open sessions on this node.");
+    describe_gauge!(CHANNELS, "Channels (broker subscriptions) on this node.");
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        "Events accepted by the broker from this node."
+    );
+    describe_counter!(PUBLISH_ERRORS, "Publishes that failed.");
+    describe_counter!(
+        EVENTS_DELIVERED,
+        "Event frames queued to sessions (one per session)."
+    );
+    describe_counter!(
+        SLOW_CONSUMER_DISCONNECTS,
+        "Sessions ended because their queue overflowed."
+    );
+    describe_counter!(RESETS, "`reset` events sent, by reason.");
+    describe_counter!(REPLAYS, "Resumes answered from history.");
+    describe_counter!(REPLAYED_EVENTS, "Events sent from history.");
+    describe_counter!(BROKER_GAPS, "Live-feed gaps reported by the broker.");
+    describe_counter!(
+        BROKER_RECONNECTS,
+        "Broker connections re-established, by backend."
+    );
+
+    for name in [SESSIONS, CHANNELS] {
+        metrics::gauge!(name).increment(0.0);
+    }
+    for name in [
+        EVENTS_PUBLISHED,
+        PUBLISH_ERRORS,
+        EVENTS_DELIVERED,
+        SLOW_CONSUMER_DISCONNECTS,
+        REPLAYS,
+        REPLAYED_EVENTS,
+        BROKER_GAPS,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for reason in RESET_REASONS {
+        metrics::counter!(RESETS, "reason" => reason.as_str()).increment(0);
+    }
+    for backend in BACKENDS {
+        metrics::counter!(BROKER_RECONNECTS, "backend" => backend).increment(0);
+    }
+}
 
 /// Count a broker reconnect; backends call it when their connection comes back.
 pub fn broker_reconnected(backend: &'static str) {

@@ -42,9 +42,10 @@ async function waitUp(url: string, child: ChildProcess, limitMs: number, log: ()
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const port = await freePort();
   const bin = process.env.SSEHUB_COMMENTS_BIN;
+  const addr = `127.0.0.1:${port}`;
   const [cmd, args] = bin
-    ? [bin, ['--port', String(port)]]
-    : ['cargo', ['run', '--quiet', '--example', 'comments', '--', '--port', String(port)]];
+    ? [bin, ['--addr', addr]]
+    : ['cargo', ['run', '--quiet', '--example', 'comments', '--', '--addr', addr]];
   const child = spawn(cmd, args, {
     cwd: repoRoot,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -56,9 +57,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
-  const base = `http://127.0.0.1:${port}`;
+  const base = `http://${addr}`;
   // Compiling from scratch can take minutes on a small machine.
-  await waitUp(`${base}/api/comments/ready`, child, bin ? 30_000 : 600_000, () => output);
+  await waitUp(`${base}/healthz`, child, bin ? 30_000 : 600_000, () => output);
   project.provide('baseUrl', base);
   return async () => {
     child.kill('SIGINT');
