@@ -103,7 +103,8 @@ struct Inner {
     node: String,
     topics: Mutex<HashMap<Topic, Weak<TopicShared>>>,
     subscriptions: SubscriptionCount,
-    /// Presence: the last local session count reported per topic.
+    /// Presence: the last local session count reported per topic, for the topics live here
+    /// only (an entry goes with the topic's last local subscription). Locked after `topics`.
     presence: Mutex<HashMap<String, usize>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -149,6 +150,8 @@ impl Drop for TopicShared {
                 .is_some_and(|w| w.strong_count() == 0)
             {
                 topics.remove(&self.topic);
+                // No session of the topic is left here: nothing to report to other nodes.
+                lock(&inner.presence).remove(self.topic.as_str());
             }
         }
     }
