@@ -18,6 +18,14 @@ pub enum Mode {
     #[default]
     JetStream,
     /// Core NATS only: no history (resume answers `reset`), a dropped connection is a gap.
+    ///
+    /// At most once, and never silently: a publish answers `Ok` once the server it is connected
+    /// to has routed the event to every subscription it had (a probe sent after the event came
+    /// back on the same connection), so each subscriber connected then receives it, or a gap
+    /// when its own connection drops first. A publish that cannot be confirmed within the
+    /// response timeout, or across a reconnect, fails with a temporary error: the event may or
+    /// may not have been delivered. In a cluster, `Ok` means the publisher's server routed it;
+    /// a subscriber on another server behind a failing route may miss it without a gap.
     Core,
 }
 

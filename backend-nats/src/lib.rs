@@ -6,7 +6,8 @@
 //! `<epoch>-<stream sequence>`, where the epoch identifies the stream incarnation (its creation
 //! time), so an id from a deleted and recreated stream answers a gap, never a wrong replay. In
 //! [`Mode::Core`] events go over core NATS only: no history, and a dropped connection yields a
-//! [`Delivery::Gap`](ssehub_core::Delivery::Gap) so sessions are sent a `reset`.
+//! [`Delivery::Gap`](ssehub_core::Delivery::Gap) so sessions are sent a `reset`; a publish is
+//! `Ok` once the server has routed the event (see [`Mode::Core`] for exactly what that covers).
 //!
 //! Supported servers: nats-server 2.9 and newer with JetStream enabled (`-js`) for
 //! [`Mode::JetStream`]; any nats-server 2.x for [`Mode::Core`]. Tested against nats-server
@@ -180,7 +181,7 @@ impl NatsBroker {
         let node = node_id();
         let carrier: Arc<dyn Carrier> = match config.mode {
             Mode::JetStream => JetStream::open(conn.clone(), &config).await?,
-            Mode::Core => Arc::new(CoreNats::new(conn.clone(), node.clone())),
+            Mode::Core => Arc::new(CoreNats::new(conn.clone(), node.clone()).await?),
         };
         let inner = Arc::new(Inner {
             config,
