@@ -9,11 +9,20 @@
 //! [`Delivery::Gap`](ssehub_core::Delivery::Gap) so sessions are sent a `reset`; a publish is
 //! `Ok` once the server has routed the event (see [`Mode::Core`] for exactly what that covers).
 //!
+//! # Bounds
+//!
+//! The stream keeps `history` events per topic, for at most `history_ttl` (default 24 hours), in
+//! at most `max_bytes` (default 1 GiB), dropping the oldest past either. Replays read with a
+//! temporary consumer that is deleted when done. A look-up the server cannot answer now (a
+//! timeout, a 503 while a stream leader is elected) is retried a few times and then reported as
+//! a temporary error, never as a gap.
+//!
 //! Supported servers: nats-server 2.9 and newer with JetStream enabled (`-js`) for
 //! [`Mode::JetStream`]; any nats-server 2.x for [`Mode::Core`]. Tested against nats-server
-//! 2.9.10 (Debian). Uses only APIs present in 2.9: stream create/info, publish with ack,
-//! `STREAM.MSG.GET` by sequence and last-by-subject, and ephemeral ordered pull consumers
-//! (`direct_get` is not used: it needs `allow_direct`, which a 2.9 stream does not set by default).
+//! 2.9.10 (Debian). Uses only APIs present in 2.9: stream create/info (with a subject filter),
+//! publish with ack, `STREAM.MSG.GET` by sequence and last-by-subject, ephemeral ordered pull
+//! consumers, and named pull consumers with consumer delete (`direct_get` is not used: it needs
+//! `allow_direct`, which a 2.9 stream does not set by default).
 //!
 //! # Example
 //!
