@@ -18,6 +18,14 @@ pub enum Mode {
     #[default]
     JetStream,
     /// Core NATS only: no history (resume answers `reset`), a dropped connection is a gap.
+    ///
+    /// At most once, and never silently: a publish answers `Ok` once the server it is connected
+    /// to has routed the event to every subscription it had (a probe sent after the event came
+    /// back on the same connection), so each subscriber connected then receives it, or a gap
+    /// when its own connection drops first. A publish that cannot be confirmed within the
+    /// response timeout, or across a reconnect, fails with a temporary error: the event may or
+    /// may not have been delivered. In a cluster, `Ok` means the publisher's server routed it;
+    /// a subscriber on another server behind a failing route may miss it without a gap.
     Core,
 }
 
@@ -34,6 +42,7 @@ pub struct NatsBrokerBuilder {
     pub(crate) history: usize,
     pub(crate) max_payload: usize,
     pub(crate) history_ttl: Duration,
+    pub(crate) max_bytes: u64,
     pub(crate) mode: Mode,
     pub(crate) token: Option<String>,
     pub(crate) user_password: Option<(String, String)>,
@@ -55,6 +64,7 @@ impl fmt::Debug for NatsBrokerBuilder {
             .field("history", &self.history)
             .field("max_payload", &self.max_payload)
             .field("history_ttl", &self.history_ttl)
+            .field("max_bytes", &self.max_bytes)
             .field("mode", &self.mode)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field(
@@ -97,7 +107,8 @@ impl NatsBrokerBuilder {
             stream: None,
             history: 1000,
             max_payload: 1024 * 1024,
-            history_ttl: Duration::ZERO,
+            history_ttl: Duration::from_secs(24 * 3600),
+            max_bytes: 1 << 30,
             mode: Mode::JetStream,
             token: None,
             user_password: None,
@@ -126,8 +137,13 @@ impl NatsBrokerBuilder {
     }
 
     /// Events kept per topic (`max_messages_per_subject` of the stream) when the broker creates
-    /// the stream. Default: 1,000. An existing stream keeps its own setting, which
-    /// [`Capabilities::history`](ssehub_core::Capabilities::history) then reports.
+    /// the stream. Default: 1,000.
+    ///
+    /// An existing stream keeps its own settings (this, [`history_ttl`](Self::history_ttl),
+    /// [`max_bytes`](Self::max_bytes)); the broker logs a warning naming each one that differs,
+    /// and [`Capabilities::history`](ssehub_core::Capabilities::history) reports the stream's
+    /// own: its `max_msgs_per_subject`, or `usize::MAX` when that is unlimited (`-1`), where only
+    /// the stream's age and byte limits bound history.
     pub fn history(mut self, events: usize) -> Self {
         self.history = events.max(1);
         self
@@ -141,11 +157,26 @@ impl NatsBrokerBuilder {
         self
     }
 
-    /// How long history lives: the stream's `max_age` (events older than this are dropped)
-    /// when the broker creates the stream. Default: zero, which keeps events until the
-    /// per-topic history limit drops them.
+    /// How long history lives: the stream's `max_age` (events older than this are dropped, so a
+    /// topic nobody publishes to any more does not keep its history forever) when the broker
+    /// creates the stream. Default: 24 hours. Zero keeps events until the per-topic history
+    /// limit or [`max_bytes`](Self::max_bytes) drops them.
+    ///
+    /// A session resuming from an id older than this gets a `reset`.
     pub fn history_ttl(mut self, ttl: Duration) -> Self {
         self.history_ttl = ttl;
+        self
+    }
+
+    /// Largest size of the whole stream in bytes (its `max_bytes`) when the broker creates it:
+    /// past it the oldest events of the stream are dropped, so publishing goes on when many
+    /// topics fill it (without a limit, the server's JetStream storage fills up and then every
+    /// publish fails). Default: 1 GiB. Zero: no limit.
+    ///
+    /// The server sets this much of its JetStream storage aside for the stream: building fails
+    /// with a (non-temporary) error naming this setting when the server has less.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
         self
     }
 

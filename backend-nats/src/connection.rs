@@ -82,6 +82,11 @@ impl Connection {
         self.events.subscribe()
     }
 
+    /// How many times the client connected: a new value means a new connection.
+    pub(crate) fn generation(&self) -> u64 {
+        self.client.statistics().connects.load(Ordering::Acquire)
+    }
+
     pub(crate) fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }

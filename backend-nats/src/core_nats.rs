@@ -1,14 +1,23 @@
 //! Core mode: events over core NATS only. Ids are `<node>-<counter>` of the publishing node;
 //! there is no history, and a dropped connection is a gap.
+//!
+//! A publish answers `Ok` only once the server has routed the event: after the event, the
+//! publish sends a probe to this node's own inbox over the same connection and waits for it to
+//! come back. The server handles a connection's messages in order, so the probe coming back on
+//! the connection that sent the event means the server had handed the event to every
+//! subscription it knew of. A probe that does not come back within the response timeout, or
+//! that came back over another connection (a reconnect in between), fails the publish with a
+//! temporary error: the event may or may not have been delivered.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use ssehub_core::backend::{Fanout, Offset, StreamPosition};
 use ssehub_core::{Delivery, Envelope, EventId, Message, Replay, Result};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::carrier::Carrier;
@@ -25,15 +34,89 @@ pub(crate) struct CoreNats {
     counter: AtomicU64,
     /// Ids are given in publish order.
     publish_lock: tokio::sync::Mutex<()>,
+    probes: Probes,
 }
 
 impl CoreNats {
-    pub(crate) fn new(conn: Connection, node: String) -> Self {
-        CoreNats {
+    pub(crate) async fn new(conn: Connection, node: String) -> Result<Self> {
+        Ok(CoreNats {
+            probes: Probes::start(&conn).await?,
             conn,
             node,
             counter: AtomicU64::new(0),
             publish_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
+/// Probes to this node's own inbox, numbered; each publish waits for its own to come back.
+struct Probes {
+    /// Probe `n` goes to `<root>.<n>`.
+    root: String,
+    next: AtomicU64,
+    /// The highest probe that came back.
+    back: watch::Sender<u64>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Probes {
+    async fn start(conn: &Connection) -> Result<Self> {
+        let root = conn.client.new_inbox();
+        let mut sub = conn
+            .client
+            .subscribe(format!("{root}.*"))
+            .await
+            .map_err(|e| NatsError::Subscribe(boxed(e)))?;
+        let back = watch::Sender::new(0u64);
+        let tx = back.clone();
+        let task = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let n = msg.subject.rsplit('.').next().and_then(|n| n.parse().ok());
+                if let Some(n) = n {
+                    tx.send_if_modified(|back| {
+                        let newer = n > *back;
+                        *back = (*back).max(n);
+                        newer
+                    });
+                }
+            }
+        });
+        Ok(Probes {
+            root,
+            next: AtomicU64::new(0),
+            back,
+            task,
+        })
+    }
+
+    /// Send a probe after everything sent so far and wait for it: `Ok` when it came back on the
+    /// connection `generation`, so the server had handled all that connection sent before it.
+    async fn confirm(&self, conn: &Connection, generation: u64) -> Result<()> {
+        let n = self.next.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut back = self.back.subscribe();
+        let mut events = conn.events();
+        conn.client
+            .publish(format!("{}.{n}", self.root), Bytes::new())
+            .await
+            .map_err(|e| NatsError::Unconfirmed(Some(boxed(e))))?;
+        let came_back = async {
+            tokio::select! {
+                back = back.wait_for(|back| *back >= n) => back.is_ok(),
+                // A disconnect loses the probe: no need to wait for the timeout.
+                _ = async {
+                    while !matches!(events.recv().await, Ok(ConnEvent::Disconnected) | Err(_)) {}
+                } => false,
+            }
+        };
+        match tokio::time::timeout(conn.timeout, came_back).await {
+            Ok(true) if conn.generation() == generation => Ok(()),
+            _ => Err(NatsError::Unconfirmed(None).into()),
         }
     }
 }
@@ -41,11 +124,12 @@ impl CoreNats {
 #[async_trait]
 impl Carrier for CoreNats {
     async fn publish(&self, subject: String, message: Message) -> Result<EventId> {
-        let id = {
+        let (id, generation) = {
             let _order = self.publish_lock.lock().await;
             if !self.conn.connected() {
                 return Err(NatsError::NotConnected.into());
             }
+            let generation = self.conn.generation();
             let n = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
             let Some(pos) = StreamPosition::new(&self.node, Offset::Seq(n)) else {
                 unreachable!("the node id is hex digits")
@@ -57,16 +141,12 @@ impl Carrier for CoreNats {
                 .publish_with_headers(subject, headers, message.data)
                 .await
                 .map_err(|e| NatsError::Publish(boxed(e)))?;
-            id
+            (id, generation)
         };
-        // The flush returns once the event left our socket (not once the server routed it: core
-        // NATS is at-most-once); a publish buffered during an outage errors here.
-        match tokio::time::timeout(self.conn.timeout, self.conn.client.flush()).await {
-            Ok(Ok(())) if self.conn.connected() => Ok(id),
-            Ok(Ok(())) => Err(NatsError::Unconfirmed(None).into()),
-            Ok(Err(e)) => Err(NatsError::Unconfirmed(Some(boxed(e))).into()),
-            Err(_) => Err(NatsError::Unconfirmed(None).into()),
-        }
+        // Not `flush`: it returns once the event left our socket, which a server killed a moment
+        // ago still lets happen.
+        self.probes.confirm(&self.conn, generation).await?;
+        Ok(id)
     }
 
     async fn start_feed(&self, subject: String, fanout: Arc<Fanout>) -> Result<JoinHandle<()>> {

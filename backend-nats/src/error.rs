@@ -23,6 +23,16 @@ pub(crate) enum NatsError {
     Subscribe(#[source] async_nats::Error),
     #[error("reading the stream failed")]
     Read(#[source] async_nats::Error),
+    #[error("reading the stream timed out ({0})")]
+    ReadTimeout(&'static str),
+    #[error(
+        "the server has not the JetStream storage for the stream's max_bytes of {max_bytes} (set NatsBrokerBuilder::max_bytes lower, or give the server more)"
+    )]
+    StreamTooLarge {
+        max_bytes: i64,
+        #[source]
+        source: async_nats::Error,
+    },
     #[error("replay timed out")]
     ReplayTimeout,
     #[error("health probe did not come back in time")]
@@ -33,7 +43,10 @@ pub(crate) enum NatsError {
 
 impl NatsError {
     fn temporary(&self) -> bool {
-        !matches!(self, NatsError::Config(_) | NatsError::WrongStream(_))
+        !matches!(
+            self,
+            NatsError::Config(_) | NatsError::WrongStream(_) | NatsError::StreamTooLarge { .. }
+        )
     }
 }
 

@@ -6,13 +6,23 @@
 //! `<epoch>-<stream sequence>`, where the epoch identifies the stream incarnation (its creation
 //! time), so an id from a deleted and recreated stream answers a gap, never a wrong replay. In
 //! [`Mode::Core`] events go over core NATS only: no history, and a dropped connection yields a
-//! [`Delivery::Gap`](ssehub_core::Delivery::Gap) so sessions are sent a `reset`.
+//! [`Delivery::Gap`](ssehub_core::Delivery::Gap) so sessions are sent a `reset`; a publish is
+//! `Ok` once the server has routed the event (see [`Mode::Core`] for exactly what that covers).
+//!
+//! # Bounds
+//!
+//! The stream keeps `history` events per topic, for at most `history_ttl` (default 24 hours), in
+//! at most `max_bytes` (default 1 GiB), dropping the oldest past either. Replays read with a
+//! temporary consumer that is deleted when done. A look-up the server cannot answer now (a
+//! timeout, a 503 while a stream leader is elected) is retried a few times and then reported as
+//! a temporary error, never as a gap.
 //!
 //! Supported servers: nats-server 2.9 and newer with JetStream enabled (`-js`) for
 //! [`Mode::JetStream`]; any nats-server 2.x for [`Mode::Core`]. Tested against nats-server
-//! 2.9.10 (Debian). Uses only APIs present in 2.9: stream create/info, publish with ack,
-//! `STREAM.MSG.GET` by sequence and last-by-subject, and ephemeral ordered pull consumers
-//! (`direct_get` is not used: it needs `allow_direct`, which a 2.9 stream does not set by default).
+//! 2.9.10 (Debian). Uses only APIs present in 2.9: stream create/info (with a subject filter),
+//! publish with ack, `STREAM.MSG.GET` by sequence and last-by-subject, ephemeral ordered pull
+//! consumers, and named pull consumers with consumer delete (`direct_get` is not used: it needs
+//! `allow_direct`, which a 2.9 stream does not set by default).
 //!
 //! # Example
 //!
@@ -103,7 +113,8 @@ struct Inner {
     node: String,
     topics: Mutex<HashMap<Topic, Weak<TopicShared>>>,
     subscriptions: SubscriptionCount,
-    /// Presence: the last local session count reported per topic.
+    /// Presence: the last local session count reported per topic, for the topics live here
+    /// only (an entry goes with the topic's last local subscription). Locked after `topics`.
     presence: Mutex<HashMap<String, usize>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -149,6 +160,8 @@ impl Drop for TopicShared {
                 .is_some_and(|w| w.strong_count() == 0)
             {
                 topics.remove(&self.topic);
+                // No session of the topic is left here: nothing to report to other nodes.
+                lock(&inner.presence).remove(self.topic.as_str());
             }
         }
     }
@@ -177,7 +190,7 @@ impl NatsBroker {
         let node = node_id();
         let carrier: Arc<dyn Carrier> = match config.mode {
             Mode::JetStream => JetStream::open(conn.clone(), &config).await?,
-            Mode::Core => Arc::new(CoreNats::new(conn.clone(), node.clone())),
+            Mode::Core => Arc::new(CoreNats::new(conn.clone(), node.clone()).await?),
         };
         let inner = Arc::new(Inner {
             config,

@@ -71,8 +71,12 @@ impl Inner {
     /// the sum of what arrives within the presence window.
     pub(crate) async fn cluster_sessions(&self, topic: &Topic, local: usize) -> Result<usize> {
         {
+            // Kept only while the topic is live here: its last subscription removes the entry,
+            // and a count reported after that is not kept (same lock order as that removal).
+            let topics = lock(&self.topics);
+            let live = topics.get(topic).is_some_and(|w| w.strong_count() > 0);
             let mut presence = lock(&self.presence);
-            if local == 0 {
+            if local == 0 || !live {
                 presence.remove(topic.as_str());
             } else {
                 presence.insert(topic.as_str().to_string(), local);
@@ -107,5 +111,61 @@ impl Inner {
             }
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ssehub_core::Broker;
+    use ssehub_core::backend::lock;
+    use ssehub_core::conformance::unique_topic;
+
+    use crate::{Mode, NatsBroker};
+
+    async fn broker(mode: Mode) -> Option<NatsBroker> {
+        let url = ssehub_test_support::nats::nats_url().await?;
+        Some(
+            NatsBroker::builder(url)
+                .prefix("ssehubtest.presence")
+                .stream("SSEHUB_TEST_PRESENCE")
+                .mode(mode)
+                .build()
+                .await
+                .expect("connect"),
+        )
+    }
+
+    /// The presence entry of a topic goes with the topic's last local subscription.
+    async fn presence_entry_goes_with_the_last_subscription(mode: Mode) {
+        let Some(b) = broker(mode).await else { return };
+        let topic = unique_topic("presence-map");
+        let first = b.subscribe(&topic).await.expect("subscribe");
+        let second = b.subscribe(&topic).await.expect("subscribe");
+        assert_eq!(b.cluster_sessions(&topic, 2).await.expect("presence"), 2);
+        assert!(lock(&b.inner.presence).contains_key(topic.as_str()));
+        drop(first);
+        assert!(
+            lock(&b.inner.presence).contains_key(topic.as_str()),
+            "a subscription is left"
+        );
+        drop(second);
+        assert!(
+            lock(&b.inner.presence).is_empty(),
+            "entries left after the last subscription: {:?}",
+            lock(&b.inner.presence)
+        );
+        // A count reported after the topic is gone here is not kept either.
+        assert_eq!(b.cluster_sessions(&topic, 1).await.expect("presence"), 1);
+        assert!(lock(&b.inner.presence).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn presence_entry_goes_with_the_last_subscription_core() {
+        presence_entry_goes_with_the_last_subscription(Mode::Core).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn presence_entry_goes_with_the_last_subscription_jetstream() {
+        presence_entry_goes_with_the_last_subscription(Mode::JetStream).await;
     }
 }

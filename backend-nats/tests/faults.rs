@@ -59,6 +59,9 @@ async fn publish_ok(
 }
 
 /// Publish while the server is down: every publish must fail (temporary), none may be `Ok`.
+/// Core mode too, right after the kill, before the client noticed: its `Ok` means the server
+/// routed the event (a probe sent after it came back on the same connection), which a dead
+/// server cannot confirm.
 async fn publish_during_outage(broker: &NatsBroker, topic: &Topic, next: &mut u64) {
     for _ in 0..5 {
         let i = *next;
@@ -241,9 +244,8 @@ async fn core_outage(fault: Fault) {
         "core mode must report the outage as a gap"
     );
     if fault == Fault::Freeze {
-        // A core publish is fire-and-forget: while the half-open connection still looks alive
-        // it only fills the socket, so it may be `Ok`. Once the pings dropped the connection,
-        // every publish fails.
+        // Publishes to the frozen server fail too (nothing confirms them), but each waits for
+        // the response timeout; once the pings dropped the connection, they fail at once.
         wait_until_within(
             "the publisher's half-open connection was never dropped",
             WAIT,

@@ -1,35 +1,101 @@
 //! JetStream mode: every topic is a subject of one stream that keeps the last `history` events
 //! per subject. Ids are `<epoch>-<stream sequence>`, the epoch naming the stream incarnation (its
 //! creation time), so an id from a deleted and recreated stream answers a gap.
+//!
+//! # The epoch
+//!
+//! Whatever part of the broker first sees a new stream incarnation updates the one shared
+//! [`Epoch`] at once: a publish answered "stream not found" (it creates the stream again), a
+//! publish acknowledged at a sequence the old incarnation had already passed, a feed or a replay
+//! reading the stream's info, the health check, and a check after every reconnect and every
+//! [`REVERIFY`] otherwise. Publishes then carry the new epoch, and every feed of this broker
+//! sends its subscribers a gap and goes on with the new stream.
+//!
+//! After a reconnect, the first publish verifies the stream before it publishes (the stream may
+//! have been created again while this node was away). Left: a stream created again by another
+//! node while this one stays connected, before any of the above notices it; publishes meanwhile
+//! carry the old epoch. Their ids are consistent (the feeds deliver the same ids) but a resume
+//! from one answers a gap, never a wrong replay: replay accepts only the current epoch.
 
 mod feed;
+mod lookup;
 mod replay;
+mod setup;
 
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use async_trait::async_trait;
-use ssehub_core::backend::{Backoff, Fanout, Offset, StreamPosition, lock};
+use ssehub_core::backend::{Fanout, Offset, StreamPosition, lock};
 use ssehub_core::{Error, EventId, Message, Replay, Result};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::builder::NatsBrokerBuilder;
 use crate::carrier::Carrier;
 use crate::connection::{ConnEvent, Connection, headers_for};
 use crate::error::{NatsError, boxed};
+pub(crate) use setup::epoch_of;
 
 /// Header carrying the stream epoch an event was published under.
 pub(crate) const EPOCH_HEADER: &str = "Ssehub-Epoch";
+
+/// How often the broker checks the stream incarnation when nothing else did.
+const REVERIFY: Duration = Duration::from_secs(10);
+
+/// The stream incarnation this broker publishes under; the feeds watch it.
+pub(crate) struct Epoch {
+    current: watch::Sender<String>,
+    /// Highest sequence acknowledged under the current epoch: an ack below it comes from a new
+    /// incarnation.
+    high_water: AtomicU64,
+}
+
+impl Epoch {
+    fn new(epoch: String) -> Self {
+        Epoch {
+            current: watch::Sender::new(epoch),
+            high_water: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn get(&self) -> String {
+        self.current.borrow().clone()
+    }
+
+    /// Record the epoch of the stream as just seen; `true` when it is a new one.
+    pub(crate) fn set(&self, epoch: String) -> bool {
+        let changed = self.current.send_if_modified(|current| {
+            if *current == epoch {
+                return false;
+            }
+            tracing::warn!(old = %current, new = %epoch, "nats: the stream was created again; ids start a new epoch");
+            *current = epoch;
+            true
+        });
+        if changed {
+            self.high_water.store(0, Ordering::Release);
+        }
+        changed
+    }
+
+    pub(crate) fn watch(&self) -> watch::Receiver<String> {
+        self.current.subscribe()
+    }
+}
 
 pub(crate) struct JetStream {
     conn: Connection,
     js: jetstream::Context,
     /// The stream as this broker creates it when it is missing.
     stream_config: stream::Config,
-    /// The stream's epoch as last seen (refreshed on reconnect).
-    epoch: RwLock<String>,
-    history: Option<usize>,
+    epoch: Arc<Epoch>,
+    /// The connection generation ([`Connection::generation`]) on which the stream was last
+    /// verified: a publish on a later one verifies it first.
+    verified_on: AtomicU64,
+    history: usize,
     refresher: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -42,34 +108,25 @@ impl Drop for JetStream {
 }
 
 impl JetStream {
-    /// Find or create the stream, and refresh its epoch after every reconnect.
+    /// Find or create the stream (warning when an existing one has other settings), and keep
+    /// its epoch checked.
     pub(crate) async fn open(conn: Connection, config: &NatsBrokerBuilder) -> Result<Arc<Self>> {
         let mut js = jetstream::new(conn.client.clone());
         js.set_timeout(config.response_timeout);
-        let stream_config = stream::Config {
-            name: config.stream_name(),
-            subjects: vec![format!("{}.>", config.prefix)],
-            max_messages_per_subject: i64::try_from(config.history).unwrap_or(i64::MAX),
-            max_age: config.history_ttl,
-            discard: stream::DiscardPolicy::Old,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        };
-        let info = ensure_stream(&js, &stream_config).await?;
+        let stream_config = setup::stream_config(config);
+        let generation = conn.generation();
+        let info = setup::ensure_stream(&js, &stream_config).await?;
+        setup::report_differences(&info.config, &stream_config);
         let this = Arc::new(JetStream {
-            history: usize::try_from(info.config.max_messages_per_subject)
-                .ok()
-                .filter(|h| *h > 0),
-            epoch: RwLock::new(epoch_of(&info)),
+            history: setup::history_of(&info.config),
+            epoch: Arc::new(Epoch::new(epoch_of(&info))),
+            verified_on: AtomicU64::new(generation),
             conn,
             js,
             stream_config,
             refresher: Mutex::new(None),
         });
-        let task = tokio::spawn(refresh_on_reconnect(
-            Arc::downgrade(&this),
-            this.conn.events(),
-        ));
+        let task = tokio::spawn(refresh(Arc::downgrade(&this), this.conn.events()));
         *lock(&this.refresher) = Some(task);
         Ok(this)
     }
@@ -78,33 +135,40 @@ impl JetStream {
         &self.stream_config.name
     }
 
-    fn epoch_now(&self) -> String {
-        self.epoch.read().unwrap_or_else(|e| e.into_inner()).clone()
+    fn timeout(&self) -> Duration {
+        self.conn.timeout
     }
 
-    fn set_epoch(&self, epoch: String) {
-        *self.epoch.write().unwrap_or_else(|e| e.into_inner()) = epoch;
-    }
-
-    /// Re-read the stream (recreating it if it vanished) and refresh the epoch.
+    /// Re-read the stream (creating it again if it vanished) and take its epoch.
     async fn refresh_stream(&self) -> Result<stream::Info> {
-        let info = ensure_stream(&self.js, &self.stream_config).await?;
-        self.set_epoch(epoch_of(&info));
+        let generation = self.conn.generation();
+        let info = setup::ensure_stream(&self.js, &self.stream_config).await?;
+        self.epoch.set(epoch_of(&info));
+        self.verified_on.fetch_max(generation, Ordering::AcqRel);
         Ok(info)
     }
 }
 
-async fn refresh_on_reconnect(this: Weak<JetStream>, mut events: broadcast::Receiver<ConnEvent>) {
+/// Check the stream after every reconnect, and every [`REVERIFY`].
+async fn refresh(this: Weak<JetStream>, mut events: broadcast::Receiver<ConnEvent>) {
+    let mut every = tokio::time::interval(REVERIFY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
     loop {
-        match events.recv().await {
-            Ok(ConnEvent::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                let Some(this) = this.upgrade() else { return };
-                if let Err(e) = this.refresh_stream().await {
-                    tracing::warn!(error = %e, "nats: stream refresh after reconnect failed");
-                }
-            }
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Closed) => return,
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(ConnEvent::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = every.tick() => {}
+        }
+        let Some(this) = this.upgrade() else { return };
+        if !this.conn.connected() {
+            continue;
+        }
+        if let Err(e) = this.refresh_stream().await {
+            tracing::debug!(error = %e, "nats: stream check failed");
         }
     }
 }
@@ -115,11 +179,15 @@ impl Carrier for JetStream {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let epoch = self.epoch();
-            let headers = headers_for(&message.event, (EPOCH_HEADER, &epoch));
             if !self.conn.connected() {
                 return Err(NatsError::NotConnected.into());
             }
+            // Reconnected since the stream was last seen: it may be another one now.
+            if self.verified_on.load(Ordering::Acquire) < self.conn.generation() {
+                self.refresh_stream().await?;
+            }
+            let epoch = self.epoch.get();
+            let headers = headers_for(&message.event, (EPOCH_HEADER, &epoch));
             let ack = self
                 .js
                 .publish_with_headers(subject.clone(), headers, message.data.clone())
@@ -145,6 +213,18 @@ impl Carrier for JetStream {
             if ack.stream != self.stream_name() {
                 return Err(NatsError::WrongStream(ack.stream).into());
             }
+            let high = self
+                .epoch
+                .high_water
+                .fetch_max(ack.sequence, Ordering::AcqRel);
+            if ack.sequence <= high && self.epoch.get() == epoch {
+                // Sequences only grow within one stream: this one was created again. The event
+                // is stored under the old epoch (its id says so, consistently); later ones get
+                // the new one.
+                if let Err(e) = self.refresh_stream().await {
+                    tracing::debug!(error = %e, "nats: stream check after a sequence going back failed");
+                }
+            }
             return StreamPosition::new(&epoch, Offset::Seq(ack.sequence))
                 .map(|p| p.to_event_id())
                 .ok_or_else(|| NatsError::Config("the stream epoch is not alphanumeric").into());
@@ -153,59 +233,40 @@ impl Carrier for JetStream {
 
     async fn start_feed(&self, subject: String, fanout: Arc<Fanout>) -> Result<JoinHandle<()>> {
         let info = self.refresh_stream().await?;
-        let feed = feed::Feed::new(
-            self.js.clone(),
-            self.stream_name().to_owned(),
+        let mut feed = feed::Feed::new(
+            &self.js,
+            self.stream_name(),
             subject,
-            &info,
+            self.epoch.clone(),
             fanout,
-        );
+            self.timeout(),
+        )
+        .await?;
+        feed.anchor(&info).await?;
         let messages = feed.open().await?;
-        Ok(tokio::spawn(feed.run(messages, self.conn.events())))
+        Ok(tokio::spawn(feed.run(
+            messages,
+            self.conn.events(),
+            self.epoch.watch(),
+        )))
     }
 
     async fn replay(&self, subject: &str, after: &StreamPosition, limit: usize) -> Result<Replay> {
-        let deadline = self.conn.timeout * 2;
+        let deadline = self.timeout() * 2;
         tokio::time::timeout(deadline, replay::replay(self, subject, after, limit))
             .await
             .map_err(|_| Error::from(NatsError::ReplayTimeout))?
     }
 
     fn history(&self) -> Option<usize> {
-        self.history
+        Some(self.history)
     }
 
     fn epoch(&self) -> String {
-        self.epoch_now()
+        self.epoch.get()
     }
 
     async fn check(&self) -> Result<()> {
         self.refresh_stream().await.map(|_| ())
     }
-}
-
-async fn ensure_stream(js: &jetstream::Context, config: &stream::Config) -> Result<stream::Info> {
-    // Nodes starting together race to create the stream: a create that loses the race fails,
-    // and the next look finds the winner's stream. A few tries settle it.
-    let mut backoff = Backoff::new(
-        std::time::Duration::from_millis(50),
-        std::time::Duration::from_millis(200),
-    );
-    let mut attempt = 0;
-    loop {
-        match js.get_or_create_stream(config.clone()).await {
-            Ok(stream) => return Ok(stream.cached_info().clone()),
-            Err(e) if attempt < 3 => {
-                tracing::debug!(error = %e, stream = %config.name, "nats: stream setup failed; trying again");
-                attempt += 1;
-                backoff.wait().await;
-            }
-            Err(e) => return Err(NatsError::Stream(boxed(e)).into()),
-        }
-    }
-}
-
-/// The stream incarnation: its creation time in nanoseconds, as hex.
-pub(crate) fn epoch_of(info: &stream::Info) -> String {
-    format!("{:x}", info.created.unix_timestamp_nanos().max(0))
 }

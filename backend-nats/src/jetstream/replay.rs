@@ -1,15 +1,28 @@
 //! A client's replay in JetStream mode: check that the id is still a message of this topic and
-//! epoch, read every later message of the subject, and check again that nothing was trimmed
-//! while reading.
+//! epoch, read the later messages of the subject (at most `limit`) with a temporary consumer that
+//! is deleted when done, and check again that nothing was trimmed while reading.
+//!
+//! Look-ups the server cannot answer now are retried a few times and then fail the replay with a
+//! temporary error (see `lookup`): only a definite "no such message" answers a gap.
 
-use async_nats::jetstream::{consumer, stream};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use futures_util::StreamExt;
 use ssehub_core::backend::{Offset, StreamPosition};
 use ssehub_core::{Envelope, Replay, Result};
 
+use super::lookup::{self, StreamHandle};
 use super::{EPOCH_HEADER, JetStream, epoch_of};
 use crate::connection::event_of;
 use crate::error::{NatsError, boxed};
+
+/// How long the server keeps a replay consumer that lost its client (its delete failed, the
+/// replay was cancelled and the delete did not get through).
+const CONSUMER_IDLE: Duration = Duration::from_secs(30);
+
+/// Messages asked of the server per pull.
+const BATCH: usize = 256;
 
 pub(super) async fn replay(
     js: &JetStream,
@@ -21,20 +34,15 @@ pub(super) async fn replay(
         return Ok(Replay::Gap);
     };
     let epoch = after.epoch();
-    let mut stream = js
+    let timeout = js.timeout();
+    let stream = js
         .js
-        .get_stream(js.stream_name())
+        .get_stream_no_info(js.stream_name())
         .await
         .map_err(|e| NatsError::Read(boxed(e)))?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| NatsError::Read(boxed(e)))?
-        .clone();
+    let info = lookup::info(&stream, timeout).await?;
     let current = epoch_of(&info);
-    if current != js.epoch_now() {
-        js.set_epoch(current.clone());
-    }
+    js.epoch.set(current.clone());
     if epoch != current
         || after_seq == 0
         || after_seq < info.state.first_sequence
@@ -43,37 +51,98 @@ pub(super) async fn replay(
         return Ok(Replay::Gap);
     }
     // The id must be a message of this topic, published under this epoch, still stored.
-    if !message_is(&stream, after_seq, subject, epoch).await? {
+    if !is_ours(&stream, after_seq, subject, epoch, timeout).await? {
         return Ok(Replay::Gap);
     }
-    let last = match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(m) => m.sequence,
-        Err(e) => {
-            use async_nats::jetstream::stream::LastRawMessageErrorKind as K;
-            if e.kind() == K::NoMessageFound {
-                return Ok(Replay::Gap);
-            }
-            return Err(NatsError::Read(boxed(e)).into());
-        }
+    let Some(last) = lookup::last_of(&stream, subject, timeout).await? else {
+        return Ok(Replay::Gap);
     };
     let mut events = Vec::new();
-    if last > after_seq && limit > 0 {
+    if last.sequence > after_seq && limit > 0 {
+        let read = Read {
+            subject,
+            after: after_seq,
+            last: last.sequence,
+            limit,
+            epoch: &current,
+        };
+        match read.run(&stream).await? {
+            Some(read) => events = read,
+            // Not an ssehub event: it cannot be told, so neither can the rest.
+            None => return Ok(Replay::Gap),
+        }
+    }
+    // Trimming drops the oldest first: if `after` is still there, nothing after it was skipped
+    // while we read.
+    if !is_ours(&stream, after_seq, subject, epoch, timeout).await? {
+        return Ok(Replay::Gap);
+    }
+    Ok(Replay::Events(events))
+}
+
+/// Whether the message at `seq` is one of `subject`, published under `epoch`.
+async fn is_ours(
+    stream: &StreamHandle,
+    seq: u64,
+    subject: &str,
+    epoch: &str,
+    timeout: Duration,
+) -> Result<bool> {
+    Ok(lookup::message(stream, seq, timeout)
+        .await?
+        .is_some_and(|m| {
+            m.subject.as_str() == subject
+                && m.headers.get(EPOCH_HEADER).map(|v| v.as_str()) == Some(epoch)
+        }))
+}
+
+/// What one replay reads: the messages of `subject` after `after` up to `last`, at most `limit`.
+struct Read<'a> {
+    subject: &'a str,
+    after: u64,
+    last: u64,
+    limit: usize,
+    epoch: &'a str,
+}
+
+impl Read<'_> {
+    /// Read with a consumer of this replay alone, deleted before returning (and by a task when
+    /// the replay is dropped half-way). `None`: a message that is not an ssehub event.
+    async fn run(&self, stream: &StreamHandle) -> Result<Option<Vec<Envelope>>> {
+        let name = format!("ssehub_replay_{:016x}", rand::random::<u64>());
         let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: subject.to_owned(),
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: after_seq + 1,
+            .create_consumer(consumer::pull::Config {
+                name: Some(name.clone()),
+                filter_subject: self.subject.to_owned(),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: self.after + 1,
                 },
+                ack_policy: AckPolicy::None,
+                inactive_threshold: CONSUMER_IDLE,
+                memory_storage: true,
                 ..Default::default()
             })
             .await
             .map_err(|e| NatsError::Read(boxed(e)))?;
+        let mut cleanup = DeleteConsumer {
+            stream: Some(stream.clone()),
+            name,
+        };
+        let read = self.read(&consumer).await;
+        cleanup.now().await;
+        read
+    }
+
+    async fn read(&self, consumer: &consumer::PullConsumer) -> Result<Option<Vec<Envelope>>> {
         let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(BATCH.min(self.limit))
             .messages()
             .await
             .map_err(|e| NatsError::Read(boxed(e)))?;
-        let mut prev = after_seq;
-        while prev < last && events.len() < limit {
+        let mut events = Vec::new();
+        let mut prev = self.after;
+        while prev < self.last && events.len() < self.limit {
             let msg = match messages.next().await {
                 Some(Ok(msg)) => msg,
                 Some(Err(e)) => return Err(NatsError::Read(boxed(e)).into()),
@@ -87,7 +156,7 @@ pub(super) async fn replay(
             let headers = msg.headers.as_ref();
             let msg_epoch = headers
                 .and_then(|h| h.get(EPOCH_HEADER))
-                .map_or(current.as_str(), |v| v.as_str());
+                .map_or(self.epoch, |v| v.as_str());
             match (
                 StreamPosition::new(msg_epoch, Offset::Seq(seq)),
                 event_of(headers),
@@ -97,31 +166,39 @@ pub(super) async fn replay(
                     event,
                     data: msg.payload.clone(),
                 }),
-                // Not an ssehub event: it cannot be told, so neither can the rest.
-                _ => return Ok(Replay::Gap),
+                _ => return Ok(None),
             }
         }
+        Ok(Some(events))
     }
-    // Trimming drops the oldest first: if `after` is still there, nothing after it was skipped
-    // while we read.
-    if !message_is(&stream, after_seq, subject, epoch).await? {
-        return Ok(Replay::Gap);
-    }
-    Ok(Replay::Events(events))
 }
 
-async fn message_is(stream: &stream::Stream, seq: u64, subject: &str, epoch: &str) -> Result<bool> {
-    match stream.get_raw_message(seq).await {
-        Ok(m) => Ok(m.subject.as_str() == subject
-            && m.headers.get(EPOCH_HEADER).map(|v| v.as_str()) == Some(epoch)),
-        Err(e) => {
-            use async_nats::jetstream::stream::LastRawMessageErrorKind as K;
-            match e.kind() {
-                K::NoMessageFound | K::InvalidSubject => Ok(false),
-                // "no message found" comes back as a JetStream API error on some servers.
-                K::JetStream(_) => Ok(false),
-                K::Other => Err(NatsError::Read(boxed(e)).into()),
-            }
+/// Deletes a replay consumer: awaited when the replay ends, from a task when it is dropped first.
+struct DeleteConsumer {
+    stream: Option<StreamHandle>,
+    name: String,
+}
+
+impl DeleteConsumer {
+    async fn now(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            delete(stream, std::mem::take(&mut self.name)).await;
         }
+    }
+}
+
+impl Drop for DeleteConsumer {
+    fn drop(&mut self) {
+        if let (Some(stream), Ok(rt)) = (self.stream.take(), tokio::runtime::Handle::try_current())
+        {
+            rt.spawn(delete(stream, std::mem::take(&mut self.name)));
+        }
+    }
+}
+
+async fn delete(stream: StreamHandle, name: String) {
+    if let Err(e) = stream.delete_consumer(&name).await {
+        // The server deletes it after `CONSUMER_IDLE` anyway.
+        tracing::debug!(error = %e, consumer = %name, "nats: deleting a replay consumer failed");
     }
 }
