@@ -32,6 +32,13 @@ pub enum Mode {
 /// Builds a [`NatsBroker`]; every setter documents its default, [`build`](Self::build)
 /// connects.
 ///
+/// - The payload limit in force is the smaller of `max_payload` and the server's `max_payload`
+///   minus 1 KiB kept for headers (NATS counts headers in `max_payload`, 1 MiB by default).
+/// - A server that stops answering is dropped after three unanswered pings, so it is detected
+///   within about three `ping_interval`s; the client then reconnects (the wait grows by 50 ms
+///   per attempt up to `reconnect_max_delay`): JetStream subscriptions resume where they were,
+///   core ones get a gap.
+///
 /// Its `Debug` output never shows credentials (a password in the URL, a token).
 #[derive(Clone)]
 #[must_use]
@@ -49,7 +56,6 @@ pub struct NatsBrokerBuilder {
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) health_timeout: Duration,
-    pub(crate) presence_window: Duration,
     pub(crate) subscriber_buffer: usize,
     pub(crate) reconnect_max_delay: Duration,
     pub(crate) ping_interval: Duration,
@@ -74,7 +80,6 @@ impl fmt::Debug for NatsBrokerBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("health_timeout", &self.health_timeout)
-            .field("presence_window", &self.presence_window)
             .field("subscriber_buffer", &self.subscriber_buffer)
             .field("reconnect_max_delay", &self.reconnect_max_delay)
             .field("ping_interval", &self.ping_interval)
@@ -115,7 +120,6 @@ impl NatsBrokerBuilder {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
             health_timeout: Duration::from_secs(5),
-            presence_window: Duration::from_millis(250),
             subscriber_buffer: 4096,
             reconnect_max_delay: Duration::from_secs(1),
             ping_interval: Duration::from_secs(10),
@@ -146,14 +150,6 @@ impl NatsBrokerBuilder {
     /// the stream's age and byte limits bound history.
     pub fn history(mut self, events: usize) -> Self {
         self.history = events.max(1);
-        self
-    }
-
-    /// Largest payload accepted, in bytes. Default: 1 MiB. The broker declares the smaller of
-    /// this and the server's `max_payload` minus 1 KiB kept for headers (NATS counts headers in
-    /// `max_payload`, which is 1 MiB by default).
-    pub fn max_payload(mut self, bytes: usize) -> Self {
-        self.max_payload = bytes;
         self
     }
 
@@ -198,56 +194,14 @@ impl NatsBrokerBuilder {
         self
     }
 
-    /// Time allowed to open the connection (and for [`build`](Self::build) to see it open).
-    /// Default: 5 seconds.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout.max(Duration::from_millis(10));
-        self
-    }
-
-    /// How long a publish waits for the server's confirmation, and the bound of every other
-    /// request (replay, stream look-ups). Default: 5 seconds.
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout.max(Duration::from_millis(10));
-        self
-    }
-
-    /// Time [`Broker::health`](ssehub_core::Broker::health) allows its probe. Default: 5
-    /// seconds.
-    pub fn health_timeout(mut self, timeout: Duration) -> Self {
-        self.health_timeout = timeout.max(Duration::from_millis(10));
-        self
-    }
-
-    /// How long [`Broker::cluster_sessions`](ssehub_core::Broker::cluster_sessions) collects the
-    /// answers of other nodes. Default: 250 ms.
-    pub fn presence_window(mut self, window: Duration) -> Self {
-        self.presence_window = window;
-        self
-    }
-
-    /// Events a local subscription stream may fall behind before it receives a gap. Default:
-    /// 4,096.
-    pub fn subscriber_buffer(mut self, events: usize) -> Self {
-        self.subscriber_buffer = events.max(1);
-        self
-    }
-
-    /// Longest wait between two reconnect attempts (the wait grows by 50 ms per attempt up to
-    /// this). Default: 1 second.
-    pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
-        self.reconnect_max_delay = delay.max(Duration::from_millis(50));
-        self
-    }
-
-    /// How often the client pings the server when the connection is otherwise quiet. A server
-    /// that stops answering (frozen process, half-open connection, silent network) is dropped
-    /// after three unanswered pings, so it is detected within about three intervals, and the
-    /// client reconnects: JetStream subscriptions resume where they were, core ones get a gap.
-    /// Default: 10 seconds.
-    pub fn ping_interval(mut self, interval: Duration) -> Self {
-        self.ping_interval = interval.max(Duration::from_millis(10));
-        self
+    ssehub_core::broker_builder_setters! {
+        max_payload = "1 MiB",
+        subscriber_buffer = "4,096",
+        connect_timeout = "5 seconds",
+        response_timeout = "5 seconds",
+        health_timeout = "5 seconds",
+        reconnect_max_delay = "1 second",
+        ping_interval = "10 seconds",
     }
 
     pub(crate) fn stream_name(&self) -> String {

@@ -37,8 +37,6 @@ pub(crate) enum NatsError {
     ReplayTimeout,
     #[error("health probe did not come back in time")]
     ProbeTimeout,
-    #[error("presence request failed")]
-    Presence(#[source] async_nats::Error),
 }
 
 impl NatsError {

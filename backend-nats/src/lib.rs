@@ -57,7 +57,7 @@
 //!
 //! `builder` (settings), `connection` (the one connection, its events, headers), `carrier`
 //! (the internal trait of the two modes), `jetstream` (stream, feed, replay), `core_nats`,
-//! `presence`, `subject` (topic ↔ subject escaping), `error`. Ids, the local fan-out, backoff
+//! `subject` (topic ↔ subject escaping), `error`. Ids, the local fan-out, backoff
 //! and the payload limit come from [`ssehub_core::backend`].
 
 #![forbid(unsafe_code)]
@@ -68,7 +68,6 @@ mod connection;
 mod core_nats;
 mod error;
 mod jetstream;
-mod presence;
 mod subject;
 
 use std::collections::HashMap;
@@ -76,11 +75,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
 use ssehub_core::backend::{
     Fanout, StreamPosition, SubscriptionCount, check_payload, lock, node_id,
 };
 use ssehub_core::{
-    Broker, Capabilities, Error, EventId, Message, Replay, Result, Subscription, Topic,
+    Broker, Capabilities, Error, EventId, Message, Replay, Result, Signals, Subscription, Topic,
 };
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -91,7 +92,7 @@ pub use builder::{Mode, NatsBrokerBuilder};
 use crate::carrier::Carrier;
 use crate::connection::Connection;
 use crate::core_nats::CoreNats;
-use crate::error::NatsError;
+use crate::error::{NatsError, boxed};
 use crate::jetstream::JetStream;
 use crate::subject::topic_subject;
 
@@ -109,13 +110,10 @@ struct Inner {
     conn: Connection,
     carrier: Arc<dyn Carrier>,
     max_payload: usize,
-    /// Random id of this broker instance (presence, core-mode id epoch).
+    /// Random id of this broker instance (the core-mode id epoch).
     node: String,
     topics: Mutex<HashMap<Topic, Weak<TopicShared>>>,
     subscriptions: SubscriptionCount,
-    /// Presence: the last local session count reported per topic, for the topics live here
-    /// only (an entry goes with the topic's last local subscription). Locked after `topics`.
-    presence: Mutex<HashMap<String, usize>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -160,8 +158,6 @@ impl Drop for TopicShared {
                 .is_some_and(|w| w.strong_count() == 0)
             {
                 topics.remove(&self.topic);
-                // No session of the topic is left here: nothing to report to other nodes.
-                lock(&inner.presence).remove(self.topic.as_str());
             }
         }
     }
@@ -200,11 +196,8 @@ impl NatsBroker {
             node,
             topics: Mutex::new(HashMap::new()),
             subscriptions: SubscriptionCount::new(),
-            presence: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
-        let responder = inner.presence_responder().await?;
-        lock(&inner.tasks).push(responder);
         Ok(NatsBroker { inner })
     }
 
@@ -224,6 +217,12 @@ impl NatsBroker {
     #[must_use]
     pub fn subject_for(&self, topic: &Topic) -> String {
         topic_subject(&self.inner.config.prefix, topic)
+    }
+
+    /// The subject of the signals between nodes (presence): outside the stream's subjects, so
+    /// never stored.
+    fn signal_subject(&self) -> String {
+        format!("_ssehub_signals.{}", self.inner.config.prefix)
     }
 
     /// The current epoch (JetStream: of the stream incarnation; core: of this broker).
@@ -303,8 +302,25 @@ impl Broker for NatsBroker {
         self.inner.subscriptions.get()
     }
 
-    async fn cluster_sessions(&self, topic: &Topic, local: usize) -> Result<usize> {
-        self.inner.cluster_sessions(topic, local).await
+    async fn signal(&self, payload: Bytes) -> Result<()> {
+        let client = &self.inner.conn.client;
+        client
+            .publish(self.signal_subject(), payload)
+            .await
+            .map_err(|e| NatsError::Publish(boxed(e)))?;
+        Ok(())
+    }
+
+    async fn signals(&self) -> Result<Signals> {
+        // A core subscription: async-nats subscribes it again after every reconnect.
+        let sub = self
+            .inner
+            .conn
+            .client
+            .subscribe(self.signal_subject())
+            .await
+            .map_err(|e| NatsError::Subscribe(boxed(e)))?;
+        Ok(Box::pin(sub.map(|msg| msg.payload)))
     }
 
     async fn health(&self) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Abuse: resource ids with `.`, `*`, `>`, spaces, non-ASCII, very long; presence across nodes.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -174,22 +175,12 @@ async fn hostile_ids_never_collide_core() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_sums_every_node() {
-    let (Some(a), Some(b)) = (broker(Mode::Core).await, broker(Mode::Core).await) else {
-        return;
-    };
-    let topic = Topic::new(unique_id("presence")).expect("topic");
-    // A node counts its sessions only while it holds the topic's subscription.
-    let _sub = a.subscribe(&topic).await.expect("subscribe");
-    assert_eq!(a.cluster_sessions(&topic, 3).await.expect("presence a"), 3);
-    assert_eq!(b.cluster_sessions(&topic, 2).await.expect("presence b"), 5);
-    drop(_sub);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while b.cluster_sessions(&topic, 2).await.expect("presence b") != 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a still counted after leaving"
-        );
+async fn presence_is_cluster_wide_on_core_and_jetstream() {
+    for mode in [Mode::Core, Mode::JetStream] {
+        let (Some(a), Some(b)) = (broker(mode).await, broker(mode).await) else {
+            return;
+        };
+        ssehub_core::conformance::presence_across_nodes(Arc::new(a), Arc::new(b)).await;
     }
 }
 

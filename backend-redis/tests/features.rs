@@ -238,6 +238,15 @@ async fn signals_reach_every_node_and_health_round_trips() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_cluster_wide() {
+    let (Some(a), Some(b)) = (broker(100).await, broker(100).await) else {
+        return;
+    };
+    ssehub_core::conformance::presence_across_nodes(std::sync::Arc::new(a), std::sync::Arc::new(b))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_hides_the_password() {
     let config = RedisBroker::builder("redis://user:secret@db.example:6380/3");
     let text = format!("{config:?}");

@@ -142,7 +142,7 @@ pub struct Capabilities {
     /// How many events per topic the broker keeps for replay; `None` when it keeps none.
     /// Replay can answer events (not a gap) for an id among the last `history` events.
     pub history: Option<usize>,
-    /// Whether the broker can count sessions on every node ([`Broker::cluster_sessions`]).
+    /// Whether [`Broker::signal`] reaches the other nodes (so presence is cluster-wide).
     pub presence: bool,
     /// Largest payload `publish` accepts, in bytes.
     pub max_payload: usize,
@@ -231,14 +231,6 @@ pub trait Broker: fmt::Debug + Send + Sync + 'static {
     /// node. Leak tests check it returns to zero.
     fn active_subscriptions(&self) -> usize;
 
-    /// Sessions of `topic` across every node, when the backend supports presence
-    /// ([`Capabilities::presence`]). `local` is this node's count, which the backend publishes.
-    /// The default returns `local`: a single node sees all sessions.
-    async fn cluster_sessions(&self, topic: &Topic, local: usize) -> Result<usize> {
-        let _ = topic;
-        Ok(local)
-    }
-
     /// Check the broker end to end (for example publish a probe and see it come back).
     async fn health(&self) -> Result<()> {
         Ok(())
@@ -281,9 +273,6 @@ macro_rules! forward_broker {
             }
             fn active_subscriptions(&self) -> usize {
                 (**self).active_subscriptions()
-            }
-            async fn cluster_sessions(&self, topic: &Topic, local: usize) -> Result<usize> {
-                (**self).cluster_sessions(topic, local).await
             }
             async fn health(&self) -> Result<()> {
                 (**self).health().await
