@@ -10,12 +10,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod fixture;
-use fixture::comments;
+use fixture::{comments, comments_cmd};
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+
+use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -446,60 +446,6 @@ async fn the_demo_exposes_prometheus_metrics() {
 }
 
 // ---- The command line: the built example binary. ----
-
-/// The built comments example: `SSEHUB_COMMENTS_BIN` when set (as the TypeScript tests use),
-/// else `examples/comments` beside this test's own folder in the target directory, built first
-/// (a no-op when it is fresh) with this test's features.
-fn comments_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("SSEHUB_COMMENTS_BIN") {
-        return bin.into();
-    }
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // target/debug/deps/http-… → target/debug
-            let exe = std::env::current_exe().unwrap();
-            let profile = exe.parent().and_then(Path::parent).unwrap().to_owned();
-            let features: Vec<&str> = [
-                ("memory", cfg!(feature = "memory")),
-                ("axum", cfg!(feature = "axum")),
-                ("redis", cfg!(feature = "redis")),
-                ("nats", cfg!(feature = "nats")),
-                ("full", cfg!(feature = "full")),
-            ]
-            .into_iter()
-            .filter_map(|(name, on)| on.then_some(name))
-            .collect();
-            let mut build = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
-            build
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--quiet", "--example", "comments", "--features"])
-                .arg(features.join(","));
-            if profile.file_name().is_some_and(|n| n == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build");
-            assert!(status.success(), "cargo build --example comments: {status}");
-            let bin = profile.join("examples").join("comments");
-            assert!(
-                bin.is_file(),
-                "{} is missing: build it with `cargo build --example comments`, or set \
-                 SSEHUB_COMMENTS_BIN",
-                bin.display()
-            );
-            bin
-        })
-        .clone()
-}
-
-/// The example's command with a clean environment for its own variables.
-fn comments_cmd() -> Command {
-    let mut cmd = Command::new(comments_bin());
-    cmd.env_remove("SSEHUB_ADDR")
-        .env_remove("SSEHUB_BACKEND")
-        .env("RUST_LOG", "warn");
-    cmd
-}
 
 #[test]
 fn cli_help_prints_the_usage() {

@@ -130,3 +130,88 @@ async fn memory_single_node_for_comparison() {
     let broker: Arc<dyn Broker> = Arc::new(ssehub::MemoryBroker::new());
     two_nodes_share_events_and_resume(broker.clone(), broker).await;
 }
+
+/// One demo process (a node) on `backend`; killed (SIGKILL) when dropped.
+struct NodeProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn node_process(backend: &str) -> NodeProcess {
+    let port = ssehub_test_support::free_port();
+    let child = fixture::comments_cmd()
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--backend", backend])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the demo");
+    let node = NodeProcess {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    assert!(
+        ssehub_test_support::wait_for_port(port, Duration::from_secs(60)).await,
+        "the demo did not listen on {port}"
+    );
+    node
+}
+
+async fn sessions(addr: SocketAddr, id: &str) -> u64 {
+    let v: serde_json::Value = reqwest::get(format!("http://{addr}/api/sessions/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["sessions"].as_u64().unwrap()
+}
+
+/// Two demo processes on one broker: each shows the sessions of both ("2 viewing"), and when
+/// one is SIGKILLed with its viewer's stream open, the other drops it within the presence
+/// window (15 s by default; the time taken is printed).
+async fn presence_survives_a_killed_node(backend: &str) {
+    let a = node_process(backend).await;
+    let mut b = node_process(backend).await;
+    let id = ssehub::conformance::unique_id("presence");
+    let _on_a = open(a.addr, &id, None).await;
+    let _on_b = open(b.addr, &id, None).await;
+    ssehub_test_support::wait_until_within("2 viewing on both nodes", WAIT * 3, async || {
+        sessions(a.addr, &id).await == 2 && sessions(b.addr, &id).await == 2
+    })
+    .await;
+    let killed = tokio::time::Instant::now();
+    b.child.kill().expect("SIGKILL");
+    let _ = b.child.wait();
+    ssehub_test_support::wait_until_within("the killed node drops out", WAIT * 6, async || {
+        sessions(a.addr, &id).await == 1
+    })
+    .await;
+    eprintln!(
+        "presence ({backend}): a SIGKILLed node dropped out of the count after {:.1} s",
+        killed.elapsed().as_secs_f64()
+    );
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_presence_drops_a_killed_node() {
+    let Some(url) = ssehub_test_support::redis::redis_url().await else {
+        return;
+    };
+    presence_survives_a_killed_node(&url).await;
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_presence_drops_a_killed_node() {
+    let Some(url) = ssehub_test_support::nats::nats_url().await else {
+        return;
+    };
+    presence_survives_a_killed_node(&url).await;
+}
