@@ -135,14 +135,20 @@ impl BrokerProcess {
         self.0 = Some(child);
     }
 
-    /// Freeze the process (SIGSTOP): its connections stay open but nothing answers.
+    /// Freeze the process (SIGSTOP): its connections stay open but nothing answers. Returns
+    /// once the kernel reports it stopped (a signal is delivered asynchronously: without the
+    /// wait, the process could still answer a request sent right after).
     pub fn freeze(&self) -> bool {
-        self.0.as_ref().is_some_and(|c| signal(c.id(), "STOP"))
+        self.0
+            .as_ref()
+            .is_some_and(|c| signal(c.id(), "STOP") && wait_state(c.id(), |s| s == 'T' || s == 't'))
     }
 
-    /// Let a frozen process run again (SIGCONT).
+    /// Let a frozen process run again (SIGCONT); returns once it is no longer stopped.
     pub fn thaw(&self) -> bool {
-        self.0.as_ref().is_some_and(|c| signal(c.id(), "CONT"))
+        self.0
+            .as_ref()
+            .is_some_and(|c| signal(c.id(), "CONT") && wait_state(c.id(), |s| s != 'T' && s != 't'))
     }
 
     /// Kill the process (SIGKILL, no clean shutdown) and wait for it to exit.
@@ -162,6 +168,25 @@ impl BrokerProcess {
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Wait (at most 5 s) until the state letter of `/proc/<pid>/stat` satisfies `ok`; `true` when
+/// it did, or when the state cannot be read (not Linux).
+fn wait_state(pid: u32, ok: impl Fn(char) -> bool) -> bool {
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) S ...`: the state follows the last `)`.
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match state() {
+            None => return true,
+            Some(s) if ok(s) => return true,
+            Some(_) if std::time::Instant::now() >= deadline => return false,
+            Some(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
     }
 }
 
