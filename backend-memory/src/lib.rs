@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ssehub_core::backend::{
-    Fanout, Offset, StreamPosition, SubscriptionCount, check_payload, lock,
+    Fanout, Offset, StreamPosition, SubscriptionCount, check_payload, lock, signal_stream,
 };
 use ssehub_core::{
     Broker, Capabilities, Delivery, Envelope, EventId, Message, Replay, Result, Signals,
@@ -309,20 +309,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn signals(&self) -> Result<Signals> {
-        let rx = self.inner.signals.subscribe();
-        Ok(Box::pin(futures_util::stream::unfold(
-            rx,
-            |mut rx| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(payload) => return Some((payload, rx)),
-                        // Signals repeat themselves: skipping some is allowed.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            },
-        )))
+        Ok(signal_stream(self.inner.signals.subscribe()))
     }
 }
 

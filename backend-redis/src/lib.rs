@@ -69,7 +69,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::ConnectionManagerConfig;
 use redis::{Client, ProtocolVersion, Value};
-use ssehub_core::backend::{StreamPosition, SubscriptionCount, check_payload, lock, node_id};
+use ssehub_core::backend::{
+    StreamPosition, SubscriptionCount, check_payload, lock, node_id, signal_stream,
+};
 use ssehub_core::{
     Broker, Capabilities, EventId, Message, Replay, Result, Signals, Subscription, Topic,
 };
@@ -288,20 +290,7 @@ impl Broker for RedisBroker {
     }
 
     async fn signals(&self) -> Result<Signals> {
-        let rx = self.inner.node.signals.subscribe();
-        Ok(Box::pin(futures_util::stream::unfold(
-            rx,
-            |mut rx| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(payload) => return Some((payload, rx)),
-                        // Signals repeat themselves: skipping some is allowed.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            },
-        )))
+        Ok(signal_stream(self.inner.node.signals.subscribe()))
     }
 }
 

@@ -33,8 +33,24 @@ use std::time::Duration;
 pub use fanout::{CountGuard, Fanout, SubscriptionCount};
 pub use position::{MAX_EPOCH_LEN, Offset, StreamPosition, is_epoch, parse_canonical};
 
-use crate::broker::Message;
+use crate::broker::{Message, Signals};
 use crate::error::{Error, Result};
+
+/// The [`Signals`] stream of a backend that hands the signals it receives to a
+/// `tokio::sync::broadcast` channel: a receiver that falls behind skips what it missed
+/// (signals repeat themselves).
+pub fn signal_stream(rx: tokio::sync::broadcast::Receiver<bytes::Bytes>) -> Signals {
+    use tokio::sync::broadcast::error::RecvError;
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(payload) => return Some((payload, rx)),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }))
+}
 
 /// Refuse a payload over `max` bytes with [`Error::PayloadTooLarge`].
 pub fn check_payload(message: &Message, max: usize) -> Result<()> {
