@@ -865,7 +865,7 @@ const PAGE: &str = r#"<!doctype html>
 <button id="add">Add a comment</button>
 <p>Votes: <button id="up">Up</button> <span id="up-count">–</span>
   <button id="down">Down</button> <span id="down-count">–</span></p>
-<p>Watching now (every node): <span id="sessions">–</span></p>
+<p>Watching now: <span id="sessions">–</span></p>
 <pre id="log"></pre>
 <script>
   const id = new URLSearchParams(location.search).get('discussion') || '123';
@@ -905,12 +905,12 @@ const PAGE: &str = r#"<!doctype html>
   document.getElementById('up').onclick = () => vote('up');
   document.getElementById('down').onclick = () => vote('down');
 
-  // Who else is here, on any node.
+  // Who is here, on any node: when this page's stream opens, then every 5 s.
   const sessions = document.getElementById('sessions');
   const watchers = () => fetch(`/api/sessions/${encodeURIComponent(id)}`)
     .then((r) => r.json()).then((j) => { sessions.textContent = String(j.sessions); })
     .catch(() => {});
-  watchers();
+  es.addEventListener('open', watchers);
   setInterval(watchers, 5000);
 </script>
 </body>
