@@ -136,23 +136,28 @@ fn check_control_frames(input: &Input<'_>) {
     // Any duration: digits only; a value past u64 milliseconds is ignored by the reader.
     assert_eq!(p.retry(), u64::try_from(d.as_millis()).ok(), "{frame:?}");
 
-    // reset: one `reset` event whose data is the reason as JSON, with no id.
+    // reset: one `reset` event whose data is the reason as JSON; with an id, that id (it moves
+    // the client's resume position), else none.
+    let id = input.id.and_then(|t| EventId::parse(t).ok());
     for reason in [
         ResetReason::MalformedId,
         ResetReason::OutOfWindow,
         ResetReason::NoHistory,
         ResetReason::BrokerGap,
+        ResetReason::Overflow,
     ] {
-        let mut p = parse_chunked(&Sse.reset(reason), &input.cuts);
-        assert_eq!(
-            p.take_events(),
-            vec![ParsedEvent {
-                event: RESET_EVENT.to_owned(),
-                id: None,
-                data: format!("{{\"reason\":\"{}\"}}", reason.as_str()),
-            }]
-        );
-        assert_eq!(p.retry(), None);
+        for with in [None, id.as_ref()] {
+            let mut p = parse_chunked(&Sse.reset(reason, with), &input.cuts);
+            assert_eq!(
+                p.take_events(),
+                vec![ParsedEvent {
+                    event: RESET_EVENT.to_owned(),
+                    id: with.map(|i| i.as_str().to_owned()),
+                    data: format!("{{\"reason\":\"{}\"}}", reason.as_str()),
+                }]
+            );
+            assert_eq!(p.retry(), None);
+        }
     }
 }
 
