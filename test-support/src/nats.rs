@@ -20,7 +20,7 @@ use std::path::Path;
 
 use tokio::sync::OnceCell;
 
-use crate::server::{BrokerServer, Server, Source, Spec, decide, docker_engine, exchange};
+use crate::server::{Server, Source, Spec, decide, docker_engine, exchange};
 use crate::{skip, which};
 
 /// The variable naming a NATS server someone else runs.
@@ -148,37 +148,11 @@ impl NatsServer {
     }
 }
 
-impl BrokerServer for NatsServer {
-    /// `nats://<host>:<port>`.
-    fn url(&self) -> String {
-        self.0.url()
-    }
-
-    fn port(&self) -> u16 {
-        self.0.port()
-    }
-
-    fn log(&self) -> String {
-        self.0.log()
-    }
-
-    fn freeze(&self) -> bool {
-        self.0.freeze()
-    }
-
-    fn thaw(&self) -> bool {
-        self.0.thaw()
-    }
-
-    fn kill(&mut self) {
-        self.0.kill();
-    }
-
-    /// On the same port and store: JetStream streams survive.
-    async fn restart(&mut self) -> Result<(), String> {
-        self.0.restart().await
-    }
-}
+crate::server::broker_server_for!(
+    NatsServer,
+    url = "`nats://<host>:<port>`.",
+    restart = "On the same port and store: JetStream streams survive."
+);
 
 /// Whether the server at `host:port` answers `PING`.
 fn pong(host: &str, port: u16) -> bool {

@@ -28,7 +28,7 @@ use std::path::Path;
 
 use tokio::sync::OnceCell;
 
-use crate::server::{BrokerServer, Server, Source, Spec, decide, docker_engine, exchange};
+use crate::server::{Server, Source, Spec, decide, docker_engine, exchange};
 use crate::{skip, which};
 
 /// The variable naming a Redis someone else runs.
@@ -151,37 +151,11 @@ impl RedisServer {
     }
 }
 
-impl BrokerServer for RedisServer {
-    /// `redis://<host>:<port>`.
-    fn url(&self) -> String {
-        self.0.url()
-    }
-
-    fn port(&self) -> u16 {
-        self.0.port()
-    }
-
-    fn log(&self) -> String {
-        self.0.log()
-    }
-
-    fn freeze(&self) -> bool {
-        self.0.freeze()
-    }
-
-    fn thaw(&self) -> bool {
-        self.0.thaw()
-    }
-
-    fn kill(&mut self) {
-        self.0.kill();
-    }
-
-    /// With persistence the server reloads its append-only file.
-    async fn restart(&mut self) -> Result<(), String> {
-        self.0.restart().await
-    }
-}
+crate::server::broker_server_for!(
+    RedisServer,
+    url = "`redis://<host>:<port>`.",
+    restart = "With persistence the server reloads its append-only file."
+);
 
 /// Whether `host:port` answers `PING` with `+PONG` (not `-LOADING`).
 fn ping(host: &str, port: u16) -> bool {

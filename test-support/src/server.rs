@@ -191,6 +191,45 @@ enum Runner {
     Container(crate::server::docker::Container),
 }
 
+/// `impl BrokerServer` for a newtype over [`Server`] (`RedisServer`, `NatsServer`): every
+/// method is the server's own.
+macro_rules! broker_server_for {
+    ($ty:ty, url = $url:literal, restart = $restart:literal) => {
+        impl $crate::server::BrokerServer for $ty {
+            #[doc = $url]
+            fn url(&self) -> String {
+                self.0.url()
+            }
+
+            fn port(&self) -> u16 {
+                self.0.port()
+            }
+
+            fn log(&self) -> String {
+                self.0.log()
+            }
+
+            fn freeze(&self) -> bool {
+                self.0.freeze()
+            }
+
+            fn thaw(&self) -> bool {
+                self.0.thaw()
+            }
+
+            fn kill(&mut self) {
+                self.0.kill();
+            }
+
+            #[doc = $restart]
+            async fn restart(&mut self) -> Result<(), String> {
+                self.0.restart().await
+            }
+        }
+    };
+}
+pub(crate) use broker_server_for;
+
 /// A broker server of one test on a fixed port (the machinery behind the public server types).
 pub(crate) struct Server {
     // Dropped first: the server is gone before its dir is removed.
