@@ -455,65 +455,46 @@ impl AppState {
             .key_prefix("discussion")
             .key_suffix("comments")
             .build()?;
-        let initial_store = store.clone();
-        let cleanup = comments.clone();
-        // 2. The SSE route .
-        let endpoint = SseEndpoint::new(comments.clone(), "/api/sse/comments/{discussionId}")?
-            .resource(|p: &PathParams| p.get("discussionId").unwrap_or_default().to_owned())
-            .validate(|p: &PathParams| p.get("discussionId").is_some_and(|id| !id.is_empty()))
-            .initial_event(move |p: PathParams| {
-                let store = initial_store.clone();
-                async move {
-                    let id = p.get("discussionId")?.to_owned();
-                    let count = store
-                        .comment_count(&id)
-                        .await
-                        .inspect_err(|e| tracing::warn!("no initial count for {id}: {e}"))
-                        .ok()?;
-                    Some(CommentEvent {
-                        discussion_id: id,
-                        comment_count: count,
-                        timestamp: now_ms(),
-                    })
-                }
-            })
-            .on_disconnect(move |p: &PathParams| {
-                if let Some(id) = p.get("discussionId") {
-                    cleanup.cleanup_if_empty(id);
-                }
-            });
-
+        // 2. The SSE route: its initial event carries the current count.
+        let endpoint = discussion_endpoint(
+            &comments,
+            "/api/sse/comments/{discussionId}",
+            &store,
+            |store, id| async move {
+                let count = store
+                    .comment_count(&id)
+                    .await
+                    .inspect_err(|e| tracing::warn!("no initial count for {id}: {e}"))
+                    .ok()?;
+                Some(CommentEvent {
+                    discussion_id: id,
+                    comment_count: count,
+                    timestamp: now_ms(),
+                })
+            },
+        )?;
         let votes = ChannelManager::<VoteEvent>::builder_dyn(broker)
             .key_prefix("discussion")
             .key_suffix("votes")
             .build()?;
-        let initial_store = store.clone();
-        let cleanup = votes.clone();
-        let votes_endpoint = SseEndpoint::new(votes.clone(), "/api/sse/votes/{discussionId}")?
-            .resource(|p: &PathParams| p.get("discussionId").unwrap_or_default().to_owned())
-            .validate(|p: &PathParams| p.get("discussionId").is_some_and(|id| !id.is_empty()))
-            .initial_event(move |p: PathParams| {
-                let store = initial_store.clone();
-                async move {
-                    let id = p.get("discussionId")?.to_owned();
-                    let votes = store
-                        .votes(&id)
-                        .await
-                        .inspect_err(|e| tracing::warn!("no initial votes for {id}: {e}"))
-                        .ok()?;
-                    Some(VoteEvent {
-                        discussion_id: id,
-                        up: votes.up,
-                        down: votes.down,
-                        timestamp: now_ms(),
-                    })
-                }
-            })
-            .on_disconnect(move |p: &PathParams| {
-                if let Some(id) = p.get("discussionId") {
-                    cleanup.cleanup_if_empty(id);
-                }
-            });
+        let votes_endpoint = discussion_endpoint(
+            &votes,
+            "/api/sse/votes/{discussionId}",
+            &store,
+            |store, id| async move {
+                let votes = store
+                    .votes(&id)
+                    .await
+                    .inspect_err(|e| tracing::warn!("no initial votes for {id}: {e}"))
+                    .ok()?;
+                Some(VoteEvent {
+                    discussion_id: id,
+                    up: votes.up,
+                    down: votes.down,
+                    timestamp: now_ms(),
+                })
+            },
+        )?;
         Ok(AppState {
             comments,
             endpoint,
@@ -551,6 +532,37 @@ pub fn install_metrics()
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     ssehub::metrics::describe();
     Ok(handle)
+}
+
+/// An SSE endpoint for one kind of discussion channel: the discussion id names the channel, the
+/// initial event comes from `initial(store, id)`, and the channel goes with its last session.
+fn discussion_endpoint<E, F, Fut>(
+    manager: &ChannelManager<E>,
+    pattern: &str,
+    store: &Store,
+    initial: F,
+) -> ssehub::Result<SseEndpoint<E>>
+where
+    E: Serialize + Send + Sync + 'static,
+    F: Fn(Store, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<E>> + Send + 'static,
+{
+    let store = store.clone();
+    let initial = Arc::new(initial);
+    let cleanup = manager.clone();
+    Ok(SseEndpoint::new(manager.clone(), pattern)?
+        .resource(|p: &PathParams| p.get("discussionId").unwrap_or_default().to_owned())
+        .validate(|p: &PathParams| p.get("discussionId").is_some_and(|id| !id.is_empty()))
+        .initial_event(move |p: PathParams| {
+            let id = p.get("discussionId").map(str::to_owned);
+            let (store, initial) = (store.clone(), initial.clone());
+            async move { initial(store, id?).await }
+        })
+        .on_disconnect(move |p: &PathParams| {
+            if let Some(id) = p.get("discussionId") {
+                cleanup.cleanup_if_empty(id);
+            }
+        }))
 }
 
 /// The whole app as a router (used by `main` and by the end-to-end tests).
