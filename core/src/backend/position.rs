@@ -83,15 +83,6 @@ impl StreamPosition {
         })
     }
 
-    /// A position in the epoch of `self` (sharing its text).
-    #[must_use]
-    pub fn with_offset(&self, offset: Offset) -> Self {
-        StreamPosition {
-            epoch: self.epoch.clone(),
-            offset,
-        }
-    }
-
     /// Parse the text of an id; `None` when it is not a canonical position.
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
