@@ -75,8 +75,9 @@ impl EventId {
     }
 
     /// An id built by this crate from parts that are valid id bytes by construction.
+    /// Multiplexed ids ([`crate::multiplex`]) may be longer than [`MAX_EVENT_ID_LEN`].
     pub(crate) fn from_trusted(text: String) -> Self {
-        debug_assert!(Self::parse(&text).is_ok(), "{text}");
+        debug_assert!(!text.is_empty() && text.bytes().all(is_id_byte), "{text}");
         EventId(Arc::from(text))
     }
 
@@ -163,6 +164,16 @@ impl EventName {
             return Ok(Self::MESSAGE);
         }
         Ok(EventName(Repr::Shared(Arc::from(name))))
+    }
+
+    /// A name built by this crate from validated parts (a multiplexed channel's label and an
+    /// event name): no control character, not `reset`, but possibly longer than
+    /// [`MAX_EVENT_NAME_LEN`].
+    pub(crate) fn from_trusted(name: String) -> Self {
+        debug_assert!(
+            !name.is_empty() && !name.chars().any(char::is_control) && name != RESET_EVENT
+        );
+        EventName(Repr::Shared(Arc::from(name)))
     }
 
     /// Validate a `'static` name without allocating.

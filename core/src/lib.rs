@@ -33,6 +33,7 @@ mod hub;
 mod id;
 mod manager;
 pub mod metrics;
+pub mod multiplex;
 mod presence;
 mod session;
 #[cfg(feature = "conformance")]

@@ -98,6 +98,14 @@ pub trait Transport: fmt::Debug + Send + Sync + 'static {
     /// refetch), so a reconnect does not ask again for what the reset replaced.
     fn reset(&self, reason: ResetReason, id: Option<&EventId>) -> Bytes;
 
+    /// The `reset` event of one channel of a multiplexed stream ([`crate::multiplex`]): the
+    /// same event, whose data also names the channel (`{"reason":..,"channel":..}`). The
+    /// default frames a plain [`reset`](Transport::reset), without the channel.
+    fn channel_reset(&self, channel: &str, reason: ResetReason, id: Option<&EventId>) -> Bytes {
+        let _ = channel;
+        self.reset(reason, id)
+    }
+
     /// A no-op that keeps intermediaries from closing an idle connection.
     fn keep_alive(&self) -> Bytes;
 
@@ -137,6 +145,32 @@ impl Sse {
     }
 }
 
+impl Sse {
+    fn reset_frame(channel: Option<&str>, reason: ResetReason, id: Option<&EventId>) -> Bytes {
+        let mut buf = BytesMut::with_capacity(64 + channel.map_or(0, str::len));
+        if let Some(id) = id {
+            buf.put_slice(b"id: ");
+            buf.put_slice(id.as_str().as_bytes());
+            buf.put_u8(b'\n');
+        }
+        buf.put_slice(b"event: ");
+        buf.put_slice(RESET_EVENT.as_bytes());
+        buf.put_slice(b"\ndata: ");
+        // JSON escapes every control character, so the payload is one `data:` line.
+        put_json(&mut buf, &ChannelReset { reason, channel });
+        buf.put_slice(b"\n\n");
+        buf.freeze()
+    }
+}
+
+/// The data of a `reset` event; `channel` only on a multiplexed stream.
+#[derive(Serialize)]
+struct ChannelReset<'a> {
+    reason: ResetReason,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+}
+
 impl Transport for Sse {
     fn name(&self) -> &'static str {
         "sse"
@@ -164,19 +198,11 @@ impl Transport for Sse {
     }
 
     fn reset(&self, reason: ResetReason, id: Option<&EventId>) -> Bytes {
-        let mut buf = BytesMut::with_capacity(64);
-        if let Some(id) = id {
-            buf.put_slice(b"id: ");
-            buf.put_slice(id.as_str().as_bytes());
-            buf.put_u8(b'\n');
-        }
-        buf.put_slice(b"event: ");
-        buf.put_slice(RESET_EVENT.as_bytes());
-        buf.put_slice(b"\ndata: ");
-        // JSON of a struct of unit enums holds no line break: one `data:` line.
-        put_json(&mut buf, &ResetPayload::new(reason));
-        buf.put_slice(b"\n\n");
-        buf.freeze()
+        Self::reset_frame(None, reason, id)
+    }
+
+    fn channel_reset(&self, channel: &str, reason: ResetReason, id: Option<&EventId>) -> Bytes {
+        Self::reset_frame(Some(channel), reason, id)
     }
 
     fn keep_alive(&self) -> Bytes {
@@ -195,6 +221,31 @@ impl Transport for Sse {
 /// `{"type":"keep-alive"}`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Ndjson;
+
+impl Ndjson {
+    fn reset_line(channel: Option<&str>, reason: ResetReason, id: Option<&EventId>) -> Bytes {
+        /// The NDJSON line: the payload's fields after `"type":"reset"`.
+        #[derive(Serialize)]
+        struct Line<'a> {
+            r#type: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a str>,
+            #[serde(flatten)]
+            payload: ChannelReset<'a>,
+        }
+        let mut buf = BytesMut::with_capacity(64);
+        put_json(
+            &mut buf,
+            &Line {
+                r#type: RESET_EVENT,
+                id: id.map(EventId::as_str),
+                payload: ChannelReset { reason, channel },
+            },
+        );
+        buf.put_u8(b'\n');
+        buf.freeze()
+    }
+}
 
 impl Transport for Ndjson {
     fn name(&self) -> &'static str {
@@ -232,26 +283,11 @@ impl Transport for Ndjson {
     }
 
     fn reset(&self, reason: ResetReason, id: Option<&EventId>) -> Bytes {
-        /// The NDJSON line: the payload's fields after `"type":"reset"`.
-        #[derive(Serialize)]
-        struct Line<'a> {
-            r#type: &'static str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            id: Option<&'a str>,
-            #[serde(flatten)]
-            payload: ResetPayload,
-        }
-        let mut buf = BytesMut::with_capacity(64);
-        put_json(
-            &mut buf,
-            &Line {
-                r#type: RESET_EVENT,
-                id: id.map(EventId::as_str),
-                payload: ResetPayload::new(reason),
-            },
-        );
-        buf.put_u8(b'\n');
-        buf.freeze()
+        Self::reset_line(None, reason, id)
+    }
+
+    fn channel_reset(&self, channel: &str, reason: ResetReason, id: Option<&EventId>) -> Bytes {
+        Self::reset_line(Some(channel), reason, id)
     }
 
     fn keep_alive(&self) -> Bytes {

@@ -193,7 +193,7 @@ impl Session {
 }
 
 /// `now + every`, or as far as the clock goes (a huge keep-alive never fires, never panics).
-fn after(every: Duration) -> tokio::time::Instant {
+pub(crate) fn after(every: Duration) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     now.checked_add(every)
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
