@@ -7,10 +7,12 @@ use bytes::Bytes;
 use futures_core::Stream;
 use http_body::{Body, Frame, SizeHint};
 use ssehub_core::Session;
+use ssehub_core::multiplex::MultiplexedSession;
 
-type OnDrop = Box<dyn FnOnce() + Send + Sync>;
+use crate::endpoint::OnDrop;
 
-/// The body of an SSE response: the session's frames, then the end. Runs the endpoint's
+/// The body of an SSE response: the session's frames (one channel's, or several channels'
+/// multiplexed), then the end. Runs the endpoint's
 /// `on_disconnect` exactly once when dropped, whatever ended the stream.
 pub struct SseBody {
     kind: Kind,
@@ -19,6 +21,7 @@ pub struct SseBody {
 
 enum Kind {
     Session(Box<Session>),
+    Multiplexed(Box<MultiplexedSession>),
     Once(Option<Bytes>),
 }
 
@@ -26,6 +29,13 @@ impl SseBody {
     pub(crate) fn session(session: Session, on_drop: Option<OnDrop>) -> Self {
         SseBody {
             kind: Kind::Session(Box::new(session)),
+            on_drop,
+        }
+    }
+
+    pub(crate) fn multiplexed(session: MultiplexedSession, on_drop: Option<OnDrop>) -> Self {
+        SseBody {
+            kind: Kind::Multiplexed(Box::new(session)),
             on_drop,
         }
     }
@@ -66,6 +76,9 @@ impl Body for SseBody {
             Kind::Session(s) => Pin::new(s.as_mut())
                 .poll_next(cx)
                 .map(|c| c.map(|b| Ok(Frame::data(b)))),
+            Kind::Multiplexed(s) => Pin::new(s.as_mut())
+                .poll_next(cx)
+                .map(|c| c.map(|b| Ok(Frame::data(b)))),
             Kind::Once(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }
@@ -78,7 +91,7 @@ impl Body for SseBody {
         match &self.kind {
             Kind::Once(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Once(None) => SizeHint::with_exact(0),
-            Kind::Session(_) => SizeHint::default(),
+            Kind::Session(_) | Kind::Multiplexed(_) => SizeHint::default(),
         }
     }
 }

@@ -70,7 +70,7 @@ pub struct SseEndpoint<E> {
     config: Arc<Config<E>>,
 }
 
-struct Config<E> {
+pub(crate) struct Config<E> {
     manager: ChannelManager<E>,
     pattern: String,
     router: Arc<matchit::Router<()>>,
@@ -161,6 +161,10 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
                 hasher: RandomState::new(),
             }),
         })
+    }
+
+    pub(crate) fn config(&self) -> &Config<E> {
+        &self.config
     }
 
     fn config_mut(&mut self) -> &mut Config<E> {
@@ -350,8 +354,8 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<SseBody> {
-    let mut res = Response::new(SseBody::once(Bytes::from_static(body.as_bytes())));
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<SseBody> {
+    let mut res = Response::new(SseBody::once(body.into()));
     *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -360,53 +364,54 @@ fn text(status: StatusCode, body: &'static str) -> Response<SseBody> {
     res
 }
 
-impl<E: Serialize + Send + Sync + 'static> Config<E> {
-    fn jittered_retry(&self) -> Duration {
-        let jitter = u64::try_from(self.retry_jitter.as_millis()).unwrap_or(u64::MAX);
-        let mut h = self.hasher.build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        let extra = h.finish() % jitter.saturating_add(1);
-        self.retry.saturating_add(Duration::from_millis(extra))
-    }
+/// `retry` plus a random part of `jitter`.
+pub(crate) fn jittered(retry: Duration, jitter: Duration, hasher: &RandomState) -> Duration {
+    let jitter = u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX);
+    let mut h = hasher.build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let extra = h.finish() % jitter.saturating_add(1);
+    retry.saturating_add(Duration::from_millis(extra))
+}
 
-    fn stream_headers(res: &mut Response<SseBody>, transport: &dyn Transport) {
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(transport.content_type()),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    }
-
-    fn unavailable(&self, transport: &dyn Transport, why: &Error) -> Response<SseBody> {
-        let retry = self.jittered_retry();
-        tracing::debug!(error = %why, ?retry, "no stream opened");
-        // A full channel table is said plainly, whatever the policy: a browser should not keep
-        // a connection slot open retrying into it.
-        let answer = match why {
-            Error::TooManyChannels { .. } => Unavailable::ServiceUnavailable,
-            _ => self.unavailable,
-        };
-        match answer {
-            Unavailable::RetryLater => {
-                let mut res = Response::new(SseBody::once(transport.retry(retry)));
-                Self::stream_headers(&mut res, transport);
-                res
-            }
-            Unavailable::ServiceUnavailable => {
-                let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n");
-                let secs = retry.as_secs().max(1);
-                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                    res.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                res
-            }
+/// The answer when no stream can be opened for a temporary reason (see [`Unavailable`]).
+pub(crate) fn unavailable(
+    retry: Duration,
+    policy: Unavailable,
+    transport: &dyn Transport,
+    why: &Error,
+) -> Response<SseBody> {
+    tracing::debug!(error = %why, ?retry, "no stream opened");
+    // A full channel table is said plainly, whatever the policy: a browser should not keep
+    // a connection slot open retrying into it.
+    let answer = match why {
+        Error::TooManyChannels { .. } => Unavailable::ServiceUnavailable,
+        _ => policy,
+    };
+    match answer {
+        Unavailable::RetryLater => {
+            let mut res = Response::new(SseBody::once(transport.retry(retry)));
+            stream_headers(&mut res, transport);
+            res
         }
+        Unavailable::ServiceUnavailable => {
+            let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n");
+            let secs = retry.as_secs().max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            res
+        }
+    }
+}
+
+impl<E: Serialize + Send + Sync + 'static> Config<E> {
+    fn unavailable(&self, transport: &dyn Transport, why: &Error) -> Response<SseBody> {
+        let retry = jittered(self.retry, self.retry_jitter, &self.hasher);
+        unavailable(retry, self.unavailable, transport, why)
     }
 
     async fn respond(&self, parts: http::request::Parts) -> Response<SseBody> {
@@ -419,71 +424,17 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
             },
             Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
         };
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-            res.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        if let Some(res) = method_not_allowed(&parts) {
             return res;
         }
-        if let Some(validate) = &self.validate
-            && !validate(&params)
-        {
-            return text(StatusCode::BAD_REQUEST, "invalid parameters\n");
-        }
-        let from_params = match &self.resource {
-            ResourceFn::Params(f) => {
-                let resource = f(&params);
-                if self.manager.topic(&resource).is_err() {
-                    return text(StatusCode::BAD_REQUEST, "invalid resource id\n");
-                }
-                Some(resource)
-            }
-            ResourceFn::Request(_) => None,
+        let admitted = match self.admit(&parts, params).await {
+            Ok(a) => a,
+            Err((status, body)) => return text(status, body),
         };
-        let auth = match &self.authorize {
-            Some(authorize) => match authorize(&parts, &params).await {
-                Ok(auth) => auth,
-                Err(status) => {
-                    let mut res = text(status, "not authorized\n");
-                    *res.status_mut() = status;
-                    return res;
-                }
-            },
-            None => http::Extensions::new(),
-        };
-        let info = RequestInfo {
-            parts: &parts,
-            params: &params,
-            auth: &auth,
-        };
-        if let Some(validate) = &self.validate_request
-            && !validate(&info)
-        {
-            return text(StatusCode::BAD_REQUEST, "invalid parameters\n");
-        }
-        let derived = match &self.resource {
-            ResourceFn::Request(f) => f(&info),
-            ResourceFn::Params(_) => None,
-        };
-        let resource = match (from_params, derived) {
-            (Some(resource), _) => resource,
-            (None, Some(resource)) if self.manager.topic(&resource).is_ok() => resource,
-            (None, Some(_)) => return text(StatusCode::BAD_REQUEST, "invalid resource id\n"),
-            (None, None) => return text(StatusCode::FORBIDDEN, "not authorized\n"),
-        };
-        let transport: Arc<dyn Transport> = match parts.headers.get(header::ACCEPT) {
-            Some(a)
-                if a.to_str().is_ok_and(|a| {
-                    a.contains("application/x-ndjson") && !a.contains("text/event-stream")
-                }) =>
-            {
-                Arc::new(Ndjson)
-            }
-            _ => Arc::new(Sse),
-        };
+        let transport = choose_transport(&parts);
         if parts.method == Method::HEAD {
             let mut res = Response::new(SseBody::once(Bytes::new()));
-            Self::stream_headers(&mut res, transport.as_ref());
+            stream_headers(&mut res, transport.as_ref());
             return res;
         }
         let last_event_id = crate::resume::last_event_id(
@@ -493,55 +444,172 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
                 .map(HeaderValue::as_bytes),
             parts.uri.query(),
         );
-        let mut options = SubscribeOptions::new()
-            .transport(transport.clone())
-            .last_event_id(last_event_id)
+        let options = self
+            .options(&admitted, transport.clone(), last_event_id)
             .retry(Some(self.retry))
             .keep_alive(self.keep_alive);
+        match self.manager.subscribe(&admitted.resource, options).await {
+            Ok(session) => {
+                let on_drop = self.on_drop(admitted.params);
+                let mut res = Response::new(SseBody::session(session, on_drop));
+                stream_headers(&mut res, transport.as_ref());
+                res
+            }
+            Err(e) => match self.refusal(&e, &admitted.resource) {
+                Some((status, body)) => text(status, body),
+                None => self.unavailable(transport.as_ref(), &e),
+            },
+        }
+    }
+
+    /// Run the request through `validate`, `resource`, `authorize`, `validate_from` and
+    /// `resource_from`: the channel it may open, or the status and text to refuse it with.
+    pub(crate) async fn admit(
+        &self,
+        parts: &http::request::Parts,
+        params: PathParams,
+    ) -> Result<Admitted, (StatusCode, &'static str)> {
+        if let Some(validate) = &self.validate
+            && !validate(&params)
+        {
+            return Err((StatusCode::BAD_REQUEST, "invalid parameters\n"));
+        }
+        let from_params = match &self.resource {
+            ResourceFn::Params(f) => {
+                let resource = f(&params);
+                if self.manager.topic(&resource).is_err() {
+                    return Err((StatusCode::BAD_REQUEST, "invalid resource id\n"));
+                }
+                Some(resource)
+            }
+            ResourceFn::Request(_) => None,
+        };
+        let auth = match &self.authorize {
+            Some(authorize) => authorize(parts, &params)
+                .await
+                .map_err(|status| (status, "not authorized\n"))?,
+            None => http::Extensions::new(),
+        };
+        let info = RequestInfo {
+            parts,
+            params: &params,
+            auth: &auth,
+        };
+        if let Some(validate) = &self.validate_request
+            && !validate(&info)
+        {
+            return Err((StatusCode::BAD_REQUEST, "invalid parameters\n"));
+        }
+        let derived = match &self.resource {
+            ResourceFn::Request(f) => f(&info),
+            ResourceFn::Params(_) => None,
+        };
+        let resource = match (from_params, derived) {
+            (Some(resource), _) => resource,
+            (None, Some(resource)) if self.manager.topic(&resource).is_ok() => resource,
+            (None, Some(_)) => return Err((StatusCode::BAD_REQUEST, "invalid resource id\n")),
+            (None, None) => return Err((StatusCode::FORBIDDEN, "not authorized\n")),
+        };
+        Ok(Admitted { resource, params })
+    }
+
+    /// How an admitted request's session starts (without retry hint and keep-alive).
+    pub(crate) fn options(
+        &self,
+        admitted: &Admitted,
+        transport: Arc<dyn Transport>,
+        last_event_id: Option<String>,
+    ) -> SubscribeOptions<E> {
+        let mut options = SubscribeOptions::new()
+            .transport(transport)
+            .last_event_id(last_event_id);
         if let Some(initial) = self.initial_event.clone() {
             // Computed by the manager once the session has joined the live feed, and only when
             // the session does not resume exactly.
-            let params = params.clone();
+            let params = admitted.params.clone();
             options = options.initial_with(move || initial(params.clone()));
         }
-        match self.manager.subscribe(&resource, options).await {
-            Ok(session) => {
-                let on_drop = self
-                    .on_disconnect
-                    .clone()
-                    .map(|f| Box::new(move || f(&params)) as Box<dyn FnOnce() + Send + Sync>);
-                let mut res = Response::new(SseBody::session(session, on_drop));
-                Self::stream_headers(&mut res, transport.as_ref());
-                res
-            }
-            Err(e @ (Error::InvalidResourceId { .. } | Error::InvalidTopic { .. })) => {
+        options
+    }
+
+    pub(crate) fn on_drop(&self, params: PathParams) -> Option<OnDrop> {
+        self.on_disconnect
+            .clone()
+            .map(|f| Box::new(move || f(&params)) as OnDrop)
+    }
+
+    /// The answer to a failed `subscribe` that is not temporary; `None` for "try again later".
+    pub(crate) fn refusal(&self, e: &Error, resource: &str) -> Option<(StatusCode, &'static str)> {
+        match e {
+            Error::InvalidResourceId { .. } | Error::InvalidTopic { .. } => {
                 tracing::debug!(error = %e, "refused");
-                text(StatusCode::BAD_REQUEST, "invalid resource id\n")
+                Some((StatusCode::BAD_REQUEST, "invalid resource id\n"))
             }
             // The initial event could not be encoded (serialization failed, too large, a bad
             // event name): it would fail the same way on every retry, so no retry hint. A 500
             // makes a browser's `EventSource` stop instead of reconnecting forever.
-            Err(
-                e @ (Error::Serialize(_)
-                | Error::PayloadTooLarge { .. }
-                | Error::InvalidEventName { .. }),
-            ) => {
+            Error::Serialize(_)
+            | Error::PayloadTooLarge { .. }
+            | Error::InvalidEventName { .. } => {
                 tracing::error!(
                     error = %e,
                     pattern = %self.pattern,
                     resource = %resource,
                     "initial event could not be encoded; answering 500"
                 );
-                text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+                Some((StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"))
             }
-            Err(e) => {
+            _ => {
                 if !e.is_temporary() {
                     tracing::warn!(error = %e, "stream not opened");
                 }
-                self.unavailable(transport.as_ref(), &e)
+                None
             }
         }
     }
+}
+
+/// A request admitted to one channel: its resource id, and the params its hooks saw.
+pub(crate) struct Admitted {
+    pub(crate) resource: String,
+    pub(crate) params: PathParams,
+}
+
+pub(crate) type OnDrop = Box<dyn FnOnce() + Send + Sync>;
+
+/// `405` with `Allow` for anything but `GET` and `HEAD`.
+pub(crate) fn method_not_allowed(parts: &http::request::Parts) -> Option<Response<SseBody>> {
+    if parts.method == Method::GET || parts.method == Method::HEAD {
+        return None;
+    }
+    let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(res)
+}
+
+/// NDJSON when the client asks for it and not for SSE; SSE otherwise.
+pub(crate) fn choose_transport(parts: &http::request::Parts) -> Arc<dyn Transport> {
+    match parts.headers.get(header::ACCEPT) {
+        Some(a)
+            if a.to_str().is_ok_and(|a| {
+                a.contains("application/x-ndjson") && !a.contains("text/event-stream")
+            }) =>
+        {
+            Arc::new(Ndjson)
+        }
+        _ => Arc::new(Sse),
+    }
+}
+
+pub(crate) fn stream_headers(res: &mut Response<SseBody>, transport: &dyn Transport) {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(transport.content_type()),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
 }
 
 impl<E, B> tower_service::Service<Request<B>> for SseEndpoint<E>

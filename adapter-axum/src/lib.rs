@@ -1,6 +1,7 @@
 //! Serve ssehub channels as Server-Sent Events over HTTP: a tower [`SseLayer`] that works in
-//! front of any hyper service, and an [`SseEndpoint`] that is itself a tower service for axum's
-//! `route_service`.
+//! front of any hyper service, an [`SseEndpoint`] that is itself a tower service for axum's
+//! `route_service`, and a [`MultiplexEndpoint`] that carries channels of several endpoints on
+//! one response (`/api/sse?channel=comments/123&channel=votes/123`).
 //!
 //! # Example
 //!
@@ -60,6 +61,9 @@
 //!   `TCP_USER_TIMEOUT` on accepted sockets, so a client that vanished without a word is closed
 //!   within about 45 s with the defaults instead of the kernel's ~15 minutes.
 //! - Retry hints, their jitter and the keep-alive interval are clamped to [`MAX_DURATION`].
+//! - On a [`MultiplexEndpoint`], each registered endpoint's hooks run per channel; one refused
+//!   channel refuses the request with its status and a body naming it; more than
+//!   [`DEFAULT_MAX_CHANNELS`] (configurable), a repeated or an unknown channel answer `400`.
 //! - Never compressed: tower-http's `CompressionLayer` skips `text/event-stream`, and the response
 //!   carries no `Content-Length` to mislead a size predicate.
 
@@ -67,6 +71,7 @@ mod body;
 mod endpoint;
 mod layer;
 mod listener;
+mod multiplex;
 mod params;
 mod resume;
 
@@ -74,4 +79,5 @@ pub use body::{ResponseBody, SseBody};
 pub use endpoint::{MAX_DURATION, SseEndpoint, Unavailable};
 pub use layer::{ResponseFuture, SseLayer, SseService};
 pub use listener::{WriteTimeoutIo, WriteTimeoutListener};
+pub use multiplex::{DEFAULT_MAX_CHANNELS, MultiplexEndpoint};
 pub use params::{PathParams, RequestInfo};

@@ -50,6 +50,15 @@ impl PathParams {
         self.0.iter().find(|p| p.name == name)
     }
 
+    /// One capture, already decoded (a multiplexed channel's id).
+    pub(crate) fn one(name: &str, value: &str) -> Self {
+        PathParams(Arc::from([Param {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            raw: value.to_owned(),
+        }]))
+    }
+
     /// Decode the captures of a matched path; `None` when one does not decode to UTF-8.
     pub(crate) fn decode<'a>(captures: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Self> {
         let params: Option<Vec<Param>> = captures
