@@ -17,7 +17,8 @@
 //! share events and numbers: a comment posted on one reaches browsers connected to the other,
 //! both answer the same count, and a browser may reconnect to either.
 //!
-//! - `GET /` — a page with a native `EventSource`, the live count, votes and a connection badge.
+//! - `GET /` — a page with one native `EventSource` on the multiplexing endpoint: the live
+//!   count, votes, "N viewing" and a connection badge.
 //! - `GET /api/sse/comments/{discussionId}` — the SSE stream; its initial event has the count.
 //! - `POST /api/comments/{discussionId}` — adds a comment and publishes `comment-added`.
 //! - `GET /api/comments/{discussionId}` — the current count as JSON (what a page refetches
@@ -28,6 +29,12 @@
 //! - `GET /api/sse/votes/{discussionId}` — the votes stream; its initial event has the totals.
 //! - `GET /api/sessions/{discussionId}` — `{"sessions": n}`, the streams open on the
 //!   discussion's comments across the cluster, as presence reports them.
+//! - `GET /api/sse/presence/{discussionId}` — the viewers stream: `{"type":"presence",
+//!   "discussionId","sessions","timestamp"}` whenever the cluster-wide number of streams on the
+//!   discussion's comments changes (coalesced), the current number first.
+//! - `GET /api/sse?channel=comments/{id}&channel=votes/{id}&channel=presence/{id}` — any of
+//!   those streams together on one connection (the multiplexing endpoint): each event's
+//!   `event:` field names its channel, and its id resumes every channel exactly.
 //! - `GET /healthz` — the broker's health: 200 `{"status":"ok","backend":"memory"}`, or 503
 //!   with `"status":"error"` and the `"error"`.
 //! - `GET /metrics` — ssehub's metrics in the Prometheus text format, every one from startup.
@@ -46,7 +53,7 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use ssehub::{BoxError, Broker, ChannelManager, PathParams, SseEndpoint};
+use ssehub::{BoxError, Broker, ChannelManager, MultiplexEndpoint, PathParams, SseEndpoint};
 
 // Its TypeScript twin, `clients/typescript/demo/generated/CommentEvent.ts`, is generated from
 // this definition by `tests/ts_types.rs` (`SSEHUB_WRITE_TS=1 cargo test --test ts_types`). ts-rs
@@ -79,6 +86,22 @@ pub struct VoteEvent {
     /// Down votes so far.
     #[ts(type = "number")]
     pub down: u64,
+    /// When, in milliseconds since the Unix epoch.
+    #[ts(type = "number")]
+    pub timestamp: u64,
+}
+
+// Generated like `CommentEvent`, into `clients/typescript/demo/generated/PresenceEvent.ts`.
+/// The viewers stream's event — serialized as `{type: "presence", discussionId, sessions,
+/// timestamp}`: how many streams are open on the discussion's comments, on every node.
+#[derive(Clone, Debug, Serialize, ts_rs::TS)]
+#[serde(tag = "type", rename = "presence", rename_all = "camelCase")]
+pub struct PresenceEvent {
+    /// The discussion watched.
+    pub discussion_id: String,
+    /// Streams open on its comments, cluster-wide.
+    #[ts(type = "number")]
+    pub sessions: u64,
     /// When, in milliseconds since the Unix epoch.
     #[ts(type = "number")]
     pub timestamp: u64,
@@ -419,6 +442,14 @@ pub struct AppState {
     pub votes: ChannelManager<VoteEvent>,
     /// The SSE endpoint serving the votes channels.
     pub votes_endpoint: SseEndpoint<VoteEvent>,
+    /// The typed channel manager of the viewer counts (`discussion:{id}:presence`), over a
+    /// broker of this node's own: every node learns the cluster-wide counts from presence and
+    /// tells its own clients.
+    pub presence: ChannelManager<PresenceEvent>,
+    /// The SSE endpoint serving the viewer counts.
+    pub presence_endpoint: SseEndpoint<PresenceEvent>,
+    /// `GET /api/sse?channel=…`: comments, votes and viewers on one connection.
+    pub multiplex: MultiplexEndpoint,
     /// Where the comment counts and votes live.
     pub store: Store,
     backend: String,
@@ -495,11 +526,43 @@ impl AppState {
                 })
             },
         )?;
+        // The viewers: presence tells every node the cluster-wide count of the comments
+        // streams; each node republishes it to its own viewers' streams, through a broker of
+        // its own (the count is already cluster-wide, so it must not cross nodes again).
+        let presence = ChannelManager::<PresenceEvent>::builder(ssehub::MemoryBroker::new())
+            .key_prefix("discussion")
+            .key_suffix("presence")
+            .build()?;
+        let counts = comments.clone();
+        let presence_endpoint = discussion_endpoint(
+            &presence,
+            "/api/sse/presence/{discussionId}",
+            &store,
+            move |_store, id| {
+                let counts = counts.clone();
+                async move {
+                    let sessions = counts.cluster_session_count(&id).await.ok()?;
+                    Some(PresenceEvent {
+                        discussion_id: id,
+                        sessions: sessions as u64,
+                        timestamp: now_ms(),
+                    })
+                }
+            },
+        )?;
+        republish_presence(&comments, &presence);
+        let multiplex = MultiplexEndpoint::new("/api/sse")
+            .channel("comments", endpoint.clone())?
+            .channel("votes", votes_endpoint.clone())?
+            .channel("presence", presence_endpoint.clone())?;
         Ok(AppState {
             comments,
             endpoint,
             votes,
             votes_endpoint,
+            presence,
+            presence_endpoint,
+            multiplex,
             store,
             backend,
             metrics: None,
@@ -518,11 +581,54 @@ impl AppState {
         &self.backend
     }
 
-    /// End every stream of both endpoints (graceful shutdown).
+    /// End every stream of every endpoint (graceful shutdown); the multiplexed streams end
+    /// with their channels.
     pub fn shutdown(&self) {
         self.endpoint.shutdown();
         self.votes_endpoint.shutdown();
+        self.presence_endpoint.shutdown();
     }
+}
+
+/// Publish a `presence` event to `presence`'s channel of a discussion whenever the cluster-wide
+/// count of `comments` streams on it changes. Presence already coalesces the changes; the
+/// latest count per discussion waits in a map for one task to publish, so a burst costs one
+/// entry per discussion, never a queue.
+fn republish_presence(
+    comments: &ChannelManager<CommentEvent>,
+    presence: &ChannelManager<PresenceEvent>,
+) {
+    let latest: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    {
+        let (latest, wake) = (latest.clone(), wake.clone());
+        comments.on_presence(move |id, sessions| {
+            if let Ok(mut map) = latest.lock() {
+                map.insert(id.to_owned(), sessions);
+            }
+            wake.notify_one();
+        });
+    }
+    let presence = presence.clone();
+    tokio::spawn(async move {
+        loop {
+            wake.notified().await;
+            let batch: Vec<(String, usize)> = match latest.lock() {
+                Ok(mut map) => map.drain().collect(),
+                Err(_) => return,
+            };
+            for (id, sessions) in batch {
+                let event = PresenceEvent {
+                    discussion_id: id.clone(),
+                    sessions: sessions as u64,
+                    timestamp: now_ms(),
+                };
+                if let Err(e) = presence.publish(&id, &event).await {
+                    tracing::debug!("presence of {id} not published: {e}");
+                }
+            }
+        }
+    });
 }
 
 /// Install the Prometheus recorder globally and register every ssehub metric at zero
@@ -579,6 +685,11 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(render_metrics))
         .route_service(state.endpoint.pattern(), state.endpoint.clone())
         .route_service(state.votes_endpoint.pattern(), state.votes_endpoint.clone())
+        .route_service(
+            state.presence_endpoint.pattern(),
+            state.presence_endpoint.clone(),
+        )
+        .route_service(state.multiplex.path(), state.multiplex.clone())
         .merge(react_demo())
         .with_state(state)
 }
@@ -877,39 +988,37 @@ const PAGE: &str = r#"<!doctype html>
 <button id="add">Add a comment</button>
 <p>Votes: <button id="up">Up</button> <span id="up-count">–</span>
   <button id="down">Down</button> <span id="down-count">–</span></p>
-<p>Watching now: <span id="sessions">–</span></p>
+<p id="viewers"><span id="sessions">–</span> viewing</p>
 <pre id="log"></pre>
 <script>
+  // One EventSource for the three widgets: the multiplexing endpoint carries the comments,
+  // votes and viewers channels of this discussion, and each event's name says which. Its ids
+  // hold every channel's position, so a reconnect resumes all three exactly.
   const id = new URLSearchParams(location.search).get('discussion') || '123';
   document.getElementById('discussion').textContent = id;
   const status = document.getElementById('status');
   const count = document.getElementById('count');
   const log = document.getElementById('log');
-  const show = (n) => { count.textContent = String(n); };
-  const refetch = () => fetch(`/api/comments/${encodeURIComponent(id)}`)
-    .then((r) => r.json()).then((j) => show(j.commentCount));
-  const es = new EventSource(`/api/sse/comments/${encodeURIComponent(id)}`);
+  const enc = encodeURIComponent(id);
+  const channels = { comments: `comments/${id}`, votes: `votes/${id}`, presence: `presence/${id}` };
+  const query = Object.values(channels).map((c) => `channel=${encodeURIComponent(c)}`).join('&');
+  const es = new EventSource(`/api/sse?${query}`);
   es.onopen = () => { status.textContent = 'connected'; status.className = 'badge on'; };
   es.onerror = () => { status.textContent = 'disconnected'; status.className = 'badge'; };
-  es.onmessage = (e) => {
-    const event = JSON.parse(e.data);
-    if (event.type === 'comment-added') show(event.commentCount);
-    log.textContent = `last event id: ${e.lastEventId || '(initial)'}\n` + log.textContent;
-  };
-  // The server could not replay what we missed: refetch the state.
-  es.addEventListener('reset', refetch);
-  document.getElementById('add').onclick = () =>
-    fetch(`/api/comments/${encodeURIComponent(id)}`, { method: 'POST' });
+  const on = (channel, handle) => es.addEventListener(channel, (e) => {
+    handle(JSON.parse(e.data));
+    log.textContent = `${channel} ${e.lastEventId ? 'id ' + e.lastEventId : '(initial)'}\n` + log.textContent;
+  });
 
-  // Votes: their own stream, with the totals in every event.
+  const show = (n) => { count.textContent = String(n); };
+  on(channels.comments, (event) => show(event.commentCount));
+  document.getElementById('add').onclick = () => fetch(`/api/comments/${enc}`, { method: 'POST' });
+
   const up = document.getElementById('up-count');
   const down = document.getElementById('down-count');
   const showVotes = (v) => { up.textContent = String(v.up); down.textContent = String(v.down); };
-  const votes = new EventSource(`/api/sse/votes/${encodeURIComponent(id)}`);
-  votes.onmessage = (e) => showVotes(JSON.parse(e.data));
-  votes.addEventListener('reset', () => fetch(`/api/votes/${encodeURIComponent(id)}`)
-    .then((r) => r.json()).then(showVotes));
-  const vote = (v) => fetch(`/api/votes/${encodeURIComponent(id)}`, {
+  on(channels.votes, showVotes);
+  const vote = (v) => fetch(`/api/votes/${enc}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ vote: v }),
@@ -917,13 +1026,22 @@ const PAGE: &str = r#"<!doctype html>
   document.getElementById('up').onclick = () => vote('up');
   document.getElementById('down').onclick = () => vote('down');
 
-  // Who is here, on any node: when this page's stream opens, then every 5 s.
   const sessions = document.getElementById('sessions');
-  const watchers = () => fetch(`/api/sessions/${encodeURIComponent(id)}`)
-    .then((r) => r.json()).then((j) => { sessions.textContent = String(j.sessions); })
-    .catch(() => {});
-  es.addEventListener('open', watchers);
-  setInterval(watchers, 5000);
+  on(channels.presence, (p) => { sessions.textContent = String(p.sessions); });
+
+  // A channel the server could not replay gets its own reset, naming it: refetch its state.
+  es.addEventListener('reset', (e) => {
+    const channel = JSON.parse(e.data).channel;
+    log.textContent = `reset ${channel}\n` + log.textContent;
+    if (channel === channels.comments) {
+      fetch(`/api/comments/${enc}`).then((r) => r.json()).then((j) => show(j.commentCount));
+    } else if (channel === channels.votes) {
+      fetch(`/api/votes/${enc}`).then((r) => r.json()).then(showVotes);
+    } else if (channel === channels.presence) {
+      fetch(`/api/sessions/${enc}`).then((r) => r.json())
+        .then((j) => { sessions.textContent = String(j.sessions); });
+    }
+  });
 </script>
 </body>
 </html>

@@ -13,7 +13,7 @@ pub use ssehub_memory::MemoryBroker;
 #[cfg(feature = "axum")]
 pub use ssehub_axum as axum;
 #[cfg(feature = "axum")]
-pub use ssehub_axum::{PathParams, SseEndpoint, SseLayer};
+pub use ssehub_axum::{MultiplexEndpoint, PathParams, SseEndpoint, SseLayer};
 
 /// The Redis backend (feature `redis`).
 #[cfg(feature = "redis")]

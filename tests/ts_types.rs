@@ -3,7 +3,7 @@
 //!
 //! - the library's wire types, `ResetReason` and `ResetPayload` (ssehub-core's `ts` feature), in
 //!   `clients/typescript/src/generated/`;
-//! - the demo's events, `CommentEvent` and `VoteEvent` (`examples/comments.rs`), in
+//! - the demo's events, `CommentEvent`, `VoteEvent` and `PresenceEvent` (`examples/comments.rs`), in
 //!   `clients/typescript/demo/generated/`.
 //!
 //! `SSEHUB_WRITE_TS=1 cargo test --test ts_types` writes them; without it this test fails when a
@@ -128,4 +128,21 @@ fn reset_payload_typescript_is_up_to_date() {
         assert!(ts.contains(part), "{part} missing in:\n{ts}");
     }
     check_or_write(LIBRARY_DIR, "ResetPayload.ts", &ts);
+}
+
+#[test]
+fn presence_event_typescript_is_up_to_date() {
+    let ts = generate::<comments::PresenceEvent>("PresenceEvent");
+    assert!(
+        ts.contains("export type PresenceEvent = {") && ts.contains(r#""type": "presence""#),
+        "unexpected declaration:\n{ts}"
+    );
+    for field in [
+        "discussionId: string",
+        "sessions: number",
+        "timestamp: number",
+    ] {
+        assert!(ts.contains(field), "{field} missing in:\n{ts}");
+    }
+    check_or_write(DEMO_DIR, "PresenceEvent.ts", &ts);
 }

@@ -2,7 +2,9 @@
  * Framework-free core: typed events from an ssehub endpoint over the native `EventSource`.
  *
  * Every `connect()` to the same endpoint shares ONE `EventSource` (browsers allow six
- * HTTP/1.1 connections per origin); it is closed when the last subscriber closes.
+ * HTTP/1.1 connections per origin); it is closed when the last subscriber closes. On a
+ * multiplexing endpoint, subscribers name their `channel` and one `EventSource` carries them
+ * all: `connect('/api/sse', { channel: 'votes/123', onEvent })`.
  *
  * @example
  * ```ts
@@ -39,12 +41,16 @@ export type ResetCause = ResetReason | 'not-resumed' | 'unknown' | (string & {})
 /** What {@link ConnectOptions.onReset} receives. */
 export interface ResetInfo {
   reason: ResetCause;
+  /** The one channel that must refetch, when the reset names one (multiplexed streams). */
+  channel?: string;
 }
 
 /** What came with an event besides its data. */
 export interface EventMeta {
-  /** The SSE event name (`message` for unnamed events). */
+  /** The SSE event name (`message` for unnamed events); on a channel, the name within it. */
   type: string;
+  /** The channel the event came from ({@link ConnectOptions.channel}), if any. */
+  channel?: string;
   /** The stream's last event id (empty for the initial event of a fresh stream). */
   lastEventId: string;
 }
@@ -80,6 +86,14 @@ export interface ConnectOptions<TEvent> {
   onReset?: (reset: ResetInfo) => void;
   /** Named SSE events to listen to besides `message` (e.g. `['vote-changed']`). */
   eventTypes?: readonly string[];
+  /**
+   * A channel of a multiplexing endpoint (`endpoint` is then e.g. `/api/sse`, and `channel`
+   * `comments/123`). Every channel of one endpoint shares ONE `EventSource`
+   * (`/api/sse?channel=…&channel=…`); adding or removing a channel re-opens it with the
+   * current position of every channel, so nothing is lost. Events and resets are routed to
+   * the subscribers of their own channel.
+   */
+  channel?: string;
   /** The `EventSource` to use (default: `globalThis.EventSource`); inject one in Node. */
   EventSource?: EventSourceConstructor;
   /** Send cookies on cross-origin requests. */
@@ -103,7 +117,42 @@ const CLOSED = 2;
 
 interface Subscriber {
   options: ConnectOptions<any>;
+  /** The SSE event names this subscriber receives (`channel`, `channel:name` on a channel). */
   types: Set<string>;
+  channel?: string;
+}
+
+const MARK = '~';
+
+/**
+ * The per-channel entries of a multiplexed id (`~` then one entry per channel, separated by
+ * `.`; `-n` stands for the previous entry's epoch), each written out in full so it can be put
+ * in another order. `null` when `id` is not a multiplexed id.
+ */
+export function decodePositions(id: string, channels: number): string[] | null {
+  if (!id.startsWith(MARK)) return null;
+  const entries = id.slice(1).split('.');
+  if (entries.length > channels) return null;
+  let epoch: string | null = null;
+  const out: string[] = [];
+  for (const entry of entries) {
+    if (entry === '' || entry.startsWith('_')) {
+      out.push(entry);
+    } else if (entry.startsWith('-')) {
+      if (epoch === null) return null;
+      out.push(epoch + entry);
+    } else {
+      epoch = entry.split('-')[0] ?? null;
+      out.push(entry);
+    }
+  }
+  while (out.length < channels) out.push('');
+  return out;
+}
+
+/** The multiplexed id of these entries (as {@link decodePositions} gives them), in order. */
+export function encodePositions(entries: readonly string[]): string {
+  return MARK + entries.join('.');
 }
 
 /** One `EventSource` per endpoint, shared by every subscriber. */
@@ -118,6 +167,11 @@ class SharedSource {
   private reconnecting = false;
   private reopenTimer: ReturnType<typeof setTimeout> | null = null;
   private reopenDelay = REOPEN_MIN_MS;
+  /** On a multiplexing endpoint: each channel and how many subscribers want it. */
+  private readonly channels = new Map<string, number>();
+  /** The channels of the open `EventSource`, in its URL's order (its ids' entry order). */
+  private openChannels: string[] = [];
+  private channelsChanged = false;
 
   constructor(
     private readonly url: string,
@@ -128,7 +182,12 @@ class SharedSource {
 
   add(sub: Subscriber): void {
     this.subscribers.add(sub);
-    if (!this.es && !this.reopenTimer) this.open();
+    if (sub.channel !== undefined) {
+      const n = this.channels.get(sub.channel) ?? 0;
+      this.channels.set(sub.channel, n + 1);
+      if (n === 0) this.changeChannels();
+    }
+    if (!this.es && !this.reopenTimer && !this.channelsChanged) this.open();
     this.listen(RESET_EVENT);
     for (const t of sub.types) this.listen(t);
     if (this.connected) {
@@ -143,14 +202,56 @@ class SharedSource {
 
   remove(sub: Subscriber): void {
     if (!this.subscribers.delete(sub)) return;
+    if (sub.channel !== undefined) {
+      const n = (this.channels.get(sub.channel) ?? 1) - 1;
+      if (n > 0) {
+        this.channels.set(sub.channel, n);
+      } else {
+        this.channels.delete(sub.channel);
+        if (this.subscribers.size > 0) this.changeChannels();
+      }
+    }
     if (this.subscribers.size === 0) {
       this.shutdown();
       this.onEmpty();
     }
   }
 
+  /**
+   * The set of channels changed: re-open once, after every change made in this tick (hooks
+   * mounting together), with each channel's position carried over to the new order.
+   */
+  private changeChannels(): void {
+    if (this.channelsChanged) return;
+    this.channelsChanged = true;
+    queueMicrotask(() => {
+      this.channelsChanged = false;
+      if (this.subscribers.size === 0) return;
+      const next = [...this.channels.keys()];
+      if (this.es && sameList(next, this.openChannels)) return;
+      if (this.lastEventId) {
+        const entries = decodePositions(this.lastEventId, this.openChannels.length);
+        if (entries) {
+          const at = new Map(this.openChannels.map((c, i) => [c, entries[i] ?? '']));
+          this.lastEventId = encodePositions(next.map((c) => at.get(c) ?? ''));
+        }
+      }
+      if (this.es) this.closeSource();
+      if (this.reopenTimer) clearTimeout(this.reopenTimer);
+      this.reopenTimer = null;
+      this.open();
+    });
+  }
+
   private open(): void {
     let url = this.url;
+    if (this.channels.size > 0) {
+      this.openChannels = [...this.channels.keys()];
+      const u = new URL(url, baseUrl());
+      u.searchParams.delete('channel');
+      for (const c of this.openChannels) u.searchParams.append('channel', c);
+      url = isAbsolute(this.url) ? u.toString() : u.pathname + u.search;
+    }
     if (this.lastEventId) {
       // A new EventSource cannot send Last-Event-ID; ssehub reads it from the query too.
       const u = new URL(url, baseUrl());
@@ -214,17 +315,26 @@ class SharedSource {
     if (type === RESET_EVENT) {
       let reset: ResetInfo = { reason: 'unknown' };
       try {
-        const parsed = JSON.parse(data) as Partial<ResetPayload> | null;
+        const parsed = JSON.parse(data) as (Partial<ResetPayload> & { channel?: unknown }) | null;
         if (parsed && typeof parsed.reason === 'string') reset = { reason: parsed.reason };
+        if (parsed && typeof parsed.channel === 'string') reset.channel = parsed.channel;
       } catch {
         // A reset without a readable reason is still a reset.
       }
-      this.each((s) => s.options.onReset?.(reset));
+      // A channel's own reset goes to that channel's subscribers only.
+      this.each((s) => {
+        if (reset.channel === undefined || s.channel === reset.channel) s.options.onReset?.(reset);
+      });
       return;
     }
-    const meta: EventMeta = { type, lastEventId: ev.lastEventId ?? '' };
     this.each((s) => {
       if (!s.types.has(type)) return;
+      const meta: EventMeta = { type, lastEventId: ev.lastEventId ?? '' };
+      if (s.channel !== undefined) {
+        // `channel` or `channel:name`: the name within the channel.
+        meta.channel = s.channel;
+        meta.type = type === s.channel ? 'message' : type.slice(s.channel.length + 1);
+      }
       let event: unknown;
       try {
         event = s.options.parse ? s.options.parse(data) : JSON.parse(data);
@@ -251,9 +361,7 @@ class SharedSource {
     }
   }
 
-  private shutdown(): void {
-    if (this.reopenTimer) clearTimeout(this.reopenTimer);
-    this.reopenTimer = null;
+  private closeSource(): void {
     if (this.es) {
       this.es.onopen = null;
       this.es.onerror = null;
@@ -261,8 +369,18 @@ class SharedSource {
       this.es.close();
     }
     this.es = null;
+  }
+
+  private shutdown(): void {
+    if (this.reopenTimer) clearTimeout(this.reopenTimer);
+    this.reopenTimer = null;
+    this.closeSource();
     this.connected = false;
   }
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function baseUrl(): string {
@@ -287,7 +405,8 @@ function defaultEventSource(): EventSourceConstructor {
 }
 
 /**
- * Subscribe to an SSE endpoint. Connections to the same endpoint (and `EventSource`
+ * Subscribe to an SSE endpoint, or to one channel of a multiplexing endpoint
+ * ({@link ConnectOptions.channel}). Connections to the same endpoint (and `EventSource`
  * constructor and credentials mode) share one `EventSource`.
  */
 export function connect<TEvent = unknown>(
@@ -311,9 +430,17 @@ export function connect<TEvent = unknown>(
     shared = created;
     pool.set(key, shared);
   }
+  const names = ['message', ...(options.eventTypes ?? [])].filter((t) => t !== RESET_EVENT);
+  const channel = options.channel;
   const sub: Subscriber = {
     options: options as ConnectOptions<any>,
-    types: new Set(['message', ...(options.eventTypes ?? [])].filter((t) => t !== RESET_EVENT)),
+    // On a channel, `message` arrives as `channel` and a named event as `channel:name`.
+    types: new Set(
+      channel === undefined
+        ? names
+        : names.map((t) => (t === 'message' ? channel : `${channel}:${t}`)),
+    ),
+    ...(channel === undefined ? {} : { channel }),
   };
   const source = shared;
   source.add(sub);

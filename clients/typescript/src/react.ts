@@ -29,6 +29,11 @@ export interface UseSSEConnectionOptions<TEvent> {
   enabled?: boolean;
   /** Named SSE events to receive besides `message`. */
   eventTypes?: readonly string[];
+  /**
+   * A channel of the multiplexing endpoint `endpoint` (e.g. `comments/123` of `/api/sse`):
+   * every hook on a channel of one endpoint shares ONE connection.
+   */
+  channel?: string;
   /** The `EventSource` constructor (default: the global one). */
   EventSource?: EventSourceConstructor;
 }
@@ -53,7 +58,7 @@ function useLatest<T>(value: T): { readonly current: T } {
 export function useSSEConnection<TEvent = unknown>(
   options: UseSSEConnectionOptions<TEvent>,
 ): SSEConnectionState {
-  const { endpoint, enabled = true, EventSource } = options;
+  const { endpoint, enabled = true, EventSource, channel } = options;
   const latest = useLatest(options);
   const [connected, setConnected] = useState(false);
   const typesKey = (options.eventTypes ?? []).join('\n');
@@ -66,6 +71,7 @@ export function useSSEConnection<TEvent = unknown>(
     const sub = connect<TEvent>(endpoint, {
       eventTypes: typesKey ? typesKey.split('\n') : [],
       ...(EventSource ? { EventSource } : {}),
+      ...(channel === undefined ? {} : { channel }),
       onEvent: (event, meta) => latest.current.onEvent(event, meta),
       onConnectionChange: (c) => {
         setConnected(c);
@@ -79,7 +85,7 @@ export function useSSEConnection<TEvent = unknown>(
       sub.close();
       setConnected(false);
     };
-  }, [endpoint, enabled, typesKey, EventSource, latest]);
+  }, [endpoint, channel, enabled, typesKey, EventSource, latest]);
 
   return { connected };
 }
@@ -100,6 +106,8 @@ export interface UseSSEQueryInvalidationOptions<TEvent> {
   enabled?: boolean;
   /** Named SSE events that also invalidate, besides `message`. */
   eventTypes?: readonly string[];
+  /** A channel of the multiplexing endpoint `endpoint`; hooks on one endpoint share a connection. */
+  channel?: string;
   /** The `EventSource` constructor (default: the global one). */
   EventSource?: EventSourceConstructor;
 }
@@ -118,10 +126,11 @@ export function useSSEQueryInvalidation<TEvent = unknown>(
   const latest = useLatest(options);
   // Every key this hook invalidated or was given, by TanStack's own key hash.
   const registered = useRef(new Map<string, QueryKey>());
-  const endpointRef = useRef(options.endpoint);
-  if (endpointRef.current !== options.endpoint) {
+  const streamKey = `${options.endpoint}\n${options.channel ?? ''}`;
+  const endpointRef = useRef(streamKey);
+  if (endpointRef.current !== streamKey) {
     // Keys of another endpoint's events are not this stream's business any more.
-    endpointRef.current = options.endpoint;
+    endpointRef.current = streamKey;
     registered.current = new Map();
   }
 
@@ -140,6 +149,7 @@ export function useSSEQueryInvalidation<TEvent = unknown>(
     endpoint: options.endpoint,
     enabled: options.enabled ?? true,
     ...(options.eventTypes ? { eventTypes: options.eventTypes } : {}),
+    ...(options.channel === undefined ? {} : { channel: options.channel }),
     ...(options.EventSource ? { EventSource: options.EventSource } : {}),
     onEvent: (event) => {
       const qk = latest.current.queryKeys;

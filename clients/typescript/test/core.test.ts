@@ -206,3 +206,57 @@ describe('connect (protocol details)', () => {
     }
   });
 });
+
+describe('channels of a multiplexing endpoint', () => {
+  it('share one EventSource, route events per channel, and re-open without losing anything', async () => {
+    const id = uniqueId('mux');
+    const { Ctor, created } = countingEventSource();
+    const endpoint = `${base()}/api/sse`;
+    const comments: number[] = [];
+    const votes: { up: number; down: number }[] = [];
+    const resets: ResetInfo[] = [];
+    const subC = connect<CommentEvent>(endpoint, {
+      EventSource: Ctor,
+      channel: `comments/${id}`,
+      onEvent: (e, meta) => {
+        expect(meta.channel).toBe(`comments/${id}`);
+        comments.push(e.commentCount);
+      },
+      onReset: (r) => resets.push(r),
+    });
+    const subV = connect<{ up: number; down: number }>(endpoint, {
+      EventSource: Ctor,
+      channel: `votes/${id}`,
+      onEvent: (e) => votes.push({ up: e.up, down: e.down }),
+      onReset: (r) => resets.push(r),
+    });
+    subs.push(subC, subV);
+    // Both channels' initial events over ONE connection, opened once for both hooks.
+    await waitFor(() => comments.length === 1 && votes.length === 1, 10_000, 'initial events');
+    expect(created()).toHaveLength(1);
+    expect(created()[0]?.url).toContain(`channel=comments%2F${id}`);
+    expect(created()[0]?.url).toContain(`channel=votes%2F${id}`);
+
+    await addComment(id);
+    await fetch(`${base()}/api/votes/${id}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ vote: 'up' }),
+    });
+    await waitFor(() => comments.length === 2 && votes.length === 2, 10_000, 'routed events');
+    expect(comments).toEqual([0, 1]);
+    expect(votes[1]).toEqual({ up: 1, down: 0 });
+
+    // Removing a channel re-opens the connection with the current position of the others:
+    // the comment added meanwhile arrives once, and no initial event is repeated.
+    subV.close();
+    await addComment(id);
+    await waitFor(() => created().length === 2, 10_000, 'a re-open');
+    await waitFor(() => comments.length === 3, 10_000, 'the comment after the re-open');
+    expect(created()[1]?.url).not.toContain('votes');
+    expect(created()[1]?.url).toContain('lastEventId=');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(comments).toEqual([0, 1, 2]);
+    expect(resets).toEqual([]);
+  });
+});

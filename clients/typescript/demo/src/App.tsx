@@ -4,8 +4,16 @@ import { useState } from 'react';
 
 import { useSSEConnection, useSSEQueryInvalidation, type ResetInfo } from '@ssehub/client';
 
-// The comments example's event, generated from its Rust definition.
+// The comments example's events, generated from their Rust definitions.
 import type { CommentEvent } from '../generated/CommentEvent';
+import type { PresenceEvent } from '../generated/PresenceEvent';
+import type { VoteEvent } from '../generated/VoteEvent';
+
+/**
+ * The multiplexing endpoint: every hook below names its channel of it, and they all share ONE
+ * EventSource (`/api/sse?channel=comments/…&channel=votes/…&channel=presence/…`).
+ */
+const MUX = '/api/sse';
 
 type Props = { discussionId: string };
 
@@ -27,7 +35,8 @@ function useCount(queryKey: readonly unknown[], discussionId: string, tag: strin
 function OptionA({ discussionId }: Props) {
   const [resets, setResets] = useState<string[]>([]);
   const { connected } = useSSEQueryInvalidation({
-    endpoint: `/api/sse/comments/${discussionId}`,
+    endpoint: MUX,
+    channel: `comments/${discussionId}`,
     queryKeys: [
       ['infiniteComments', discussionId],
       ['discussion', 'counts', discussionId],
@@ -59,7 +68,8 @@ function OptionB({ discussionId }: Props) {
   const [last, setLast] = useState<CommentEvent | null>(null);
   const [log, setLog] = useState<string[]>([]);
   const { connected } = useSSEConnection<CommentEvent>({
-    endpoint: `/api/sse/comments/${discussionId}`,
+    endpoint: MUX,
+    channel: `comments/${discussionId}`,
     onEvent: (event, meta) => {
       console.log('New comment!', event);
       setLast(event);
@@ -84,7 +94,8 @@ function OptionB({ discussionId }: Props) {
 /** Option C: dynamic query keys from each event. */
 function OptionC({ discussionId }: Props) {
   useSSEQueryInvalidation<CommentEvent>({
-    endpoint: `/api/sse/comments/${discussionId}`,
+    endpoint: MUX,
+    channel: `comments/${discussionId}`,
     queryKeys: (event) => [
       ['infiniteComments', event.discussionId],
       ['discussion', 'counts', event.discussionId],
@@ -102,14 +113,61 @@ function OptionC({ discussionId }: Props) {
   );
 }
 
+/** Votes: their own channel of the same connection. */
+function Votes({ discussionId }: Props) {
+  const [votes, setVotes] = useState<{ up: number; down: number } | null>(null);
+  const refetch = () => {
+    void fetch(`/api/votes/${encodeURIComponent(discussionId)}`)
+      .then((r) => r.json() as Promise<{ up: number; down: number }>)
+      .then(setVotes);
+  };
+  useSSEConnection<VoteEvent>({
+    endpoint: MUX,
+    channel: `votes/${discussionId}`,
+    onEvent: (event) => setVotes({ up: event.up, down: event.down }),
+    onReset: refetch,
+  });
+  const vote = (v: 'up' | 'down') => {
+    void fetch(`/api/votes/${encodeURIComponent(discussionId)}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ vote: v }),
+    });
+  };
+  return (
+    <section id="votes">
+      <h2>Votes</h2>
+      <button className="up" onClick={() => vote('up')}>Up</button>{' '}
+      <span className="up-count">{votes ? votes.up : '–'}</span>{' '}
+      <button className="down" onClick={() => vote('down')}>Down</button>{' '}
+      <span className="down-count">{votes ? votes.down : '–'}</span>
+    </section>
+  );
+}
+
+/** Viewers: the cluster-wide number of streams on this discussion's comments, live. */
+function Viewers({ discussionId }: Props) {
+  const [sessions, setSessions] = useState<number | null>(null);
+  useSSEConnection<PresenceEvent>({
+    endpoint: MUX,
+    channel: `presence/${discussionId}`,
+    onEvent: (event) => setSessions(event.sessions),
+  });
+  return (
+    <p id="viewers">
+      <span className="sessions">{sessions ?? '–'}</span> viewing
+    </p>
+  );
+}
+
 export function App({ discussionId }: Props) {
   const [, rerender] = useState(0);
   return (
     <main>
       <h1>Discussion {discussionId}</h1>
       <p>
-        React + TanStack Query + <code>@ssehub/client</code>: three hooks, one shared
-        EventSource.
+        React + TanStack Query + <code>@ssehub/client</code>: five hooks on three channels, one
+        shared EventSource.
       </p>
       <button
         id="add"
@@ -122,6 +180,8 @@ export function App({ discussionId }: Props) {
       <OptionA discussionId={discussionId} />
       <OptionB discussionId={discussionId} />
       <OptionC discussionId={discussionId} />
+      <Votes discussionId={discussionId} />
+      <Viewers discussionId={discussionId} />
       <p>
         <button id="show-fetches" onClick={() => rerender((n) => n + 1)}>
           Refresh fetch counts
