@@ -15,7 +15,7 @@ use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use ssehub_core::multiplex::{MultiplexedSession, Tagged, decode_positions};
-use ssehub_core::{Error, EventId, Session, SubscribeOptions};
+use ssehub_core::{Error, Session, SubscribeOptions};
 
 use crate::body::SseBody;
 use crate::endpoint::{
@@ -393,13 +393,10 @@ impl MuxConfig {
             MultiplexedSession::new(transport.clone(), Some(self.retry), self.keep_alive);
         let mut on_drops: Vec<OnDrop> = Vec::new();
         let mut failure = None;
-        for (((label, registered, admitted), start), session) in
-            admitted.into_iter().zip(starts).zip(opened)
-        {
+        for ((label, registered, admitted), session) in admitted.into_iter().zip(opened) {
             match session {
                 Ok(session) => {
-                    let from = start.as_deref().and_then(|s| EventId::parse(s).ok());
-                    stream = match stream.channel(label, session, from) {
+                    stream = match stream.channel(label, session) {
                         Ok(s) => s,
                         Err(e) => {
                             return refuse(

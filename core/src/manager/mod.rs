@@ -375,7 +375,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             let m = self.encode(&event)?;
             head.push(transport.event(None, &m.event, &m.data));
         }
-        shared.start(head, resumed_from, first_page, more);
+        shared.start(head, resumed_from.clone(), first_page, more);
         let replayer = more.then(|| Replayer {
             broker: hub.broker().clone(),
             topic: topic.clone(),
@@ -386,6 +386,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             replayer,
             retry: options.retry.unwrap_or(Duration::from_secs(1)),
             max_lifetime: self.inner.max_lifetime,
+            resumed_from,
         };
         Ok(Session::new(shared, registration, transport, run))
     }

@@ -38,8 +38,8 @@
 //!
 //! let tagged = || SubscribeOptions::new().transport(Arc::new(Tagged));
 //! let mut stream = MultiplexedSession::new(Arc::new(Sse), None, None)
-//!     .channel("comments/123", comments.subscribe("123", tagged()).await?, None)?
-//!     .channel("votes/123", votes.subscribe("123", tagged()).await?, None)?;
+//!     .channel("comments/123", comments.subscribe("123", tagged()).await?)?
+//!     .channel("votes/123", votes.subscribe("123", tagged()).await?)?;
 //!
 //! let id = votes.publish("123", &serde_json::json!({"up": 1})).await?;
 //! let frame = stream.next().await.unwrap();
@@ -252,14 +252,11 @@ impl MultiplexedSession {
     }
 
     /// Add the channel labelled `label` (the `event` field of its events): its `session`,
-    /// opened with the [`Tagged`] transport, and where it resumed from (`None` when it started
-    /// afresh). The label must be a valid [`EventName`] without `:`.
-    pub fn channel(
-        mut self,
-        label: &str,
-        session: Session,
-        resumed_from: Option<EventId>,
-    ) -> Result<Self> {
+    /// opened with the [`Tagged`] transport. The channel's position starts where the session
+    /// resumed from ([`Session::resumed_from`]); a channel that started afresh or with a
+    /// `reset` has none until its first event. The label must be non-empty, without `:` and
+    /// control characters, and not `reset`.
+    pub fn channel(mut self, label: &str, session: Session) -> Result<Self> {
         if label.is_empty()
             || label == crate::id::RESET_EVENT
             || label.contains(':')
@@ -275,10 +272,11 @@ impl MultiplexedSession {
                 reason: "a multiplexed channel's session must use the Tagged transport".into(),
             });
         }
+        let position = session.resumed_from().cloned();
         self.parts.push(Part {
             label: EventName::from_trusted(label.to_owned()),
             session,
-            position: resumed_from,
+            position,
         });
         Ok(self)
     }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 
 use crate::hub::Registration;
-use crate::id::Topic;
+use crate::id::{EventId, Topic};
 use crate::transport::Transport;
 
 mod queue;
@@ -122,6 +122,7 @@ pub struct Session {
     retry: Duration,
     /// The end of the stream's lifetime, when it has one.
     lifetime: Option<Pin<Box<tokio::time::Sleep>>>,
+    resumed_from: Option<EventId>,
 }
 
 /// How a [`Session`] runs, besides its queue.
@@ -130,6 +131,7 @@ pub(crate) struct SessionRun {
     pub(crate) replayer: Option<Replayer>,
     pub(crate) retry: Duration,
     pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) resumed_from: Option<EventId>,
 }
 
 impl Session {
@@ -152,6 +154,7 @@ impl Session {
             fetch: None,
             retry: run.retry,
             lifetime: run.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
+            resumed_from: run.resumed_from,
         }
     }
 
@@ -159,6 +162,13 @@ impl Session {
     #[must_use]
     pub fn topic(&self) -> &Topic {
         self.registration.topic()
+    }
+
+    /// The id this session resumed from exactly (its client's `Last-Event-ID`, which the broker
+    /// could replay from), or `None` when it started afresh or with a `reset`.
+    #[must_use]
+    pub fn resumed_from(&self) -> Option<&EventId> {
+        self.resumed_from.as_ref()
     }
 
     /// The transport framing this session's bytes.
