@@ -163,3 +163,39 @@ proptest! {
         prop_assert_eq!(v["event"].as_str(), Some(name.as_str()));
     }
 }
+
+fn position_strategy() -> impl Strategy<Value = Option<EventId>> {
+    // Positions of a few epochs (so entries share them), and ids of other brokers' kinds.
+    let id = prop_oneof![
+        ("(a1|b2|k3f9)", 1u64..1_000_000).prop_map(|(e, n)| format!("{e}-{n}")),
+        ("(a1|b2)", 1u64..u64::MAX, 0u64..9).prop_map(|(e, a, b)| format!("{e}-{a}-{b}")),
+        "[A-Za-z0-9._~-]{1,40}",
+    ];
+    proptest::option::of(id.prop_map(|s| EventId::parse(&s).unwrap()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// A multiplexed id gives back every channel's position, and is itself a valid id text.
+    #[test]
+    fn multiplexed_ids_round_trip(positions in proptest::collection::vec(position_strategy(), 0..40)) {
+        use ssehub::multiplex::{decode_positions, encode_positions, max_positions_len};
+        let text = encode_positions(&positions);
+        prop_assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)));
+        prop_assert!(text.len() <= max_positions_len(positions.len()));
+        let back = decode_positions(&text, positions.len()).unwrap();
+        let want: Vec<Option<String>> =
+            positions.iter().map(|p| p.as_ref().map(|i| i.as_str().to_owned())).collect();
+        prop_assert_eq!(back, want);
+    }
+
+    /// Any client text is decoded or refused, never a panic; what decodes has at most as many
+    /// entries as channels.
+    #[test]
+    fn multiplexed_id_decoding_takes_any_input(text in any::<String>(), channels in 0usize..40) {
+        if let Some(entries) = ssehub::multiplex::decode_positions(&text, channels) {
+            prop_assert_eq!(entries.len(), channels);
+        }
+    }
+}
