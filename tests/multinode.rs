@@ -133,7 +133,7 @@ async fn multiplexed_resume_across_nodes(a: Arc<dyn Broker>, b: Arc<dyn Broker>)
     let (addr_b, _state_b) = node(b).await;
     let id = ssehub::conformance::unique_id("mux");
     let mut on_a = open_multiplexed(addr_a, &id, None).await;
-    let mut initial = vec![next(&mut on_a).await, next(&mut on_a).await];
+    let mut initial = [next(&mut on_a).await, next(&mut on_a).await];
     initial.sort_by(|x, y| x.event.cmp(&y.event));
     assert_eq!(initial[0].event, format!("comments/{id}"));
     assert_eq!(initial[1].event, format!("votes/{id}"));
