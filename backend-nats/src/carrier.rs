@@ -8,12 +8,21 @@ use ssehub_core::backend::{Fanout, StreamPosition};
 use ssehub_core::{EventId, Message, Replay, Result};
 use tokio::task::JoinHandle;
 
+use crate::error::NatsError;
+
 /// One mode of the NATS broker: [`JetStream`](crate::jetstream::JetStream) (stored, replayable)
 /// or [`CoreNats`](crate::core_nats::CoreNats) (live only).
 #[async_trait]
 pub(crate) trait Carrier: Send + Sync + 'static {
+    /// Publish events to `subject`, in order, pipelined, and answer their ids in order.
+    async fn publish_many(&self, subject: String, messages: Vec<Message>) -> Result<Vec<EventId>>;
+
     /// Publish one event to `subject` and answer its id.
-    async fn publish(&self, subject: String, message: Message) -> Result<EventId>;
+    async fn publish(&self, subject: String, message: Message) -> Result<EventId> {
+        let mut ids = self.publish_many(subject, vec![message]).await?;
+        ids.pop()
+            .ok_or_else(|| NatsError::Config("a publish gave no id").into())
+    }
 
     /// Start the live feed of `subject` into `fanout`; returns once it is live.
     async fn start_feed(&self, subject: String, fanout: Arc<Fanout>) -> Result<JoinHandle<()>>;

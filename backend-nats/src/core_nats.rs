@@ -123,30 +123,34 @@ impl Probes {
 
 #[async_trait]
 impl Carrier for CoreNats {
-    async fn publish(&self, subject: String, message: Message) -> Result<EventId> {
-        let (id, generation) = {
+    async fn publish_many(&self, subject: String, messages: Vec<Message>) -> Result<Vec<EventId>> {
+        let (ids, generation) = {
             let _order = self.publish_lock.lock().await;
             if !self.conn.connected() {
                 return Err(NatsError::NotConnected.into());
             }
             let generation = self.conn.generation();
-            let n = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
-            let Some(pos) = StreamPosition::new(&self.node, Offset::Seq(n)) else {
-                unreachable!("the node id is hex digits")
-            };
-            let id = pos.to_event_id();
-            let headers = headers_for(&message.event, (ID_HEADER, id.as_str()));
-            self.conn
-                .client
-                .publish_with_headers(subject, headers, message.data)
-                .await
-                .map_err(|e| NatsError::Publish(boxed(e)))?;
-            (id, generation)
+            let mut ids = Vec::with_capacity(messages.len());
+            for message in messages {
+                let n = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
+                let Some(pos) = StreamPosition::new(&self.node, Offset::Seq(n)) else {
+                    unreachable!("the node id is hex digits")
+                };
+                let id = pos.to_event_id();
+                let headers = headers_for(&message.event, (ID_HEADER, id.as_str()));
+                self.conn
+                    .client
+                    .publish_with_headers(subject.clone(), headers, message.data)
+                    .await
+                    .map_err(|e| NatsError::Publish(boxed(e)))?;
+                ids.push(id);
+            }
+            (ids, generation)
         };
-        // Not `flush`: it returns once the event left our socket, which a server killed a moment
-        // ago still lets happen.
+        // One confirmation for the batch. Not `flush`: it returns once the events left our
+        // socket, which a server killed a moment ago still lets happen.
         self.probes.confirm(&self.conn, generation).await?;
-        Ok(id)
+        Ok(ids)
     }
 
     async fn start_feed(&self, subject: String, fanout: Arc<Fanout>) -> Result<JoinHandle<()>> {

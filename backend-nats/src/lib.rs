@@ -232,12 +232,35 @@ impl NatsBroker {
     }
 }
 
+/// The most events [`NatsBroker`]'s `publish_many` has in flight at once.
+pub const MAX_BATCH_EVENTS: usize = 256;
+
 #[async_trait]
 impl Broker for NatsBroker {
     async fn publish(&self, topic: &Topic, message: Message) -> Result<EventId> {
         check_payload(&message, self.inner.max_payload)?;
         let subject = self.subject_for(topic);
         self.inner.carrier.publish(subject, message).await
+    }
+
+    /// Pipelined: the batch's publishes leave in order, then their acknowledgements (JetStream)
+    /// or one confirmation round trip (core) are awaited; at most [`MAX_BATCH_EVENTS`] events
+    /// in flight at once.
+    async fn publish_many(&self, topic: &Topic, messages: Vec<Message>) -> Result<Vec<EventId>> {
+        for message in &messages {
+            check_payload(message, self.inner.max_payload)?;
+        }
+        let subject = self.subject_for(topic);
+        let mut ids = Vec::with_capacity(messages.len());
+        for batch in ssehub_core::backend::batches(&messages, MAX_BATCH_EVENTS, usize::MAX) {
+            ids.extend(
+                self.inner
+                    .carrier
+                    .publish_many(subject.clone(), batch.to_vec())
+                    .await?,
+            );
+        }
+        Ok(ids)
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<Subscription> {

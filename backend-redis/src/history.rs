@@ -52,9 +52,13 @@ impl History {
         }
     }
 
-    /// Append `message` to `topic`'s history and publish it live, in one script, so every node
-    /// sees the same id; answers that id.
-    pub(crate) async fn append(&self, topic: &Topic, message: &Message) -> RResult<EventId> {
+    /// Append `messages` to `topic`'s history and publish them live, in order, in one script
+    /// (atomic: all or none), so every node sees the same ids; answers them in order.
+    pub(crate) async fn append(
+        &self,
+        topic: &Topic,
+        messages: &[Message],
+    ) -> RResult<Vec<EventId>> {
         let t = topic.as_str();
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut invocation = self.script.prepare_invoke();
@@ -63,23 +67,38 @@ impl History {
             .key(self.keys.epoch(t))
             .arg(node_id())
             .arg(self.len)
-            .arg(message.event.as_str())
-            .arg(&message.data[..])
             .arg(self.keys.channel(t))
             .arg(ttl_ms);
+        for message in messages {
+            invocation
+                .arg(message.event.as_str())
+                .arg(&message.data[..]);
+        }
         let mut con = self.con.clone();
         let reply: Value = timed(self.limit, "publish", invocation.invoke_async(&mut con)).await?;
         let Value::Array(parts) = reply else {
             return Err(RedisError::Protocol("publish script reply is not an array"));
         };
-        let [epoch, id] = <[Value; 2]>::try_from(parts)
-            .map_err(|_| RedisError::Protocol("publish script reply of the wrong length"))?;
+        if parts.len() != messages.len() + 1 {
+            return Err(RedisError::Protocol(
+                "publish script reply of the wrong length",
+            ));
+        }
+        let mut parts = parts.into_iter();
+        let epoch = parts
+            .next()
+            .ok_or(RedisError::Protocol("publish: no epoch"))?;
         let epoch = bulk_string(&epoch)?.ok_or(RedisError::Protocol("publish: no epoch"))?;
-        let id = bulk_string(&id)?.ok_or(RedisError::Protocol("publish: no entry id"))?;
-        let offset = parse_entry_id(&id).ok_or(RedisError::Protocol("publish: bad entry id"))?;
-        StreamPosition::new(&epoch, offset)
-            .map(|p| p.to_event_id())
-            .ok_or(RedisError::Protocol("publish: bad epoch"))
+        parts
+            .map(|id| {
+                let id = bulk_string(&id)?.ok_or(RedisError::Protocol("publish: no entry id"))?;
+                let offset =
+                    parse_entry_id(&id).ok_or(RedisError::Protocol("publish: bad entry id"))?;
+                StreamPosition::new(&epoch, offset)
+                    .map(|p| p.to_event_id())
+                    .ok_or(RedisError::Protocol("publish: bad epoch"))
+            })
+            .collect()
     }
 
     /// Read, atomically, the epoch, at most `count` entries after `after` (from the start when

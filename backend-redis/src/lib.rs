@@ -81,6 +81,11 @@ pub use builder::RedisBrokerBuilder;
 pub use redis;
 
 use crate::error::{RResult, RedisError, timed};
+
+/// The most events [`RedisBroker`]'s `publish_many` appends in one script.
+pub const MAX_BATCH_EVENTS: usize = 256;
+/// The most payload bytes `publish_many` appends in one script (a larger event goes alone).
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 use crate::history::History;
 use crate::keys::Keys;
 use crate::subscriber::{Actor, Command, NodeChannels, Probes};
@@ -242,7 +247,22 @@ impl RedisBroker {
 impl Broker for RedisBroker {
     async fn publish(&self, topic: &Topic, message: Message) -> Result<EventId> {
         check_payload(&message, self.inner.config.max_payload)?;
-        Ok(self.inner.history.append(topic, &message).await?)
+        let mut ids = self.inner.history.append(topic, &[message]).await?;
+        ids.pop()
+            .ok_or_else(|| RedisError::Protocol("publish: no id").into())
+    }
+
+    /// The batch is appended in scripts of at most [`MAX_BATCH_EVENTS`] events and
+    /// [`MAX_BATCH_BYTES`] of payload, each atomic; one round trip per script.
+    async fn publish_many(&self, topic: &Topic, messages: Vec<Message>) -> Result<Vec<EventId>> {
+        for message in &messages {
+            check_payload(message, self.inner.config.max_payload)?;
+        }
+        let mut ids = Vec::with_capacity(messages.len());
+        for batch in ssehub_core::backend::batches(&messages, MAX_BATCH_EVENTS, MAX_BATCH_BYTES) {
+            ids.extend(self.inner.history.append(topic, batch).await?);
+        }
+        Ok(ids)
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<Subscription> {

@@ -126,8 +126,8 @@ async fn request(addr: SocketAddr, method: &str, path: &str) -> Result<String, E
 
 async fn publish(addr: SocketAddr, p: &PublishParams) -> Result<PublishAnswer, Error> {
     let q = format!(
-        "/publish?channel={}&channels={}&count={}&rate={}&pad={}",
-        p.channel, p.channels, p.count, p.rate, p.pad
+        "/publish?channel={}&channels={}&count={}&rate={}&pad={}&batch={}",
+        p.channel, p.channels, p.count, p.rate, p.pad, p.batch
     );
     Ok(serde_json::from_str(&request(addr, "POST", &q).await?)?)
 }
@@ -359,6 +359,7 @@ pub async fn resume_storm(server: &ServerProc, s: &Storm) -> Result<Vec<Run>, Er
             count: events,
             rate: 100.0,
             pad: 64,
+            batch: 0,
         },
         slow: false,
         timeout: s.timeout,
@@ -373,6 +374,7 @@ pub async fn resume_storm(server: &ServerProc, s: &Storm) -> Result<Vec<Run>, Er
             count: s.history,
             rate: 0.0,
             pad: s.pad,
+            batch: 0,
         },
     )
     .await?;

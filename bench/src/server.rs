@@ -3,7 +3,7 @@
 //! Both serve the same routes and publish the same events:
 //!
 //! - `GET /sse/{channel}` — the SSE stream of one channel.
-//! - `POST /publish?channel=C&channels=K&count=N&rate=R&pad=P` — publish `count` events to
+//! - `POST /publish?channel=C&channels=K&count=N&rate=R&pad=P&batch=B` — publish `count` events to
 //!   channel `C` (or to each of channels `0..K`), `rate` rounds per second (0: as fast as
 //!   possible); each event's data is `{"n":<seq>,"t":<publish time, ns since the epoch>,"pad":..}`.
 //! - `GET /stats` — `{"sessions":..,"slow_disconnects":..}`.
@@ -69,6 +69,11 @@ pub struct PublishParams {
     /// Bytes of padding per event.
     #[serde(default)]
     pub pad: usize,
+    /// With `rate` 0 and one channel: publish in batches of this many events (ssehub's
+    /// `publish_many`; the baseline publishes them one by one, it has no broker round trip to
+    /// save). 0 or 1: one publish at a time, each awaited.
+    #[serde(default)]
+    pub batch: usize,
 }
 
 /// Answer of `POST /publish`.
@@ -99,6 +104,22 @@ trait Publisher: Send + Sync + 'static {
         channel: &str,
         event: &BenchEvent,
     ) -> impl std::future::Future<Output = Option<String>> + Send;
+
+    /// Publish `events` in order; the first id, or `None` when the batch failed.
+    fn publish_many(
+        &self,
+        channel: &str,
+        events: &[BenchEvent],
+    ) -> impl std::future::Future<Output = Option<String>> + Send {
+        async move {
+            let mut first = None;
+            for e in events {
+                let id = self.publish(channel, e).await?;
+                first.get_or_insert(id);
+            }
+            first
+        }
+    }
 }
 
 fn pad_str(len: usize) -> &'static str {
@@ -121,6 +142,30 @@ async fn run_publish<P: Publisher>(p: &P, q: PublishParams) -> PublishAnswer {
     };
     let start = tokio::time::Instant::now();
     let mut answer = PublishAnswer::default();
+    if q.batch > 1 && q.rate <= 0.0 && names.len() == 1 {
+        let mut n = 0;
+        while n < q.count {
+            let size = (q.count - n).min(q.batch as u64);
+            let events: Vec<BenchEvent> = (n..n + size)
+                .map(|n| BenchEvent {
+                    n,
+                    t: now_ns(),
+                    pad,
+                })
+                .collect();
+            match p.publish_many(&names[0], &events).await {
+                Some(id) => {
+                    if answer.published == 0 {
+                        answer.first_id = id;
+                    }
+                    answer.published += size;
+                }
+                None => answer.errors += size,
+            }
+            n += size;
+        }
+        return answer;
+    }
     for n in 0..q.count {
         if q.rate > 0.0 {
             #[allow(clippy::cast_precision_loss)]
@@ -159,6 +204,11 @@ impl Publisher for Hub {
     async fn publish(&self, channel: &str, event: &BenchEvent) -> Option<String> {
         let id = self.manager.publish(channel, event).await.ok()?;
         Some(id.as_str().to_owned())
+    }
+
+    async fn publish_many(&self, channel: &str, events: &[BenchEvent]) -> Option<String> {
+        let ids = self.manager.publish_many(channel, events).await.ok()?;
+        ids.first().map(|id| id.as_str().to_owned())
     }
 }
 

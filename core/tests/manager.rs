@@ -523,3 +523,34 @@ async fn connect_close_cycles_leave_nothing_behind() {
     .await;
     assert_eq!(m.total_sessions(), 0);
 }
+
+/// `publish_many`: the events arrive in order under the ids it answered; a batch holding one
+/// event over the size limit is refused before anything is published.
+#[tokio::test]
+async fn publish_many_keeps_order_and_refuses_a_batch_with_one_oversized_event() {
+    let m = ChannelManager::<String>::builder(MemoryBroker::new())
+        .max_event_bytes(64)
+        .build()
+        .unwrap();
+    let mut session = m.subscribe("1", SubscribeOptions::new()).await.unwrap();
+    let mut parser = SseParser::new();
+    let events: Vec<String> = (0..5).map(|i| format!("e{i}")).collect();
+    let ids = m.publish_many("1", &events).await.unwrap();
+    let got = read_events(&mut session, &mut parser, 5).await;
+    let data: Vec<&str> = got.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, ["\"e0\"", "\"e1\"", "\"e2\"", "\"e3\"", "\"e4\""]);
+    let got_ids: Vec<&str> = got.iter().map(|e| e.id.as_deref().unwrap()).collect();
+    let want: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+    assert_eq!(got_ids, want);
+
+    let batch = ["small".to_owned(), "x".repeat(100)];
+    let err = m.publish_many("1", &batch).await.unwrap_err();
+    assert!(matches!(err, Error::PayloadTooLarge { .. }), "{err}");
+    let last = m.publish("1", &"last".to_owned()).await.unwrap();
+    let got = read_events(&mut session, &mut parser, 1).await;
+    assert_eq!(
+        got[0].id.as_deref(),
+        Some(last.as_str()),
+        "nothing of the batch"
+    );
+}

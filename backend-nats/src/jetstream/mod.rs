@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream};
 use async_trait::async_trait;
 use ssehub_core::backend::{Fanout, Offset, StreamPosition, lock};
@@ -108,6 +109,27 @@ impl Drop for JetStream {
 }
 
 impl JetStream {
+    /// The id of an acknowledged publish made under `epoch`.
+    async fn id_of(&self, ack: &PublishAck, epoch: &str) -> Result<EventId> {
+        if ack.stream != self.stream_name() {
+            return Err(NatsError::WrongStream(ack.stream.clone()).into());
+        }
+        let high = self
+            .epoch
+            .high_water
+            .fetch_max(ack.sequence, Ordering::AcqRel);
+        if ack.sequence <= high && self.epoch.get() == epoch {
+            // Sequences only grow within one stream: this one was created again. The event is
+            // stored under the old epoch (its id says so, consistently); later ones get the new
+            // one.
+            if let Err(e) = self.refresh_stream().await {
+                tracing::debug!(error = %e, "nats: stream check after a sequence going back failed");
+            }
+        }
+        StreamPosition::new(epoch, Offset::Seq(ack.sequence))
+            .map(|p| p.to_event_id())
+            .ok_or_else(|| NatsError::Config("the stream epoch is not alphanumeric").into())
+    }
     /// Find or create the stream (warning when an existing one has other settings), and keep
     /// its epoch checked.
     pub(crate) async fn open(conn: Connection, config: &NatsBrokerBuilder) -> Result<Arc<Self>> {
@@ -175,7 +197,8 @@ async fn refresh(this: Weak<JetStream>, mut events: broadcast::Receiver<ConnEven
 
 #[async_trait]
 impl Carrier for JetStream {
-    async fn publish(&self, subject: String, message: Message) -> Result<EventId> {
+    async fn publish_many(&self, subject: String, messages: Vec<Message>) -> Result<Vec<EventId>> {
+        use async_nats::jetstream::context::PublishErrorKind as K;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -187,47 +210,46 @@ impl Carrier for JetStream {
                 self.refresh_stream().await?;
             }
             let epoch = self.epoch.get();
-            let headers = headers_for(&message.event, (EPOCH_HEADER, &epoch));
-            let ack = self
-                .js
-                .publish_with_headers(subject.clone(), headers, message.data.clone())
-                .await
-                .map_err(|e| NatsError::Publish(boxed(e)))?;
-            let ack = match ack.await {
-                Ok(ack) => ack,
-                Err(e) => {
-                    use async_nats::jetstream::context::PublishErrorKind as K;
-                    match e.kind() {
-                        // Nothing was stored: safe to recreate the stream and try once more.
-                        K::StreamNotFound if attempt == 1 => {
-                            self.refresh_stream().await?;
-                            continue;
-                        }
+            // Every publish leaves in order on the one connection before any ack is awaited:
+            // one round trip for the batch, and the stream stores them in this order.
+            let mut pending = Vec::with_capacity(messages.len());
+            for message in &messages {
+                let headers = headers_for(&message.event, (EPOCH_HEADER, &epoch));
+                let ack = self
+                    .js
+                    .publish_with_headers(subject.clone(), headers, message.data.clone())
+                    .await
+                    .map_err(|e| NatsError::Publish(boxed(e)))?;
+                pending.push(ack);
+            }
+            let mut acks = Vec::with_capacity(pending.len());
+            for ack in pending {
+                acks.push(ack.await);
+            }
+            // Nothing was stored when every publish found no stream: safe to recreate the
+            // stream and try once more.
+            if attempt == 1
+                && acks
+                    .iter()
+                    .all(|a| matches!(a, Err(e) if matches!(e.kind(), K::StreamNotFound)))
+            {
+                self.refresh_stream().await?;
+                continue;
+            }
+            let mut ids = Vec::with_capacity(acks.len());
+            for ack in acks {
+                let ack = match ack {
+                    Ok(ack) => ack,
+                    Err(e) => match e.kind() {
                         K::TimedOut | K::BrokenPipe => {
                             return Err(NatsError::Unconfirmed(Some(boxed(e))).into());
                         }
                         _ => return Err(NatsError::Publish(boxed(e)).into()),
-                    }
-                }
-            };
-            if ack.stream != self.stream_name() {
-                return Err(NatsError::WrongStream(ack.stream).into());
+                    },
+                };
+                ids.push(self.id_of(&ack, &epoch).await?);
             }
-            let high = self
-                .epoch
-                .high_water
-                .fetch_max(ack.sequence, Ordering::AcqRel);
-            if ack.sequence <= high && self.epoch.get() == epoch {
-                // Sequences only grow within one stream: this one was created again. The event
-                // is stored under the old epoch (its id says so, consistently); later ones get
-                // the new one.
-                if let Err(e) = self.refresh_stream().await {
-                    tracing::debug!(error = %e, "nats: stream check after a sequence going back failed");
-                }
-            }
-            return StreamPosition::new(&epoch, Offset::Seq(ack.sequence))
-                .map(|p| p.to_event_id())
-                .ok_or_else(|| NatsError::Config("the stream epoch is not alphanumeric").into());
+            return Ok(ids);
         }
     }
 

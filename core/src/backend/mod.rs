@@ -6,7 +6,8 @@
 //! - [`Fanout`] and [`SubscriptionCount`]: one topic's deliveries handed to each local
 //!   subscription through a bounded queue, with the lag→gap rule and the subscription count.
 //! - [`Backoff`]: the wait between two attempts of a reconnect or retry loop.
-//! - [`check_payload`], [`node_id`], [`lock`]: the payload limit, a random node id, a mutex lock
+//! - [`check_payload`], [`batches`], [`node_id`], [`lock`]: the payload limit, a publish batch's
+//!   bounds, a random node id, a mutex lock
 //!   that survives poisoning.
 //!
 //! # Example
@@ -59,6 +60,46 @@ pub fn check_payload(message: &Message, max: usize) -> Result<()> {
         return Err(Error::PayloadTooLarge { size, max });
     }
     Ok(())
+}
+
+/// `messages` as consecutive batches of at most `max_events` events and `max_bytes` of payload
+/// each (a batch holds at least one event, whatever its size), for a backend's
+/// [`publish_many`](crate::Broker::publish_many).
+///
+/// ```
+/// use ssehub_core::Message;
+/// use ssehub_core::backend::batches;
+///
+/// let m: Vec<Message> = (0..5).map(|i| Message::new(vec![0u8; i * 10])).collect();
+/// let sizes: Vec<usize> = batches(&m, 2, 1_000).map(|b| b.len()).collect();
+/// assert_eq!(sizes, [2, 2, 1]);
+/// let sizes: Vec<usize> = batches(&m, 10, 35).map(|b| b.len()).collect();
+/// assert_eq!(sizes, [3, 1, 1]); // 0+10+20, 30, 40 (alone, over the bound)
+/// ```
+pub fn batches(
+    messages: &[Message],
+    max_events: usize,
+    max_bytes: usize,
+) -> impl Iterator<Item = &[Message]> {
+    let mut rest = messages;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < rest.len() && n < max_events.max(1) {
+            let size = rest[n].data.len();
+            if n > 0 && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            n += 1;
+        }
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        Some(batch)
+    })
 }
 
 /// A random 16-hex-digit id for this node (presence entries, health probes, epochs).

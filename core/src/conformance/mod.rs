@@ -145,6 +145,72 @@ pub async fn order_kept_per_topic(broker: &dyn Broker) {
     }
 }
 
+/// A batch of 300 events (more than one backend batch), each with its own name, is delivered
+/// and replayed in order under the ids `publish_many` answered, after a single event published
+/// before it; a batch holding one payload over the maximum is refused whole, before anything is
+/// sent.
+pub async fn publish_many_keeps_order(broker: &dyn Broker) {
+    let topic = unique_topic("batch");
+    let mut sub = broker.subscribe(&topic).await.expect("subscribe");
+    let first = broker
+        .publish(&topic, Message::new("first"))
+        .await
+        .expect("publish");
+    let batch: Vec<Message> = (0..300)
+        .map(|i| {
+            let name = EventName::new(format!("e{}", i % 3)).expect("name");
+            Message::new(i.to_string()).with_event(name)
+        })
+        .collect();
+    let ids = broker
+        .publish_many(&topic, batch)
+        .await
+        .expect("publish_many");
+    assert_eq!(ids.len(), 300);
+    let unique: HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "ids must be distinct");
+    assert_eq!(next_event(&mut sub).await.id, first);
+    for (i, id) in ids.iter().enumerate() {
+        let env = next_event(&mut sub).await;
+        assert_eq!(&env.id, id, "event {i} out of order");
+        assert_eq!(env.data, Bytes::from(i.to_string()));
+        assert_eq!(env.event.as_str(), format!("e{}", i % 3));
+    }
+    assert_eq!(
+        broker.id_order(&first, &ids[0]),
+        Some(std::cmp::Ordering::Less)
+    );
+    if broker.capabilities().history.is_some_and(|h| h >= 301) {
+        let mut replayed = Vec::new();
+        let mut after = first.clone();
+        while replayed.len() < 300 {
+            match broker.replay(&topic, &after, 128).await.expect("replay") {
+                Replay::Events(events) if !events.is_empty() => {
+                    after = events.last().expect("non-empty").id.clone();
+                    replayed.extend(events.into_iter().map(|e| e.id));
+                }
+                other => panic!("replay after the batch's start: {other:?}"),
+            }
+        }
+        assert_eq!(replayed, ids, "the replay is the batch, in order");
+    }
+    let max = broker.capabilities().max_payload;
+    let err = broker
+        .publish_many(
+            &topic,
+            vec![Message::new("a"), Message::new(vec![b'x'; max + 1])],
+        )
+        .await
+        .expect_err("a batch with a payload over the maximum is refused");
+    assert!(matches!(err, Error::PayloadTooLarge { .. }), "got {err}");
+    let last = broker
+        .publish(&topic, Message::new("last"))
+        .await
+        .expect("publish");
+    let env = next_event(&mut sub).await;
+    assert_eq!(env.id, last, "nothing of the refused batch was sent");
+}
+
 /// A subscription sees its own topic only, even when names share a prefix.
 pub async fn topics_isolated(broker: &dyn Broker) {
     let a = unique_topic("iso");
@@ -512,6 +578,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case $make, publish_subscribe_round_trip, ref);
         $crate::conformance_tests!(@case $make, event_names_preserved, ref);
         $crate::conformance_tests!(@case $make, order_kept_per_topic, ref);
+        $crate::conformance_tests!(@case $make, publish_many_keeps_order, ref);
         $crate::conformance_tests!(@case $make, topics_isolated, ref);
         $crate::conformance_tests!(@case $make, fan_out_to_many_subscribers, ref);
         $crate::conformance_tests!(@case $make, concurrent_publishers, arc);

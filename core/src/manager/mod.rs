@@ -166,6 +166,36 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         self.publish_to(&topic, event, Some(name)).await
     }
 
+    /// Publish `events` to the resource, in this order, as one batch
+    /// ([`Broker::publish_many`]): the same events and ids as publishing them one after the
+    /// other, without a broker round trip each. Every event is serialized (and checked against
+    /// the size limit) before any is sent. On `Err` from the broker, a part of the batch may
+    /// have been published, as with a failed [`publish`](Self::publish).
+    pub async fn publish_many<'a>(
+        &self,
+        resource_id: &str,
+        events: impl IntoIterator<Item = &'a E>,
+    ) -> Result<Vec<EventId>>
+    where
+        E: 'a,
+    {
+        let topic = self.topic(resource_id)?;
+        let messages = events
+            .into_iter()
+            .map(|e| self.encode(e))
+            .collect::<Result<Vec<Message>>>()?;
+        let n = messages.len() as u64;
+        let result = self.inner.hub.broker().publish_many(&topic, messages).await;
+        match &result {
+            Ok(_) => metrics::counter!(crate::metrics::EVENTS_PUBLISHED).increment(n),
+            Err(e) => {
+                metrics::counter!(crate::metrics::PUBLISH_ERRORS).increment(1);
+                tracing::debug!(%topic, error = %e, "batch publish failed");
+            }
+        }
+        result
+    }
+
     async fn publish_to(
         &self,
         topic: &Topic,
