@@ -350,3 +350,50 @@ async fn at_most_32_channels_by_default() {
     let (status, _) = refusal(&small, "GET", &query(3)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn ndjson_and_head_work_on_the_multiplexed_endpoint() {
+    let app = app();
+    let req = http::Request::get(format!("/sse?{BOTH}"))
+        .header("accept", "application/x-ndjson")
+        .body(String::new())
+        .unwrap();
+    let res = app.mux.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-ndjson");
+    let mut body = res.into_body();
+    let mut text = String::new();
+    while text
+        .lines()
+        .filter(|l| l.contains("\"type\":\"event\""))
+        .count()
+        < 2
+    {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["type"] == "event")
+        .collect();
+    let mut names: Vec<&str> = events
+        .iter()
+        .map(|v| v["event"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["comments/1", "votes/1"]);
+    drop(body);
+    assert_eq!(app.comments.session_count("1"), 0);
+
+    let res = request(&app.mux, "HEAD", BOTH, None).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert_eq!(app.comments.session_count("1"), 0, "HEAD opens no session");
+}
