@@ -164,3 +164,60 @@ fn heap_held_per_idle_stream() {
     // Far below hyper's own per-connection buffers (~16 KiB): the stream itself is small.
     assert!(body < 4096.0, "{body:.0} bytes per idle stream");
 }
+
+/// Heap bytes held by `n` idle sessions, one per channel (`spread`) or all on one channel.
+fn held_by_sessions(n: usize, spread: bool) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let manager = ChannelManager::<BenchEvent>::builder(MemoryBroker::new())
+            .max_channels(n + 1)
+            .build()
+            .expect("manager");
+        // Warm: one channel exists, its maps have grown once.
+        let _warm = manager
+            .subscribe("warm", SubscribeOptions::new())
+            .await
+            .expect("session");
+        let region = Region::new(GLOBAL);
+        let mut sessions = Vec::with_capacity(n);
+        for i in 0..n {
+            let channel = if spread { i.to_string() } else { "one".into() };
+            sessions.push(
+                manager
+                    .subscribe(&channel, SubscribeOptions::new())
+                    .await
+                    .expect("session"),
+            );
+        }
+        let stats = region.change();
+        #[allow(clippy::cast_precision_loss)]
+        let bytes = stats.bytes_allocated as f64 - stats.bytes_deallocated as f64
+            + stats.bytes_reallocated as f64;
+        drop(sessions);
+        bytes
+    })
+}
+
+#[test]
+fn heap_held_per_idle_channel() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let n = 5_000;
+    let spread = held_by_sessions(n, true);
+    let one = held_by_sessions(n, false);
+    #[allow(clippy::cast_precision_loss)]
+    let per_channel = (spread - one) / n as f64;
+    eprintln!(
+        "heap held per idle channel (memory backend, beyond its one session, no history): \
+         {per_channel:.0} bytes ({n} sessions on {n} channels: {spread:.0} bytes; on one \
+         channel: {one:.0} bytes)"
+    );
+    assert!(
+        per_channel < 2048.0,
+        "{per_channel:.0} bytes per idle channel"
+    );
+}
