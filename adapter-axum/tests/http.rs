@@ -396,3 +396,102 @@ async fn raw_wire_is_spec_exact() {
     assert_eq!(decoded, nasty);
     assert_eq!(parser.retry(), Some(3000));
 }
+
+/// Over HTTP/2 (h2c with prior knowledge, as behind a proxy that speaks h2 to its upstream):
+/// many streams on one connection, each with its events; a resume from `Last-Event-ID` on the
+/// same connection; a `reset` for an unknown id; keep-alive comments; and a stream closed by the
+/// client leaves its channel while the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_over_http2() {
+    let m = ChannelManager::<u64>::builder(MemoryBroker::new())
+        .linger(Duration::ZERO)
+        .build()
+        .unwrap();
+    let endpoint = SseEndpoint::new(m.clone(), "/h2/{id}")
+        .unwrap()
+        .keep_alive(Some(Duration::from_millis(200)));
+    let addr = serve(Router::new().merge(endpoint.into_router())).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let get = |path: String, last: Option<String>| {
+        let client = client.clone();
+        async move {
+            let mut req = client.get(format!("http://{addr}{path}"));
+            if let Some(id) = last {
+                req = req.header("last-event-id", id);
+            }
+            let res = tokio::time::timeout(WAIT, req.send())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(res.version(), http::Version::HTTP_2);
+            assert_eq!(res.status(), 200);
+            assert_eq!(res.headers()["content-type"], "text/event-stream");
+            let events: Events = Box::pin(
+                res.bytes_stream()
+                    .eventsource()
+                    .map(|e| e.expect("well-formed event stream")),
+            );
+            events
+        }
+    };
+
+    // 50 streams on one connection, each on its own channel.
+    let mut streams = Vec::new();
+    for i in 0..50 {
+        streams.push(get(format!("/h2/{i}"), None).await);
+    }
+    wait_until("50 sessions", async || m.total_sessions() == 50).await;
+    let mut ids = Vec::new();
+    for i in 0..50u64 {
+        ids.push(m.publish(&i.to_string(), &i).await.unwrap());
+    }
+    for (i, s) in streams.iter_mut().enumerate() {
+        let e = next(s).await;
+        assert_eq!(e.data, i.to_string());
+        assert_eq!(e.id, ids[i].as_str());
+    }
+
+    // A client closes one stream: its channel goes, the others and the connection stay.
+    drop(streams.remove(0));
+    wait_until("one stream gone", async || m.total_sessions() == 49).await;
+    let more = m.publish("1", &100).await.unwrap();
+    assert_eq!(next(&mut streams[0]).await.data, "100");
+
+    // Resume on the same connection: exactly the missed events.
+    let missed = [
+        m.publish("0", &7).await.unwrap(),
+        m.publish("0", &8).await.unwrap(),
+    ];
+    let mut resumed = get("/h2/0".into(), Some(ids[0].as_str().to_owned())).await;
+    let e = next(&mut resumed).await;
+    assert_eq!((e.data.as_str(), e.id.as_str()), ("7", missed[0].as_str()));
+    let e = next(&mut resumed).await;
+    assert_eq!((e.data.as_str(), e.id.as_str()), ("8", missed[1].as_str()));
+
+    // An unknown id: a reset.
+    let mut reset = get("/h2/0".into(), Some("zz9-5".into())).await;
+    let e = next(&mut reset).await;
+    assert_eq!(e.event, "reset");
+
+    // Keep-alive comments reach an idle stream (read raw, since the parser drops comments).
+    let res = client
+        .get(format!("http://{addr}/h2/quiet"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    let mut body = res.bytes_stream();
+    let mut seen = Vec::new();
+    while !seen.windows(3).any(|w| w == b":\n\n") {
+        let chunk = tokio::time::timeout(WAIT, body.next())
+            .await
+            .expect("a keep-alive in time")
+            .expect("stream open")
+            .unwrap();
+        seen.extend_from_slice(&chunk);
+    }
+    let _ = more;
+}

@@ -1,7 +1,7 @@
 //! `ssehub-load`: the load generator. See `BENCHMARKS.md` at the repository root.
 //!
 //! ```text
-//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7] [--json FILE] [--chart FILE.png]
+//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7,8,9] [--json FILE] [--chart FILE.png]
 //! ssehub-load --serve ssehub|baseline --port P [--backend memory|redis://..|nats://..] [--metrics]
 //! ```
 //!
@@ -36,7 +36,7 @@ struct Args {
 fn args() -> Result<Args, Error> {
     let mut a = Args {
         smoke: false,
-        scenarios: vec![1, 2, 3, 4, 5, 6, 7],
+        scenarios: vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
         json: PathBuf::from("bench-results.json"),
         chart: None,
         serve: None,
@@ -104,6 +104,10 @@ struct Sizes {
     s6_events: u64,
     s6_rate: f64,
     storm: driver::Storm,
+    s8_channels: usize,
+    s9_conns: usize,
+    s9_low: usize,
+    s9_high: usize,
     chart_subs: Vec<usize>,
     chart_events: u64,
     timeout: Duration,
@@ -135,6 +139,10 @@ impl Sizes {
                     probe_events: 20,
                     timeout: Duration::from_secs(20),
                 },
+                s8_channels: 50,
+                s9_conns: 2,
+                s9_low: 2,
+                s9_high: 5,
                 chart_subs: vec![5, 10, 20, 40],
                 chart_events: 20,
                 timeout: Duration::from_secs(20),
@@ -163,6 +171,10 @@ impl Sizes {
                     probe_events: 300,
                     timeout: Duration::from_secs(90),
                 },
+                s8_channels: 10_000,
+                s9_conns: 100,
+                s9_low: 10,
+                s9_high: 100,
                 chart_subs: vec![100, 300, 1000, 3000],
                 chart_events: 300,
                 timeout: Duration::from_secs(90),
@@ -332,6 +344,18 @@ async fn drive(a: Args) -> Result<(), Error> {
                     runs.push(run);
                 }
             }
+            8 => runs.extend(scenario8(&exe, &z).await?),
+            9 => {
+                for kind in KINDS {
+                    let s = ServerProc::start(&exe, kind, "memory", false).await?;
+                    let mut run = driver::idle_h2(&s, z.s9_conns, z.s9_low, z.s9_high).await?;
+                    run.scenario = 9;
+                    run.server = kind.as_str().into();
+                    run.label = "http/2 idle streams".into();
+                    eprintln!("  done: {} {}", run.server, run.note);
+                    runs.push(run);
+                }
+            }
             other => return Err(format!("no scenario {other}").into()),
         }
     }
@@ -440,6 +464,37 @@ async fn scenario5(exe: &PathBuf, z: &Sizes) -> Result<Vec<Run>, Error> {
     Ok(out)
 }
 
+/// Scenario 8: memory per idle channel, ssehub on each backend (the baseline on its own
+/// broadcast channels for reference): `n` connections on `n` channels against `n` on one.
+async fn scenario8(exe: &PathBuf, z: &Sizes) -> Result<Vec<Run>, Error> {
+    use ssehub_test_support::server::BrokerServer as _;
+    let redis = ssehub_test_support::redis::RedisServer::start(
+        ssehub_test_support::redis::RedisOptions::new(),
+    )
+    .await?;
+    let nats = ssehub_test_support::nats::NatsServer::start(
+        ssehub_test_support::nats::NatsOptions::default(),
+    )
+    .await?;
+    let mut out = Vec::new();
+    for (kind, name, url) in [
+        (Kind::Ssehub, "memory", "memory".to_owned()),
+        (Kind::Ssehub, "redis", redis.url()),
+        (Kind::Ssehub, "nats", nats.url()),
+        (Kind::Baseline, "memory", "memory".to_owned()),
+    ] {
+        let spread = ServerProc::start(exe, kind, &url, false).await?;
+        let one = ServerProc::start(exe, kind, &url, false).await?;
+        let mut run = driver::idle_channels(&spread, &one, z.s8_channels).await?;
+        run.scenario = 8;
+        run.server = kind.as_str().into();
+        run.label = format!("{name} idle channels");
+        eprintln!("  done: {} {}: {}", run.server, run.label, run.note);
+        out.push(run);
+    }
+    Ok(out)
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}x", a / b)
@@ -491,6 +546,31 @@ fn targets(runs: &[Run]) -> Vec<Target> {
             target: "<= 8 KB of server memory per idle connection".into(),
             measured: format!("{:.2} KiB (baseline {b:.2} KiB)", s.kib_per_conn),
             holds: s.kib_per_conn <= 8.0,
+        });
+        t.push(Target {
+            scenario: 3,
+            target: "memory per idle connection <= the baseline's (same run)".into(),
+            measured: format!("{:.2} KiB vs {b:.2} KiB", s.kib_per_conn),
+            holds: s.kib_per_conn <= b,
+        });
+    }
+    for name in ["memory", "redis", "nats"] {
+        if let Some(s) = find(runs, 8, "ssehub", &format!("{name} idle channels")) {
+            t.push(Target {
+                scenario: 8,
+                target: format!("{name}: <= 2 KiB per idle channel beyond its sessions"),
+                measured: format!("{:.2} KiB", s.kib_per_conn),
+                holds: s.kib_per_conn <= 2.0,
+            });
+        }
+    }
+    if let Some(s) = find(runs, 9, "ssehub", "http/2 idle streams") {
+        let b = find(runs, 9, "baseline", "http/2 idle streams").map_or(0.0, |b| b.kib_per_conn);
+        t.push(Target {
+            scenario: 9,
+            target: "<= 4 KiB of server memory per idle HTTP/2 stream".into(),
+            measured: format!("{:.2} KiB (baseline {b:.2} KiB)", s.kib_per_conn),
+            holds: s.kib_per_conn <= 4.0,
         });
     }
     let mem_burst = runs
@@ -625,11 +705,13 @@ fn table(runs: &[Run], targets: &[Target]) -> String {
                 ratio(r.deliveries_per_cpu_s, b.deliveries_per_cpu_s),
             )
         });
-        if r.scenario == 3 {
+        if matches!(r.scenario, 3 | 8 | 9) {
             let _ = writeln!(
                 s,
-                "| 3 | {} | idle | {} | - | - | - | - | - | - | - | - | - | - | - | {:.1} |",
+                "| {} | {} | {} | {} | - | - | - | - | - | - | - | - | - | - | - | {:.1} |",
+                r.scenario,
                 r.server,
+                r.label,
                 r.subscribers,
                 r.peak_rss_kib as f64 / 1024.0
             );
@@ -662,8 +744,14 @@ fn table(runs: &[Run], targets: &[Target]) -> String {
         let per = r.publish_secs * 1e6 / r.events.max(1) as f64;
         let _ = writeln!(
             s,
-            "\nscenario 5 {}: publishing took {:.3} s ({per:.0} us per event, one publisher awaiting each publish)",
-            r.label, r.publish_secs
+            "\nscenario 5 {}: publishing took {:.3} s ({per:.0} us per event, one publisher {})",
+            r.label,
+            r.publish_secs,
+            if r.label.contains("publish_many") {
+                "with publish_many batches"
+            } else {
+                "awaiting each publish"
+            }
         );
     }
     for r in runs.iter().filter(|r| !r.note.is_empty()) {
