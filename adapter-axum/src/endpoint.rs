@@ -590,15 +590,20 @@ pub(crate) fn method_not_allowed(parts: &http::request::Parts) -> Option<Respons
 
 /// NDJSON when the client asks for it and not for SSE; SSE otherwise.
 pub(crate) fn choose_transport(parts: &http::request::Parts) -> Arc<dyn Transport> {
+    // One shared instance of each: a stream holds a clone, not an allocation of its own.
+    static SSE: std::sync::LazyLock<Arc<dyn Transport>> =
+        std::sync::LazyLock::new(|| Arc::new(Sse));
+    static NDJSON: std::sync::LazyLock<Arc<dyn Transport>> =
+        std::sync::LazyLock::new(|| Arc::new(Ndjson));
     match parts.headers.get(header::ACCEPT) {
         Some(a)
             if a.to_str().is_ok_and(|a| {
                 a.contains("application/x-ndjson") && !a.contains("text/event-stream")
             }) =>
         {
-            Arc::new(Ndjson)
+            NDJSON.clone()
         }
-        _ => Arc::new(Sse),
+        _ => SSE.clone(),
     }
 }
 

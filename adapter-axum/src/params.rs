@@ -15,8 +15,8 @@ struct Param {
     name: String,
     /// Percent-decoded.
     value: String,
-    /// As in the request path.
-    raw: String,
+    /// As in the request path, when it differs from `value` (it was percent-encoded).
+    raw: Option<String>,
 }
 
 impl PathParams {
@@ -33,7 +33,8 @@ impl PathParams {
     /// input.
     #[must_use]
     pub fn raw(&self, name: &str) -> Option<&str> {
-        self.find(name).map(|p| p.raw.as_str())
+        self.find(name)
+            .map(|p| p.raw.as_deref().unwrap_or(&p.value))
     }
 
     /// All captured `(name, decoded value)` pairs, in pattern order.
@@ -55,7 +56,7 @@ impl PathParams {
         PathParams(Arc::from([Param {
             name: name.to_owned(),
             value: value.to_owned(),
-            raw: value.to_owned(),
+            raw: None,
         }]))
     }
 
@@ -66,10 +67,11 @@ impl PathParams {
                 let value = percent_encoding::percent_decode_str(raw)
                     .decode_utf8()
                     .ok()?;
+                let raw = (value != raw).then(|| raw.to_owned());
                 Some(Param {
                     name: name.to_owned(),
                     value: value.into_owned(),
-                    raw: raw.to_owned(),
+                    raw,
                 })
             })
             .collect();

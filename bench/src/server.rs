@@ -392,6 +392,31 @@ async fn broker(url: &str) -> Result<Arc<dyn Broker>, Box<dyn std::error::Error>
     Err(format!("unknown backend {url:?}").into())
 }
 
+/// The router of one server kind: what `--serve` serves, for in-process measurements too.
+pub async fn app(
+    kind: Kind,
+    backend: &str,
+    metrics: bool,
+) -> Result<Router, Box<dyn std::error::Error>> {
+    Ok(match kind {
+        Kind::Ssehub => ssehub_app(broker(backend).await?, metrics)?,
+        Kind::Baseline => baseline_app(),
+    })
+}
+
+/// Serve `app` on `listener` as both servers are served: `TCP_NODELAY` and a 10 s write
+/// timeout on every connection.
+pub async fn serve_on(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    // As the demo does: close connections of clients that stopped reading. Both servers get it.
+    // TCP_NODELAY on every connection (both servers): without it, Nagle's algorithm and the
+    // client's delayed ACK hold back small SSE writes by up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let listener = WriteTimeoutListener::new(listener, Duration::from_secs(10));
+    axum::serve(listener, app).await
+}
+
 /// Run one server until killed (the body of `ssehub-load --serve KIND --port P ...`).
 pub async fn serve(
     kind: Kind,
@@ -400,18 +425,8 @@ pub async fn serve(
     metrics: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     crate::raise_fd_limit();
-    let app = match kind {
-        Kind::Ssehub => ssehub_app(broker(backend).await?, metrics)?,
-        Kind::Baseline => baseline_app(),
-    };
+    let app = app(kind, backend, metrics).await?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-    // As the demo does: close connections of clients that stopped reading. Both servers get it.
-    // TCP_NODELAY on every connection (both servers): without it, Nagle's algorithm and the
-    // client's delayed ACK hold back small SSE writes by up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let listener = WriteTimeoutListener::new(listener, Duration::from_secs(10));
-    axum::serve(listener, app).await?;
+    serve_on(listener, app).await?;
     Ok(())
 }

@@ -17,7 +17,9 @@ use crate::broker::{Broker, Delivery, Envelope};
 use crate::error::{Error, Result};
 use crate::id::{EventName, PRESENCE_EVENT, Topic};
 use crate::presence::{Presence, PresenceConfig};
-use crate::session::{CloseReason, OverflowPolicy, QueueLimits, ReplayLimits, SessionShared};
+use crate::session::{
+    CloseReason, OverflowPolicy, QueueLimits, ReplayLimits, SessionConfig, SessionShared,
+};
 use crate::transport::{ResetReason, Transport};
 
 /// Settings of the hub, set through the [`ChannelManager`](crate::ChannelManager) builder.
@@ -42,6 +44,7 @@ pub(crate) struct Hub {
 struct HubShared {
     broker: Arc<dyn Broker>,
     config: HubConfig,
+    session_config: Arc<SessionConfig>,
     channels: Mutex<HashMap<Topic, Arc<ChannelInner>>>,
     sessions: AtomicUsize,
     shutting_down: AtomicBool,
@@ -85,6 +88,12 @@ impl Hub {
             shared: Arc::new(HubShared {
                 broker: broker.clone(),
                 config: config.clone(),
+                session_config: Arc::new(SessionConfig {
+                    limits: config.queue,
+                    policy: config.overflow,
+                    replay_limits: config.replay,
+                    broker: broker.clone(),
+                }),
                 channels: Mutex::new(HashMap::new()),
                 sessions: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
@@ -119,10 +128,7 @@ impl Hub {
     ) -> Result<(Arc<SessionShared>, Registration)> {
         let shared = &self.shared;
         let session = Arc::new(SessionShared::new(
-            shared.config.queue,
-            shared.config.overflow,
-            shared.config.replay,
-            shared.broker.clone(),
+            shared.session_config.clone(),
             transport.clone(),
         ));
         let (channel, key) = {

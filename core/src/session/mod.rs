@@ -29,7 +29,7 @@ use crate::transport::Transport;
 mod queue;
 mod replay;
 
-pub(crate) use queue::SessionShared;
+pub(crate) use queue::{SessionConfig, SessionShared};
 use replay::PageFuture;
 pub use replay::ReplayLimits;
 pub(crate) use replay::Replayer;
@@ -116,7 +116,7 @@ pub struct Session {
     transport: Arc<dyn Transport>,
     keep_alive: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
     /// Reads the next replay page when the queue has drained.
-    replayer: Option<Replayer>,
+    replayer: Option<Box<Replayer>>,
     fetch: Option<PageFuture>,
     /// The retry hint sent when a replay page fails or the lifetime ends.
     retry: Duration,
@@ -150,7 +150,7 @@ impl Session {
             registration,
             transport,
             keep_alive,
-            replayer: run.replayer,
+            replayer: run.replayer.map(Box::new),
             fetch: None,
             retry: run.retry,
             lifetime: run.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d))),

@@ -16,13 +16,20 @@ use crate::transport::Transport;
 
 pub(crate) struct SessionShared {
     pub(super) state: Mutex<SessionState>,
-    pub(super) limits: QueueLimits,
-    pub(super) policy: OverflowPolicy,
-    pub(super) replay_limits: ReplayLimits,
-    /// Orders event ids, to drop live events the client already has after a resume.
-    pub(super) broker: Arc<dyn Broker>,
+    /// The bounds and broker every session of the hub shares (one allocation per hub, not
+    /// per session).
+    pub(super) config: Arc<SessionConfig>,
     /// Frames the resets and replayed events this session queues itself.
     pub(super) transport: Arc<dyn Transport>,
+}
+
+/// What every session of one hub shares.
+pub(crate) struct SessionConfig {
+    pub(crate) limits: QueueLimits,
+    pub(crate) policy: OverflowPolicy,
+    pub(crate) replay_limits: ReplayLimits,
+    /// Orders event ids, to drop live events the client already has after a resume.
+    pub(crate) broker: Arc<dyn Broker>,
 }
 
 pub(super) struct SessionState {
@@ -30,9 +37,9 @@ pub(super) struct SessionState {
     pub(super) bytes: usize,
     /// `Some` until the session is live (while it joins, and while it replays page by page):
     /// live frames wait here, with their ids.
-    pub(super) pending: Option<Pending>,
+    pub(super) pending: Option<Box<Pending>>,
     /// While a replay goes on: where the next page starts, and what is left of the budget.
-    pub(super) replay: Option<Cursor>,
+    pub(super) replay: Option<Box<Cursor>>,
     /// After a resume, the last id the client has (replayed, or the one it resumed from). The
     /// hub's feed may lag the broker, so live events up to it are dropped; the first later one
     /// clears it (live order is publish order).
@@ -51,27 +58,18 @@ pub(super) struct Pending {
 }
 
 impl SessionShared {
-    pub(crate) fn new(
-        limits: QueueLimits,
-        policy: OverflowPolicy,
-        replay_limits: ReplayLimits,
-        broker: Arc<dyn Broker>,
-        transport: Arc<dyn Transport>,
-    ) -> Self {
+    pub(crate) fn new(config: Arc<SessionConfig>, transport: Arc<dyn Transport>) -> Self {
         SessionShared {
             state: Mutex::new(SessionState {
                 frames: VecDeque::new(),
                 bytes: 0,
-                pending: Some(Pending::default()),
+                pending: Some(Box::default()),
                 replay: None,
                 seen_up_to: None,
                 closed: None,
                 waker: None,
             }),
-            limits,
-            policy,
-            replay_limits,
-            broker,
+            config,
             transport,
         }
     }
@@ -81,7 +79,7 @@ impl SessionShared {
     }
 
     pub(crate) fn replay_limits(&self) -> ReplayLimits {
-        self.replay_limits
+        self.config.replay_limits
     }
 
     /// Queue one frame (a live event when `id` is set, a control frame otherwise).
@@ -100,15 +98,15 @@ impl SessionShared {
                 }
                 pending.frames.push((id.cloned(), frame.clone()));
                 pending.bytes += frame.len();
-                if pending.frames.len() > self.limits.max_events
-                    || pending.bytes > self.limits.max_bytes
+                if pending.frames.len() > self.config.limits.max_events
+                    || pending.bytes > self.config.limits.max_bytes
                 {
                     // More live events than the queue holds arrived while the session was not
                     // live yet (a slow replay on a busy channel). Closing would lock the client
                     // out: it would come back with the same id and overflow again. Instead it
                     // gets a reset at the newest of them, and goes live after it.
                     let newest = pending.frames.iter().rev().find_map(|(id, _)| id.clone());
-                    *pending = Pending {
+                    **pending = Pending {
                         overflow: Some(newest),
                         ..Pending::default()
                     };
@@ -134,7 +132,7 @@ impl SessionShared {
         let Some(last) = seen_up_to.as_ref() else {
             return false;
         };
-        match self.broker.id_order(id, last) {
+        match self.config.broker.id_order(id, last) {
             Some(Ordering::Less | Ordering::Equal) => true,
             _ => {
                 *seen_up_to = None;
@@ -146,10 +144,11 @@ impl SessionShared {
     fn enqueue(&self, st: &mut SessionState, frame: Bytes) {
         let len = frame.len();
         let full = |st: &SessionState| {
-            st.frames.len() + 1 > self.limits.max_events || st.bytes + len > self.limits.max_bytes
+            st.frames.len() + 1 > self.config.limits.max_events
+                || st.bytes + len > self.config.limits.max_bytes
         };
         if full(st) {
-            match self.policy {
+            match self.config.policy {
                 OverflowPolicy::Disconnect => {
                     // What is queued is still delivered, then the stream ends: the client
                     // resumes after the last event it got. Discarding the queue instead would
@@ -169,7 +168,7 @@ impl SessionShared {
             }
         }
         st.bytes += len;
-        st.frames.push_back(frame);
+        st.push_frame(frame);
     }
     /// Close the session. With `drain`, frames already queued (and `last`) are still delivered.
     pub(crate) fn close(&self, reason: CloseReason, last: Option<Bytes>, drain: bool) {
@@ -227,6 +226,16 @@ impl SessionState {
     /// Queue a frame past the bounds: control frames, and replay pages (bounded by the page).
     pub(super) fn push_raw(&mut self, frame: Bytes) {
         self.bytes += frame.len();
+        self.push_frame(frame);
+    }
+
+    /// Queue a frame. The first one allocates room for one only: most sessions are idle most
+    /// of the time with one frame at most queued (a keep-alive, an event), and a busy one grows
+    /// its queue once and keeps it.
+    fn push_frame(&mut self, frame: Bytes) {
+        if self.frames.capacity() == 0 {
+            self.frames.reserve_exact(1);
+        }
         self.frames.push_back(frame);
     }
 

@@ -103,10 +103,12 @@ impl SessionShared {
                 st.push_raw(f);
             }
             st.seen_up_to = resumed_from.clone();
-            let cursor = resumed_from.map(|after| Cursor {
-                after,
-                events_left: self.replay_limits.max_events,
-                bytes_left: self.replay_limits.max_bytes,
+            let cursor = resumed_from.map(|after| {
+                Box::new(Cursor {
+                    after,
+                    events_left: self.config.replay_limits.max_events,
+                    bytes_left: self.config.replay_limits.max_bytes,
+                })
             });
             st.replay = cursor;
             self.queue_page(&mut st, replayed, more);
@@ -153,6 +155,7 @@ impl SessionShared {
         let Some(pending) = st.pending.take() else {
             return;
         };
+        let pending = *pending;
         let mut seen_up_to = st.seen_up_to.take();
         match pending.overflow {
             Some(newest) => {
@@ -160,7 +163,7 @@ impl SessionShared {
                 // too: when it reached the newest of them, the client has them all.
                 let covered = match (&newest, &seen_up_to) {
                     (Some(n), Some(seen)) => matches!(
-                        self.broker.id_order(n, seen),
+                        self.config.broker.id_order(n, seen),
                         Some(Ordering::Less | Ordering::Equal)
                     ),
                     _ => false,
@@ -203,7 +206,7 @@ impl SessionShared {
             }
             match answer {
                 Ok(Replay::Events(events)) => {
-                    let more = events.len() >= self.replay_limits.page;
+                    let more = events.len() >= self.config.replay_limits.page;
                     self.queue_page(&mut st, events, more);
                 }
                 Ok(Replay::Gap) => {
