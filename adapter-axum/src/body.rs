@@ -20,7 +20,9 @@ pub struct SseBody {
 }
 
 enum Kind {
-    Session(Box<Session>),
+    // Not boxed: hyper boxes the whole body already, and a box here would be one more
+    // allocation per stream.
+    Session(Session),
     Multiplexed(Box<MultiplexedSession>),
     Once(Option<Bytes>),
 }
@@ -28,7 +30,7 @@ enum Kind {
 impl SseBody {
     pub(crate) fn session(session: Session, on_drop: Option<OnDrop>) -> Self {
         SseBody {
-            kind: Kind::Session(Box::new(session)),
+            kind: Kind::Session(session),
             on_drop,
         }
     }
@@ -59,7 +61,7 @@ impl Drop for SseBody {
         // Leave the channel before the hook runs, so a count taken in the hook is current.
         self.kind = Kind::Once(None);
         if let Some(f) = self.on_drop.take() {
-            f();
+            f.run();
         }
     }
 }
@@ -73,7 +75,7 @@ impl Body for SseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut self.kind {
-            Kind::Session(s) => Pin::new(s.as_mut())
+            Kind::Session(s) => Pin::new(s)
                 .poll_next(cx)
                 .map(|c| c.map(|b| Ok(Frame::data(b)))),
             Kind::Multiplexed(s) => Pin::new(s.as_mut())

@@ -44,6 +44,23 @@ impl Clone for ResourceFn {
 type InitialFn<E> = dyn Fn(PathParams) -> BoxFuture<Option<E>> + Send + Sync;
 type DisconnectFn = dyn Fn(&PathParams) + Send + Sync;
 
+/// The `{name}` / `{*name}` captures of a matchit pattern, in order.
+pub(crate) fn capture_names(pattern: &str) -> Vec<Arc<str>> {
+    let mut names = Vec::new();
+    let mut rest = pattern;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let name = rest[start + 1..start + len].trim_start_matches('*');
+        if !name.is_empty() {
+            names.push(Arc::from(name));
+        }
+        rest = &rest[start + len + 1..];
+    }
+    names
+}
+
 /// The longest retry hint, retry jitter and keep-alive interval an [`SseEndpoint`] uses: 24 hours.
 /// Longer settings are clamped to it when set, so no hint or timer computed from them can
 /// overflow (`Duration::MAX` is a valid way to say "as long as possible").
@@ -74,6 +91,8 @@ pub(crate) struct Config<E> {
     manager: ChannelManager<E>,
     pattern: String,
     router: Arc<matchit::Router<()>>,
+    /// The pattern's capture names, shared by every request's params.
+    capture_names: Arc<[Arc<str>]>,
     resource: ResourceFn,
     validate: Option<Arc<ValidateFn>>,
     validate_request: Option<Arc<RequestFn<bool>>>,
@@ -93,6 +112,7 @@ impl<E> Clone for Config<E> {
             manager: self.manager.clone(),
             pattern: self.pattern.clone(),
             router: self.router.clone(),
+            capture_names: self.capture_names.clone(),
             resource: self.resource.clone(),
             validate: self.validate.clone(),
             validate_request: self.validate_request.clone(),
@@ -135,6 +155,7 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
     /// is 3 s, keep-alive comments come after 15 s of silence.
     pub fn new(manager: ChannelManager<E>, pattern: impl Into<String>) -> Result<Self, Error> {
         let pattern = pattern.into();
+        let names: Arc<[Arc<str>]> = capture_names(&pattern).into();
         let mut router = matchit::Router::new();
         router
             .insert(pattern.clone(), ())
@@ -146,6 +167,7 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
                 manager,
                 pattern,
                 router: Arc::new(router),
+                capture_names: names,
                 resource: ResourceFn::Params(Arc::new(|p: &PathParams| {
                     p.last().unwrap_or_default().to_owned()
                 })),
@@ -418,7 +440,7 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
         let params = match self.router.at(parts.uri.path()) {
             // Captures are percent-decoded (browsers encode non-ASCII ids); what does not decode
             // to UTF-8 is refused. Validation runs on the decoded text, so `%3A` is a `:`.
-            Ok(m) => match PathParams::decode(m.params.iter()) {
+            Ok(m) => match PathParams::decode(m.params.iter(), &self.capture_names) {
                 Some(p) => p,
                 None => return text(StatusCode::BAD_REQUEST, "invalid parameters\n"),
             },
@@ -533,9 +555,7 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
     }
 
     pub(crate) fn on_drop(&self, params: PathParams) -> Option<OnDrop> {
-        self.on_disconnect
-            .clone()
-            .map(|f| Box::new(move || f(&params)) as OnDrop)
+        self.on_disconnect.clone().map(|f| OnDrop::Call(f, params))
     }
 
     /// The answer to a failed `subscribe` that is not temporary; `None` for "try again later".
@@ -575,7 +595,22 @@ pub(crate) struct Admitted {
     pub(crate) params: PathParams,
 }
 
-pub(crate) type OnDrop = Box<dyn FnOnce() + Send + Sync>;
+/// What runs when a response body is dropped: an endpoint's `on_disconnect` with the params it
+/// was opened with, or several (a multiplexed stream's channels). No closure is boxed per
+/// stream: the hook is shared, the params are an `Arc`.
+pub(crate) enum OnDrop {
+    Call(Arc<DisconnectFn>, PathParams),
+    Each(Vec<OnDrop>),
+}
+
+impl OnDrop {
+    pub(crate) fn run(self) {
+        match self {
+            OnDrop::Call(f, params) => f(&params),
+            OnDrop::Each(all) => all.into_iter().for_each(OnDrop::run),
+        }
+    }
+}
 
 /// `405` with `Allow` for anything but `GET` and `HEAD`.
 pub(crate) fn method_not_allowed(parts: &http::request::Parts) -> Option<Response<SseBody>> {

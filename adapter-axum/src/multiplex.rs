@@ -78,7 +78,7 @@ impl<E: Serialize + Send + Sync + 'static> MuxChannel for SseEndpoint<E> {
 
 struct Registered {
     /// The name of the pattern capture the channel's id fills.
-    capture: String,
+    capture: Arc<str>,
     endpoint: Arc<dyn MuxChannel>,
 }
 
@@ -156,11 +156,8 @@ impl fmt::Debug for MultiplexEndpoint {
 pub const DEFAULT_MAX_CHANNELS: usize = 32;
 
 /// The last `{capture}` of a matchit pattern (`{*rest}` counts too).
-fn last_capture(pattern: &str) -> Option<String> {
-    let start = pattern.rfind('{')?;
-    let end = start + pattern[start..].find('}')?;
-    let name = pattern[start + 1..end].trim_start_matches('*');
-    (!name.is_empty()).then(|| name.to_owned())
+fn last_capture(pattern: &str) -> Option<Arc<str>> {
+    crate::endpoint::capture_names(pattern).pop()
 }
 
 impl MultiplexEndpoint {
@@ -417,9 +414,7 @@ impl MuxConfig {
         if let Some((label, registered, resource, e)) = failure {
             // The channels opened so far leave with `stream`, and their hooks run.
             drop(stream);
-            for f in on_drops {
-                f();
-            }
+            OnDrop::Each(on_drops).run();
             return match registered.endpoint.refusal(&e, &resource) {
                 Some((status, why)) => refuse(
                     status,
@@ -433,13 +428,7 @@ impl MuxConfig {
                 ),
             };
         }
-        let on_drop = (!on_drops.is_empty()).then(|| {
-            Box::new(move || {
-                for f in on_drops {
-                    f();
-                }
-            }) as OnDrop
-        });
+        let on_drop = (!on_drops.is_empty()).then_some(OnDrop::Each(on_drops));
         let mut res = Response::new(SseBody::multiplexed(stream, on_drop));
         stream_headers(&mut res, transport.as_ref());
         res
@@ -473,6 +462,13 @@ mod tests {
             Some("discussionId")
         );
         assert_eq!(last_capture("/a/{x}/b/{*rest}").as_deref(), Some("rest"));
+        assert_eq!(
+            crate::endpoint::capture_names("/a/{x}/b/{*rest}")
+                .iter()
+                .map(|n| &**n)
+                .collect::<Vec<_>>(),
+            ["x", "rest"]
+        );
         assert_eq!(last_capture("/a/b"), None);
         assert_eq!(
             channel_params("channel=comments/1&x=2&channel=votes%2F1&channel=a+b&lastEventId=~")

@@ -12,7 +12,8 @@ pub struct PathParams(Arc<[Param]>);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Param {
-    name: String,
+    /// Shared with the endpoint's pattern (no allocation per request).
+    name: Arc<str>,
     /// Percent-decoded.
     value: String,
     /// As in the request path, when it differs from `value` (it was percent-encoded).
@@ -39,7 +40,7 @@ impl PathParams {
 
     /// All captured `(name, decoded value)` pairs, in pattern order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|p| (p.name.as_str(), p.value.as_str()))
+        self.0.iter().map(|p| (&*p.name, p.value.as_str()))
     }
 
     /// The decoded value of the pattern's last capture (the default resource id).
@@ -48,20 +49,24 @@ impl PathParams {
     }
 
     fn find(&self, name: &str) -> Option<&Param> {
-        self.0.iter().find(|p| p.name == name)
+        self.0.iter().find(|p| &*p.name == name)
     }
 
     /// One capture, already decoded (a multiplexed channel's id).
-    pub(crate) fn one(name: &str, value: &str) -> Self {
+    pub(crate) fn one(name: &Arc<str>, value: &str) -> Self {
         PathParams(Arc::from([Param {
-            name: name.to_owned(),
+            name: name.clone(),
             value: value.to_owned(),
             raw: None,
         }]))
     }
 
     /// Decode the captures of a matched path; `None` when one does not decode to UTF-8.
-    pub(crate) fn decode<'a>(captures: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Self> {
+    /// `names` are the pattern's capture names, shared by every request.
+    pub(crate) fn decode<'a>(
+        captures: impl Iterator<Item = (&'a str, &'a str)>,
+        names: &[Arc<str>],
+    ) -> Option<Self> {
         let params: Option<Vec<Param>> = captures
             .map(|(name, raw)| {
                 let value = percent_encoding::percent_decode_str(raw)
@@ -69,7 +74,11 @@ impl PathParams {
                     .ok()?;
                 let raw = (value != raw).then(|| raw.to_owned());
                 Some(Param {
-                    name: name.to_owned(),
+                    name: names
+                        .iter()
+                        .find(|n| &***n == name)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::from(name)),
                     value: value.into_owned(),
                     raw,
                 })

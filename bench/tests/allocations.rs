@@ -226,7 +226,7 @@ fn heap_held_per_idle_channel() {
 /// (`ssehub_bench::server::{app, serve_on}`), over `n` connections on one channel. The clients
 /// are std sockets on another thread (they allocate nothing), so the count is the server's:
 /// hyper's connection, its buffers and task, and whatever the app holds per stream.
-fn held_per_connection(kind: ssehub_bench::server::Kind, n: usize) -> f64 {
+fn held_per_connection(kind: ssehub_bench::server::Kind, n: usize) -> (f64, f64) {
     use std::io::{Read, Write};
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -281,7 +281,9 @@ fn held_per_connection(kind: ssehub_bench::server::Kind, n: usize) -> f64 {
         + stats.bytes_reallocated as f64;
     #[allow(clippy::cast_precision_loss)]
     let per = bytes / n as f64;
-    per
+    #[allow(clippy::cast_precision_loss)]
+    let blocks = (stats.allocations as f64 - stats.deallocations as f64) / n as f64;
+    (per, blocks)
 }
 
 /// `GET /stats` → its `sessions`, over a std socket (no allocation on this side).
@@ -306,11 +308,12 @@ fn heap_held_per_idle_connection_against_the_baseline() {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let n = 1_000;
-    let ssehub = held_per_connection(Kind::Ssehub, n);
-    let baseline = held_per_connection(Kind::Baseline, n);
+    let (ssehub, ssehub_blocks) = held_per_connection(Kind::Ssehub, n);
+    let (baseline, baseline_blocks) = held_per_connection(Kind::Baseline, n);
     eprintln!(
         "heap held per idle HTTP/1.1 connection (server side, {n} connections): ssehub \
-         {ssehub:.0} bytes, baseline (axum Sse + broadcast) {baseline:.0} bytes"
+         {ssehub:.0} bytes in {ssehub_blocks:.1} blocks, baseline (axum Sse + broadcast) \
+         {baseline:.0} bytes in {baseline_blocks:.1} blocks"
     );
     // Both are mostly hyper's connection (its buffers and task); what ssehub adds per stream
     // is `heap_held_per_idle_stream`'s figure. Within 2 % of the hand-written server.

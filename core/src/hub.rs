@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use slab::Slab;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::backend::lock;
 use crate::broker::{Broker, Delivery, Envelope};
@@ -64,7 +65,11 @@ enum Ready {
 pub(crate) struct ChannelInner {
     topic: Topic,
     sessions: Mutex<Slab<SessionEntry>>,
-    ready: watch::Sender<Ready>,
+    /// Whether the broker subscription is live; `ready_changed` is signalled when it is set.
+    /// (A mutex and a `Notify`, not a `watch` channel: this is per channel, and a `watch`
+    /// allocates eight wait lists.)
+    ready: Mutex<Ready>,
+    ready_changed: Notify,
     /// Signalled when the last session leaves, or when the channel is removed.
     idle: Notify,
     removed: AtomicBool,
@@ -169,6 +174,10 @@ impl Hub {
             {
                 return Err(Error::TooManySessions("channel limit reached".into()));
             }
+            if sessions.capacity() == 0 {
+                // Most channels have one session or a few: room for one, growing as needed.
+                sessions.reserve_exact(1);
+            }
             let key = sessions.insert(SessionEntry {
                 shared: session.clone(),
                 transport,
@@ -184,15 +193,17 @@ impl Hub {
             hub: Arc::downgrade(shared),
             key,
         };
-        let mut rx = channel.ready.subscribe();
-        let state = rx
-            .wait_for(|s| !matches!(s, Ready::Connecting))
-            .await
-            .map(|s| s.clone())
-            .map_err(|_| Error::Shutdown)?;
-        match state {
-            Ready::Failed(e) => Err(clone_error(&e)),
-            _ => Ok((session, registration)),
+        loop {
+            // Registered before the state is read, so a change in between still wakes it.
+            let changed = channel.ready_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match &*lock(&channel.ready) {
+                Ready::Connecting => {}
+                Ready::Live => return Ok((session, registration)),
+                Ready::Failed(e) => return Err(clone_error(e)),
+            }
+            changed.await;
         }
     }
 
@@ -338,10 +349,16 @@ impl ChannelInner {
         Arc::new(ChannelInner {
             topic,
             sessions: Mutex::new(Slab::new()),
-            ready: watch::Sender::new(Ready::Connecting),
+            ready: Mutex::new(Ready::Connecting),
+            ready_changed: Notify::new(),
             idle: Notify::new(),
             removed: AtomicBool::new(false),
         })
+    }
+
+    fn set_ready(&self, ready: Ready) {
+        *lock(&self.ready) = ready;
+        self.ready_changed.notify_waiters();
     }
 
     /// Set the removed flag; `true` the first time (the channel gauge counts it once).
@@ -427,7 +444,7 @@ impl Drop for Registration {
 async fn pump(hub: Weak<HubShared>, channel: Arc<ChannelInner>, broker: Arc<dyn Broker>) {
     let mut sub = match broker.subscribe(&channel.topic).await {
         Ok(sub) => {
-            channel.ready.send_replace(Ready::Live);
+            channel.set_ready(Ready::Live);
             sub
         }
         Err(e) => {
@@ -435,7 +452,7 @@ async fn pump(hub: Weak<HubShared>, channel: Arc<ChannelInner>, broker: Arc<dyn 
             if let Some(hub) = hub.upgrade() {
                 hub.remove(&channel);
             }
-            channel.ready.send_replace(Ready::Failed(Arc::new(e)));
+            channel.set_ready(Ready::Failed(Arc::new(e)));
             return;
         }
     };
@@ -443,7 +460,8 @@ async fn pump(hub: Weak<HubShared>, channel: Arc<ChannelInner>, broker: Arc<dyn 
         Some(h) => h.config.linger,
         None => return,
     };
-    let mut deadline: Option<tokio::time::Instant> = None;
+    // Boxed, and only while the channel lingers: an idle channel's task stays small.
+    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         if channel.removed.load(Ordering::Acquire) {
             return;
@@ -455,12 +473,12 @@ async fn pump(hub: Weak<HubShared>, channel: Arc<ChannelInner>, broker: Arc<dyn 
                     return;
                 }
                 if lock(&channel.sessions).is_empty() {
-                    deadline = Some(tokio::time::Instant::now() + linger);
+                    deadline = Some(Box::pin(tokio::time::sleep(linger)));
                 }
             }
             () = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
+                match deadline.as_mut() {
+                    Some(d) => d.await,
                     None => std::future::pending().await,
                 }
             } => {
