@@ -1,10 +1,8 @@
 //! The SSE endpoint: path pattern, hooks, and the answer to one request.
 
-use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,6 +16,7 @@ use ssehub_core::{ChannelManager, Error, Ndjson, Sse, SubscribeOptions, Transpor
 
 use crate::body::SseBody;
 use crate::params::{PathParams, RequestInfo};
+use crate::settings::StreamSettings;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 type ValidateFn = dyn Fn(&PathParams) -> bool + Send + Sync;
@@ -99,11 +98,7 @@ pub(crate) struct Config<E> {
     authorize: Option<Arc<AuthorizeFn>>,
     initial_event: Option<Arc<InitialFn<E>>>,
     on_disconnect: Option<Arc<DisconnectFn>>,
-    retry: Duration,
-    retry_jitter: Duration,
-    keep_alive: Option<Duration>,
-    unavailable: Unavailable,
-    hasher: RandomState,
+    settings: StreamSettings,
 }
 
 impl<E> Clone for Config<E> {
@@ -119,11 +114,7 @@ impl<E> Clone for Config<E> {
             authorize: self.authorize.clone(),
             initial_event: self.initial_event.clone(),
             on_disconnect: self.on_disconnect.clone(),
-            retry: self.retry,
-            retry_jitter: self.retry_jitter,
-            keep_alive: self.keep_alive,
-            unavailable: self.unavailable,
-            hasher: self.hasher.clone(),
+            settings: self.settings.clone(),
         }
     }
 }
@@ -140,9 +131,9 @@ impl<E> fmt::Debug for SseEndpoint<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SseEndpoint")
             .field("pattern", &self.config.pattern)
-            .field("retry", &self.config.retry)
-            .field("keep_alive", &self.config.keep_alive)
-            .field("unavailable", &self.config.unavailable)
+            .field("retry", &self.config.settings.retry)
+            .field("keep_alive", &self.config.settings.keep_alive)
+            .field("unavailable", &self.config.settings.unavailable)
             .finish_non_exhaustive()
     }
 }
@@ -176,13 +167,13 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
                 authorize: None,
                 initial_event: None,
                 on_disconnect: None,
-                retry: Duration::from_secs(3),
-                retry_jitter: Duration::from_secs(2),
-                keep_alive: Some(Duration::from_secs(15)),
-                unavailable: Unavailable::RetryLater,
-                hasher: RandomState::new(),
+                settings: StreamSettings::default(),
             }),
         })
+    }
+
+    fn settings_mut(&mut self) -> &mut StreamSettings {
+        &mut self.config_mut().settings
     }
 
     pub(crate) fn config(&self) -> &Config<E> {
@@ -322,45 +313,15 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
         self
     }
 
-    /// The `retry:` hint sent first on every stream. Default: 3 s. At most [`MAX_DURATION`]
-    /// (longer is clamped to it).
-    #[must_use]
-    pub fn retry(mut self, retry: Duration) -> Self {
-        self.config_mut().retry = retry.min(MAX_DURATION);
-        self
-    }
-
-    /// The most random extra delay added to retry hints of streams refused or ended by the
-    /// server (limits, shutdown), so clients do not all return at once. Default: 2 s. At most
-    /// [`MAX_DURATION`] (longer is clamped to it), so a hint is at most twice that.
-    #[must_use]
-    pub fn retry_jitter(mut self, jitter: Duration) -> Self {
-        self.config_mut().retry_jitter = jitter.min(MAX_DURATION);
-        self
-    }
-
-    /// Send a keep-alive comment after this long without output; `None` disables it.
-    /// Default: 15 s. At most [`MAX_DURATION`] (longer is clamped to it).
-    #[must_use]
-    pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
-        self.config_mut().keep_alive = every.map(|d| d.min(MAX_DURATION));
-        self
-    }
-
-    /// How to answer when no stream can be opened for a temporary reason.
-    /// Default: [`Unavailable::RetryLater`].
-    #[must_use]
-    pub fn unavailable(mut self, answer: Unavailable) -> Self {
-        self.config_mut().unavailable = answer;
-        self
-    }
+    crate::settings::stream_settings_setters!();
 
     /// End every stream cleanly (queued events drain, then a jittered `retry:` hint) and refuse
     /// new ones; call it from the server's graceful-shutdown signal.
     pub fn shutdown(&self) {
-        self.config
-            .manager
-            .shutdown(self.config.retry, self.config.retry_jitter);
+        self.config.manager.shutdown(
+            self.config.settings.retry,
+            self.config.settings.retry_jitter,
+        );
     }
 
     /// Whether this endpoint serves `path`.
@@ -386,56 +347,7 @@ pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<SseBo
     res
 }
 
-/// `retry` plus a random part of `jitter`.
-pub(crate) fn jittered(retry: Duration, jitter: Duration, hasher: &RandomState) -> Duration {
-    let jitter = u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX);
-    let mut h = hasher.build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    let extra = h.finish() % jitter.saturating_add(1);
-    retry.saturating_add(Duration::from_millis(extra))
-}
-
-/// The answer when no stream can be opened for a temporary reason (see [`Unavailable`]).
-pub(crate) fn unavailable(
-    retry: Duration,
-    policy: Unavailable,
-    transport: &dyn Transport,
-    why: &Error,
-) -> Response<SseBody> {
-    tracing::debug!(error = %why, ?retry, "no stream opened");
-    // A full channel table is said plainly, whatever the policy: a browser should not keep
-    // a connection slot open retrying into it.
-    let answer = match why {
-        Error::TooManyChannels { .. } => Unavailable::ServiceUnavailable,
-        _ => policy,
-    };
-    match answer {
-        Unavailable::RetryLater => {
-            let mut res = Response::new(SseBody::once(transport.retry(retry)));
-            stream_headers(&mut res, transport);
-            res
-        }
-        Unavailable::ServiceUnavailable => {
-            let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n");
-            let secs = retry.as_secs().max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                res.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            res
-        }
-    }
-}
-
 impl<E: Serialize + Send + Sync + 'static> Config<E> {
-    fn unavailable(&self, transport: &dyn Transport, why: &Error) -> Response<SseBody> {
-        let retry = jittered(self.retry, self.retry_jitter, &self.hasher);
-        unavailable(retry, self.unavailable, transport, why)
-    }
-
     async fn respond(&self, parts: http::request::Parts) -> Response<SseBody> {
         let params = match self.router.at(parts.uri.path()) {
             // Captures are percent-decoded (browsers encode non-ASCII ids); what does not decode
@@ -454,22 +366,14 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
             Err((status, body)) => return text(status, body),
         };
         let transport = choose_transport(&parts);
-        if parts.method == Method::HEAD {
-            let mut res = Response::new(SseBody::once(Bytes::new()));
-            stream_headers(&mut res, transport.as_ref());
-            return res;
-        }
-        let last_event_id = crate::resume::last_event_id(
-            parts
-                .headers
-                .get("last-event-id")
-                .map(HeaderValue::as_bytes),
-            parts.uri.query(),
-        );
+        let last_event_id = match resume_point(&parts, transport.as_ref()) {
+            Ok(id) => id,
+            Err(head) => return *head,
+        };
         let options = self
             .options(&admitted, transport.clone(), last_event_id)
-            .retry(Some(self.retry))
-            .keep_alive(self.keep_alive);
+            .retry(Some(self.settings.retry))
+            .keep_alive(self.settings.keep_alive);
         match self.manager.subscribe(&admitted.resource, options).await {
             Ok(session) => {
                 let on_drop = self.on_drop(admitted.params);
@@ -479,7 +383,7 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
             }
             Err(e) => match self.refusal(&e, &admitted.resource) {
                 Some((status, body)) => text(status, body),
-                None => self.unavailable(transport.as_ref(), &e),
+                None => self.settings.refuse(transport.as_ref(), &e),
             },
         }
     }
@@ -621,6 +525,26 @@ pub(crate) fn method_not_allowed(parts: &http::request::Parts) -> Option<Respons
     res.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     Some(res)
+}
+
+/// The id a `GET` resumes from (`Last-Event-ID`, else `?lastEventId=`); for `HEAD`, the
+/// answer itself: a stream's headers and no body.
+pub(crate) fn resume_point(
+    parts: &http::request::Parts,
+    transport: &dyn Transport,
+) -> Result<Option<String>, Box<Response<SseBody>>> {
+    if parts.method == Method::HEAD {
+        let mut res = Response::new(SseBody::once(Bytes::new()));
+        stream_headers(&mut res, transport);
+        return Err(Box::new(res));
+    }
+    Ok(crate::resume::last_event_id(
+        parts
+            .headers
+            .get("last-event-id")
+            .map(HeaderValue::as_bytes),
+        parts.uri.query(),
+    ))
 }
 
 /// NDJSON when the client asks for it and not for SSE; SSE otherwise.

@@ -74,6 +74,7 @@ mod listener;
 mod multiplex;
 mod params;
 mod resume;
+mod settings;
 
 pub use body::{ResponseBody, SseBody};
 pub use endpoint::{MAX_DURATION, SseEndpoint, Unavailable};

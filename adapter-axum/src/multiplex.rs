@@ -1,28 +1,25 @@
 //! [`MultiplexEndpoint`]: several channels, of any registered endpoints, on one SSE response.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HeaderValue;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use serde::Serialize;
 use ssehub_core::multiplex::{MultiplexedSession, Tagged, decode_positions};
 use ssehub_core::{Error, Session, SubscribeOptions};
 
 use crate::body::SseBody;
 use crate::endpoint::{
-    Admitted, MAX_DURATION, OnDrop, SseEndpoint, Unavailable, choose_transport, jittered,
-    method_not_allowed, stream_headers, text,
+    Admitted, OnDrop, SseEndpoint, choose_transport, method_not_allowed, stream_headers, text,
 };
 use crate::params::PathParams;
+use crate::settings::StreamSettings;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -133,11 +130,7 @@ struct MuxConfig {
     path: String,
     channels: HashMap<String, Arc<Registered>>,
     max_channels: usize,
-    retry: Duration,
-    retry_jitter: Duration,
-    keep_alive: Option<Duration>,
-    unavailable: Unavailable,
-    hasher: RandomState,
+    settings: StreamSettings,
 }
 
 impl fmt::Debug for MultiplexEndpoint {
@@ -169,17 +162,17 @@ impl MultiplexEndpoint {
                 path: path.into(),
                 channels: HashMap::new(),
                 max_channels: DEFAULT_MAX_CHANNELS,
-                retry: Duration::from_secs(3),
-                retry_jitter: Duration::from_secs(2),
-                keep_alive: Some(Duration::from_secs(15)),
-                unavailable: Unavailable::RetryLater,
-                hasher: RandomState::new(),
+                settings: StreamSettings::default(),
             }),
         }
     }
 
     fn config_mut(&mut self) -> &mut MuxConfig {
         Arc::make_mut(&mut self.config)
+    }
+
+    fn settings_mut(&mut self) -> &mut StreamSettings {
+        &mut self.config_mut().settings
     }
 
     /// Carry the channels of `endpoint` under `name`: a client names them `{name}/{id}`. The
@@ -226,34 +219,7 @@ impl MultiplexEndpoint {
         self
     }
 
-    /// The `retry:` hint sent first on every stream. Default: 3 s. At most [`MAX_DURATION`].
-    #[must_use]
-    pub fn retry(mut self, retry: Duration) -> Self {
-        self.config_mut().retry = retry.min(MAX_DURATION);
-        self
-    }
-
-    /// The most random extra delay added to the retry hint of a refused stream. Default: 2 s.
-    #[must_use]
-    pub fn retry_jitter(mut self, jitter: Duration) -> Self {
-        self.config_mut().retry_jitter = jitter.min(MAX_DURATION);
-        self
-    }
-
-    /// Send a keep-alive comment after this long without output; `None` disables it.
-    /// Default: 15 s.
-    #[must_use]
-    pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
-        self.config_mut().keep_alive = every.map(|d| d.min(MAX_DURATION));
-        self
-    }
-
-    /// How to answer when no stream can be opened for a temporary reason.
-    #[must_use]
-    pub fn unavailable(mut self, answer: Unavailable) -> Self {
-        self.config_mut().unavailable = answer;
-        self
-    }
+    crate::settings::stream_settings_setters!();
 
     /// The path served.
     #[must_use]
@@ -359,18 +325,10 @@ impl MuxConfig {
             }
         }
         let transport = choose_transport(&parts);
-        if parts.method == Method::HEAD {
-            let mut res = Response::new(SseBody::once(Bytes::new()));
-            stream_headers(&mut res, transport.as_ref());
-            return res;
-        }
-        let last_event_id = crate::resume::last_event_id(
-            parts
-                .headers
-                .get("last-event-id")
-                .map(HeaderValue::as_bytes),
-            parts.uri.query(),
-        );
+        let last_event_id = match crate::endpoint::resume_point(&parts, transport.as_ref()) {
+            Ok(id) => id,
+            Err(head) => return *head,
+        };
         let starts = match last_event_id {
             None => vec![None; admitted.len()],
             Some(text) => decode_positions(&text, admitted.len()).unwrap_or_else(|| {
@@ -386,8 +344,11 @@ impl MuxConfig {
                 .map(|((_, r, a), start)| r.endpoint.open(a, start.clone())),
         )
         .await;
-        let mut stream =
-            MultiplexedSession::new(transport.clone(), Some(self.retry), self.keep_alive);
+        let mut stream = MultiplexedSession::new(
+            transport.clone(),
+            Some(self.settings.retry),
+            self.settings.keep_alive,
+        );
         let mut on_drops: Vec<OnDrop> = Vec::new();
         let mut failure = None;
         for ((label, registered, admitted), session) in admitted.into_iter().zip(opened) {
@@ -420,12 +381,7 @@ impl MuxConfig {
                     status,
                     format!("channel \"{}\": {why}", label.escape_debug()),
                 ),
-                None => crate::endpoint::unavailable(
-                    jittered(self.retry, self.retry_jitter, &self.hasher),
-                    self.unavailable,
-                    transport.as_ref(),
-                    &e,
-                ),
+                None => self.settings.refuse(transport.as_ref(), &e),
             };
         }
         let on_drop = (!on_drops.is_empty()).then_some(OnDrop::Each(on_drops));

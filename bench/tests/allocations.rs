@@ -25,12 +25,22 @@ async fn round(manager: &ChannelManager<BenchEvent>, ev: &BenchEvent, sessions: 
     }
 }
 
-/// Allocations (and bytes) per publish-and-drain with `n` subscribers, after a warm-up.
-fn per_publish(n: usize) -> (f64, f64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+/// Bytes still held at the end of a counting region.
+#[allow(clippy::cast_precision_loss)]
+fn held(stats: &stats_alloc::Stats) -> f64 {
+    stats.bytes_allocated as f64 - stats.bytes_deallocated as f64 + stats.bytes_reallocated as f64
+}
+
+/// Allocations (and bytes) per publish-and-drain with `n` subscribers, after a warm-up.
+fn per_publish(n: usize) -> (f64, f64) {
+    let rt = runtime();
     rt.block_on(async {
         let manager = ChannelManager::<BenchEvent>::builder(MemoryBroker::new())
             .build()
@@ -90,10 +100,7 @@ fn held_per_stream(n: usize) -> (f64, f64) {
     use ssehub_axum::SseEndpoint;
     use std::time::Duration;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let manager = ChannelManager::<BenchEvent>::builder(MemoryBroker::new())
             .build()
@@ -104,14 +111,8 @@ fn held_per_stream(n: usize) -> (f64, f64) {
             .subscribe("c", SubscribeOptions::new())
             .await
             .expect("session");
-        let held = |stats: stats_alloc::Stats| {
-            #[allow(clippy::cast_precision_loss)]
-            let bytes = stats.bytes_allocated as f64 - stats.bytes_deallocated as f64
-                + stats.bytes_reallocated as f64;
-            #[allow(clippy::cast_precision_loss)]
-            let per = bytes / n as f64;
-            per
-        };
+        #[allow(clippy::cast_precision_loss)]
+        let per = |stats: stats_alloc::Stats| held(&stats) / n as f64;
 
         let region = Region::new(GLOBAL);
         let mut sessions = Vec::with_capacity(n);
@@ -128,7 +129,7 @@ fn held_per_stream(n: usize) -> (f64, f64) {
             assert!(s.next().await.is_some(), "the retry hint");
             sessions.push(s);
         }
-        let per_session = held(region.change());
+        let per_session = per(region.change());
 
         let region = Region::new(GLOBAL);
         let mut bodies = Vec::with_capacity(n);
@@ -145,7 +146,7 @@ fn held_per_stream(n: usize) -> (f64, f64) {
             assert!(first.is_some(), "the retry hint");
             bodies.push(body);
         }
-        let per_body = held(region.change());
+        let per_body = per(region.change());
         drop((sessions, bodies));
         (per_session, per_body)
     })
@@ -167,10 +168,7 @@ fn heap_held_per_idle_stream() {
 
 /// Heap bytes held by `n` idle sessions, one per channel (`spread`) or all on one channel.
 fn held_by_sessions(n: usize, spread: bool) -> f64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let manager = ChannelManager::<BenchEvent>::builder(MemoryBroker::new())
             .max_channels(n + 1)
@@ -192,10 +190,7 @@ fn held_by_sessions(n: usize, spread: bool) -> f64 {
                     .expect("session"),
             );
         }
-        let stats = region.change();
-        #[allow(clippy::cast_precision_loss)]
-        let bytes = stats.bytes_allocated as f64 - stats.bytes_deallocated as f64
-            + stats.bytes_reallocated as f64;
+        let bytes = held(&region.change());
         drop(sessions);
         bytes
     })
@@ -277,10 +272,7 @@ fn held_per_connection(kind: ssehub_bench::server::Kind, n: usize) -> (f64, f64)
     drop((warm, conns));
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     #[allow(clippy::cast_precision_loss)]
-    let bytes = stats.bytes_allocated as f64 - stats.bytes_deallocated as f64
-        + stats.bytes_reallocated as f64;
-    #[allow(clippy::cast_precision_loss)]
-    let per = bytes / n as f64;
+    let per = held(&stats) / n as f64;
     #[allow(clippy::cast_precision_loss)]
     let blocks = (stats.allocations as f64 - stats.deallocations as f64) / n as f64;
     (per, blocks)
