@@ -4,8 +4,11 @@
 //! - [`Broker`]: what a backend (memory, Redis, NATS) implements — node-to-node pub/sub of
 //!   serialized events with broker-assigned ids and replayable history.
 //! - [`Transport`]: how events become bytes for one kind of client stream ([`Sse`], [`Ndjson`]).
-//! - [`ChannelManager`]: typed channels named `prefix:resourceId:suffix`, with publish, session
-//!   counts, cleanup, and sessions that resume from a `Last-Event-ID` without gap or duplicate.
+//! - [`ChannelManager`]: typed channels named `prefix:resourceId:suffix`, with publish (one event
+//!   or a batch), session counts, cleanup, and sessions that resume from a `Last-Event-ID`
+//!   without gap or duplicate.
+//! - [`multiplex`]: several channels on one stream, each event labelled with its channel, each
+//!   id resuming every channel exactly.
 //!
 //! # Example
 //!
