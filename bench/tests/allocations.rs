@@ -167,7 +167,7 @@ fn heap_held_per_idle_stream() {
 }
 
 /// Heap bytes held by `n` idle sessions, one per channel (`spread`) or all on one channel.
-fn held_by_sessions(n: usize, spread: bool) -> f64 {
+fn held_by_sessions(n: usize, spread: bool) -> (f64, f64) {
     let rt = runtime();
     rt.block_on(async {
         let manager = ChannelManager::<BenchEvent>::builder(MemoryBroker::new())
@@ -190,9 +190,11 @@ fn held_by_sessions(n: usize, spread: bool) -> f64 {
                     .expect("session"),
             );
         }
-        let bytes = held(&region.change());
+        let stats = region.change();
         drop(sessions);
-        bytes
+        #[allow(clippy::cast_precision_loss)]
+        let blocks = stats.allocations as f64 - stats.deallocations as f64;
+        (held(&stats), blocks)
     })
 }
 
@@ -202,13 +204,15 @@ fn heap_held_per_idle_channel() {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let n = 5_000;
-    let spread = held_by_sessions(n, true);
-    let one = held_by_sessions(n, false);
+    let (spread, spread_blocks) = held_by_sessions(n, true);
+    let (one, one_blocks) = held_by_sessions(n, false);
     #[allow(clippy::cast_precision_loss)]
     let per_channel = (spread - one) / n as f64;
+    #[allow(clippy::cast_precision_loss)]
+    let blocks = (spread_blocks - one_blocks) / n as f64;
     eprintln!(
         "heap held per idle channel (memory backend, beyond its one session, no history): \
-         {per_channel:.0} bytes ({n} sessions on {n} channels: {spread:.0} bytes; on one \
+         {per_channel:.0} bytes in {blocks:.1} blocks ({n} sessions on {n} channels: {spread:.0} bytes; on one \
          channel: {one:.0} bytes)"
     );
     assert!(
