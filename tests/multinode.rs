@@ -127,24 +127,28 @@ async fn open_multiplexed(addr: SocketAddr, id: &str, last: Option<&str>) -> Sse
 }
 
 /// One connection, two channels, two nodes: what was missed on each channel while away is
-/// replayed on the other node exactly — per channel, in order, no initial event, no reset.
+/// replayed on the other node exactly — per channel, in order, no initial event, no reset —
+/// including the channel that delivered nothing on the first connection.
 async fn multiplexed_resume_across_nodes(a: Arc<dyn Broker>, b: Arc<dyn Broker>) {
     let (addr_a, state_a) = node(a).await;
     let (addr_b, _state_b) = node(b).await;
     let id = ssehub::conformance::unique_id("mux");
+    // Both topics have history before the client comes; on this connection only comments will
+    // arrive, so the votes channel's position is the one it got at connect (its topic's tail).
+    post_vote(addr_b, &id).await;
+    post(addr_b, &id).await;
     let mut on_a = open_multiplexed(addr_a, &id, None).await;
     let mut initial = [next(&mut on_a).await, next(&mut on_a).await];
     initial.sort_by(|x, y| x.event.cmp(&y.event));
     assert_eq!(initial[0].event, format!("comments/{id}"));
     assert_eq!(initial[1].event, format!("votes/{id}"));
-    let (mut comments, mut votes) = (Vec::new(), Vec::new());
+    let (mut comments, votes) = (Vec::new(), Vec::<u64>::new());
     for _ in 0..3 {
         comments.push(post(addr_b, &id).await);
-        votes.push(post_vote(addr_b, &id).await);
     }
     let mut last_id = String::new();
     let (mut got_comments, mut got_votes) = (Vec::new(), Vec::new());
-    for _ in 0..6 {
+    for _ in 0..3 {
         let e = next(&mut on_a).await;
         last_id = e.id.clone().expect("a live event has an id");
         let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();

@@ -56,9 +56,12 @@ impl<E: Serialize + Send + Sync + 'static> MuxChannel for SseEndpoint<E> {
         admitted: &Admitted,
         last_event_id: Option<String>,
     ) -> BoxFuture<'static, Result<Session, Error>> {
-        let options: SubscribeOptions<E> =
-            self.config()
-                .options(admitted, Arc::new(Tagged), last_event_id);
+        // `from_tail`: a channel that delivers nothing before the client reconnects still
+        // resumes exactly (its position is the topic's newest event at connect).
+        let options: SubscribeOptions<E> = self
+            .config()
+            .options(admitted, Arc::new(Tagged), last_event_id)
+            .from_tail(true);
         let manager = self.manager().clone();
         let resource = admitted.resource.clone();
         Box::pin(async move { manager.subscribe(&resource, options).await })

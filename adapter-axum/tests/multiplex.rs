@@ -397,3 +397,40 @@ async fn ndjson_and_head_work_on_the_multiplexed_endpoint() {
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     assert_eq!(app.comments.session_count("1"), 0, "HEAD opens no session");
 }
+
+#[tokio::test]
+async fn a_channel_that_delivered_nothing_still_resumes_exactly() {
+    let app = app();
+    // The votes topic has history, but this connection will get no vote before it drops.
+    app.votes.publish("1", &"v0".into()).await.unwrap();
+    let mut s = open(&app.mux, BOTH, None).await;
+    s.next(2).await; // the initial events
+    app.comments.publish("1", &"c1".into()).await.unwrap();
+    let got = s.next(1).await;
+    assert_eq!(got[0].event, "comments/1");
+    let last = got[0].id.clone().unwrap();
+    // The id already holds the votes topic's position (its newest event at connect).
+    let entries = decode_positions(&last, 2).unwrap();
+    assert!(entries[1].is_some(), "{last}");
+    drop(s);
+
+    app.votes.publish("1", &"v1".into()).await.unwrap();
+    app.comments.publish("1", &"c2".into()).await.unwrap();
+    let mut s = open(&app.mux, BOTH, Some(&last)).await;
+    let mut got: Vec<(String, String)> = s
+        .next(2)
+        .await
+        .into_iter()
+        .map(|e| (e.event, e.data))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("comments/1".to_owned(), "\"c2\"".to_owned()),
+            ("votes/1".to_owned(), "\"v1\"".to_owned())
+        ],
+        "exactly the missed events, no initial event"
+    );
+    s.quiet().await;
+}

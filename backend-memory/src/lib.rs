@@ -286,6 +286,15 @@ impl Broker for MemoryBroker {
         ))
     }
 
+    async fn tail(&self, topic: &Topic) -> Result<Option<EventId>> {
+        let state = self.lock();
+        Ok(state
+            .topics
+            .get(topic)
+            .and_then(|t| t.history.back())
+            .map(|(_, e)| e.id.clone()))
+    }
+
     fn capabilities(&self) -> Capabilities {
         let history = self.inner.config.history;
         Capabilities::new()

@@ -30,6 +30,13 @@ pub(crate) trait Carrier: Send + Sync + 'static {
     /// The events of `subject` after `after` (at most `limit`), or a gap.
     async fn replay(&self, subject: &str, after: &StreamPosition, limit: usize) -> Result<Replay>;
 
+    /// The id of the newest event of `subject` in history; `None` without one (or without
+    /// history).
+    async fn tail(&self, subject: &str) -> Result<Option<EventId>> {
+        let _ = subject;
+        Ok(None)
+    }
+
     /// Events kept per topic; `None` without history.
     fn history(&self) -> Option<usize>;
 

@@ -263,6 +263,10 @@ impl Broker for NatsBroker {
         Ok(ids)
     }
 
+    async fn tail(&self, topic: &Topic) -> Result<Option<EventId>> {
+        self.inner.carrier.tail(&self.subject_for(topic)).await
+    }
+
     async fn subscribe(&self, topic: &Topic) -> Result<Subscription> {
         let inner = &self.inner;
         let (shared, subscription) = {

@@ -276,6 +276,14 @@ impl Broker for RedisBroker {
         Ok(self.inner.history.replay(topic, &after, limit).await?)
     }
 
+    async fn tail(&self, topic: &Topic) -> Result<Option<EventId>> {
+        let (epoch, last) = self.inner.history.tail(topic.as_str()).await?;
+        Ok(epoch
+            .zip(last)
+            .and_then(|(epoch, offset)| StreamPosition::new(&epoch, offset))
+            .map(|p| p.to_event_id()))
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::new()
             .with_history(Some(self.inner.config.history))

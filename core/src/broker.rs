@@ -240,6 +240,16 @@ pub trait Broker: fmt::Debug + Send + Sync + 'static {
     /// The events of `topic` published after `after` (at most `limit`, oldest first), or a gap.
     async fn replay(&self, topic: &Topic, after: &EventId, limit: usize) -> Result<Replay>;
 
+    /// The id of the newest event of `topic` still in history; `None` when it holds none (never
+    /// published, expired, or a broker without history). A [`replay`](Broker::replay) after it
+    /// answers exactly what is published from now on: a multiplexed stream
+    /// ([`crate::multiplex`]) starts a fresh channel's position there, so a reconnect gets the
+    /// channel's missed events even when it delivered none before. The default answers `None`.
+    async fn tail(&self, topic: &Topic) -> Result<Option<EventId>> {
+        let _ = topic;
+        Ok(None)
+    }
+
     /// What this broker promises.
     fn capabilities(&self) -> Capabilities;
 
@@ -292,6 +302,9 @@ macro_rules! forward_broker {
             }
             async fn replay(&self, topic: &Topic, after: &EventId, limit: usize) -> Result<Replay> {
                 (**self).replay(topic, after, limit).await
+            }
+            async fn tail(&self, topic: &Topic) -> Result<Option<EventId>> {
+                (**self).tail(topic).await
             }
             fn capabilities(&self) -> Capabilities {
                 (**self).capabilities()

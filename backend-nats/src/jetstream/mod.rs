@@ -253,6 +253,19 @@ impl Carrier for JetStream {
         }
     }
 
+    async fn tail(&self, subject: &str) -> Result<Option<EventId>> {
+        let stream = self
+            .js
+            .get_stream_no_info(self.stream_name())
+            .await
+            .map_err(|e| NatsError::Read(boxed(e)))?;
+        let last = lookup::last_of(&stream, subject, self.timeout()).await?;
+        Ok(last.and_then(|m| {
+            let epoch = m.headers.get(EPOCH_HEADER)?.as_str().to_owned();
+            StreamPosition::new(&epoch, Offset::Seq(m.sequence)).map(|p| p.to_event_id())
+        }))
+    }
+
     async fn start_feed(&self, subject: String, fanout: Arc<Fanout>) -> Result<JoinHandle<()>> {
         let info = self.refresh_stream().await?;
         let mut feed = feed::Feed::new(

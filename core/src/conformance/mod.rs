@@ -211,6 +211,38 @@ pub async fn publish_many_keeps_order(broker: &dyn Broker) {
     assert_eq!(env.id, last, "nothing of the refused batch was sent");
 }
 
+/// `tail` answers `None` for a topic with no event, then the newest id; a replay after it
+/// answers nothing, then exactly what was published after it. A broker without history answers
+/// `None` always.
+pub async fn tail_is_the_newest_event(broker: &dyn Broker) {
+    let topic = unique_topic("tail");
+    assert_eq!(broker.tail(&topic).await.expect("tail"), None);
+    let ids = publish_n(broker, &topic, 3).await;
+    let tail = broker.tail(&topic).await.expect("tail");
+    if broker.capabilities().history.is_none() {
+        assert_eq!(tail, None, "no history, no tail");
+        return;
+    }
+    let tail = tail.expect("a tail after three events");
+    assert_eq!(tail, ids[2]);
+    assert_eq!(
+        broker.replay(&topic, &tail, 10).await.expect("replay"),
+        Replay::Events(Vec::new())
+    );
+    let next = broker
+        .publish(&topic, Message::new("next"))
+        .await
+        .expect("publish");
+    match broker.replay(&topic, &tail, 10).await.expect("replay") {
+        Replay::Events(events) => {
+            let got: Vec<&EventId> = events.iter().map(|e| &e.id).collect();
+            assert_eq!(got, [&next]);
+        }
+        Replay::Gap => panic!("a replay after the tail is no gap"),
+    }
+    assert_eq!(broker.tail(&topic).await.expect("tail"), Some(next));
+}
+
 /// A subscription sees its own topic only, even when names share a prefix.
 pub async fn topics_isolated(broker: &dyn Broker) {
     let a = unique_topic("iso");
@@ -579,6 +611,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case $make, event_names_preserved, ref);
         $crate::conformance_tests!(@case $make, order_kept_per_topic, ref);
         $crate::conformance_tests!(@case $make, publish_many_keeps_order, ref);
+        $crate::conformance_tests!(@case $make, tail_is_the_newest_event, ref);
         $crate::conformance_tests!(@case $make, topics_isolated, ref);
         $crate::conformance_tests!(@case $make, fan_out_to_many_subscribers, ref);
         $crate::conformance_tests!(@case $make, concurrent_publishers, arc);

@@ -395,6 +395,16 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             crate::metrics::resets_sent(reason, 1);
             head.push(transport.reset(reason, None));
         }
+        // A fresh start may still get a position: the topic's newest event, read before the
+        // snapshot so the snapshot covers everything up to it.
+        let mut start = resumed_from.clone();
+        if start.is_none() && options.from_tail && hub.broker().capabilities().history.is_some() {
+            match hub.broker().tail(topic).await {
+                Ok(tail) => start = tail,
+                // No position: on a reconnect the channel starts afresh (its initial event).
+                Err(e) => tracing::debug!(%topic, error = %e, "no tail for a fresh session"),
+            }
+        }
         // The snapshot rule: an exact resume carries exactly the missed events; anything else
         // starts from the initial event, computed now that live events are being buffered, so
         // it is never older than the first live event after it.
@@ -405,7 +415,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             let m = self.encode(&event)?;
             head.push(transport.event(None, &m.event, &m.data));
         }
-        shared.start(head, resumed_from.clone(), first_page, more);
+        shared.start(head, start.clone(), first_page, more);
         let replayer = more.then(|| Replayer {
             broker: hub.broker().clone(),
             topic: topic.clone(),
@@ -416,7 +426,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             replayer,
             retry: options.retry.unwrap_or(Duration::from_secs(1)),
             max_lifetime: self.inner.max_lifetime,
-            resumed_from,
+            start_position: start,
         };
         Ok(Session::new(shared, registration, transport, run))
     }

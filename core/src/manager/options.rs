@@ -43,6 +43,7 @@ pub struct SubscribeOptions<E> {
     pub(super) initial_event: Option<Initial<E>>,
     pub(super) retry: Option<Duration>,
     pub(super) keep_alive: Option<Duration>,
+    pub(super) from_tail: bool,
 }
 
 impl<E> fmt::Debug for SubscribeOptions<E> {
@@ -52,6 +53,7 @@ impl<E> fmt::Debug for SubscribeOptions<E> {
             .field("last_event_id", &self.last_event_id)
             .field("retry", &self.retry)
             .field("keep_alive", &self.keep_alive)
+            .field("from_tail", &self.from_tail)
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +66,7 @@ impl<E> Default for SubscribeOptions<E> {
             initial_event: None,
             retry: None,
             keep_alive: None,
+            from_tail: false,
         }
     }
 }
@@ -109,6 +112,17 @@ impl<E> SubscribeOptions<E> {
     /// Send a `retry:` hint first. Default: none.
     pub fn retry(mut self, retry: Option<Duration>) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// When the session does not resume exactly, start its position at the topic's newest
+    /// event ([`Broker::tail`](crate::Broker::tail), one more broker read) instead of nowhere:
+    /// [`Session::start_position`](crate::Session::start_position) then names a point a
+    /// later resume can replay from, although this stream may deliver no event before it
+    /// ends. Live events up to that point are covered by the initial event and not sent again.
+    /// Multiplexed streams use it for every channel. Default: off.
+    pub fn from_tail(mut self, on: bool) -> Self {
+        self.from_tail = on;
         self
     }
 

@@ -36,7 +36,7 @@
 //! let votes = ChannelManager::<serde_json::Value>::builder(broker)
 //!     .key_prefix("votes").build()?;
 //!
-//! let tagged = || SubscribeOptions::new().transport(Arc::new(Tagged));
+//! let tagged = || SubscribeOptions::new().transport(Arc::new(Tagged)).from_tail(true);
 //! let mut stream = MultiplexedSession::new(Arc::new(Sse), None, None)
 //!     .channel("comments/123", comments.subscribe("123", tagged()).await?)?
 //!     .channel("votes/123", votes.subscribe("123", tagged()).await?)?;
@@ -252,9 +252,10 @@ impl MultiplexedSession {
     }
 
     /// Add the channel labelled `label` (the `event` field of its events): its `session`,
-    /// opened with the [`Tagged`] transport. The channel's position starts where the session
-    /// resumed from ([`Session::resumed_from`]); a channel that started afresh or with a
-    /// `reset` has none until its first event. The label must be non-empty, without `:` and
+    /// opened with the [`Tagged`] transport (and [`from_tail`](crate::SubscribeOptions::from_tail),
+    /// so a fresh channel has a position too). The channel's position starts at
+    /// [`Session::start_position`]; a channel without one (an empty topic, a `reset`) has none
+    /// until its first event. The label must be non-empty, without `:` and
     /// control characters, and not `reset`.
     pub fn channel(mut self, label: &str, session: Session) -> Result<Self> {
         if label.is_empty()
@@ -272,7 +273,7 @@ impl MultiplexedSession {
                 reason: "a multiplexed channel's session must use the Tagged transport".into(),
             });
         }
-        let position = session.resumed_from().cloned();
+        let position = session.start_position().cloned();
         self.parts.push(Part {
             label: EventName::from_trusted(label.to_owned()),
             session,
@@ -326,9 +327,13 @@ impl MultiplexedSession {
                     out.extend_from_slice(&self.transport.event(id.as_ref(), &outer_name, data));
                 }
                 Record::Reset { reason, id } => {
-                    // The channel starts over: from `id` when the reset carries one, else afresh
-                    // on the next reconnect.
-                    self.parts[index].position = id;
+                    // A reset with an id moves the channel there (what it replaces is covered by
+                    // the refetch); without one the position stays where it is, as a browser's
+                    // `lastEventId` does on a single-channel stream (a session that starts with a
+                    // reset has its start position from `from_tail`, never the client's old id).
+                    if let Some(id) = id {
+                        self.parts[index].position = Some(id);
+                    }
                     let composite = self.id();
                     let label = self.parts[index].label.as_str();
                     out.extend_from_slice(&self.transport.channel_reset(

@@ -122,7 +122,7 @@ pub struct Session {
     retry: Duration,
     /// The end of the stream's lifetime, when it has one.
     lifetime: Option<Pin<Box<tokio::time::Sleep>>>,
-    resumed_from: Option<EventId>,
+    start_position: Option<EventId>,
 }
 
 /// How a [`Session`] runs, besides its queue.
@@ -131,7 +131,7 @@ pub(crate) struct SessionRun {
     pub(crate) replayer: Option<Replayer>,
     pub(crate) retry: Duration,
     pub(crate) max_lifetime: Option<Duration>,
-    pub(crate) resumed_from: Option<EventId>,
+    pub(crate) start_position: Option<EventId>,
 }
 
 impl Session {
@@ -154,7 +154,7 @@ impl Session {
             fetch: None,
             retry: run.retry,
             lifetime: run.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
-            resumed_from: run.resumed_from,
+            start_position: run.start_position,
         }
     }
 
@@ -164,11 +164,14 @@ impl Session {
         self.registration.topic()
     }
 
-    /// The id this session resumed from exactly (its client's `Last-Event-ID`, which the broker
-    /// could replay from), or `None` when it started afresh or with a `reset`.
+    /// Where this session's stream starts in its topic's history: the id it resumed from
+    /// exactly (its client's `Last-Event-ID`, which the broker could replay from), or, with
+    /// [`SubscribeOptions::from_tail`](crate::SubscribeOptions::from_tail), the topic's newest
+    /// event when it started afresh. `None` when it has no such point (a fresh start without
+    /// `from_tail`, an empty topic, a `reset`).
     #[must_use]
-    pub fn resumed_from(&self) -> Option<&EventId> {
-        self.resumed_from.as_ref()
+    pub fn start_position(&self) -> Option<&EventId> {
+        self.start_position.as_ref()
     }
 
     /// The transport framing this session's bytes.
