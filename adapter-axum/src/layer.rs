@@ -1,4 +1,4 @@
-//! The tower layer: answer the SSE endpoint's paths, pass every other request on untouched.
+//! The tower layer: answer an SSE endpoint's paths, pass every other request on untouched.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,23 +10,57 @@ use serde::Serialize;
 
 use crate::body::{ResponseBody, SseBody};
 use crate::endpoint::SseEndpoint;
+use crate::multiplex::MultiplexEndpoint;
 
-/// Layer that serves an [`SseEndpoint`] in front of any service.
-#[derive(Clone, Debug)]
-#[must_use]
-pub struct SseLayer<E> {
-    endpoint: SseEndpoint<E>,
+type SseFuture = Pin<Box<dyn Future<Output = Response<SseBody>> + Send + 'static>>;
+
+/// What an [`SseLayer`] serves: the paths it answers itself, and its answer to one of them.
+/// Implemented by [`SseEndpoint`] and [`MultiplexEndpoint`].
+pub trait SseRoutes: Clone + Send + Sync + 'static {
+    /// Whether this answers `path`.
+    fn matches(&self, path: &str) -> bool;
+
+    /// The answer to a request for one of its paths (the body is ignored).
+    fn respond(&self, parts: http::request::Parts) -> SseFuture;
 }
 
-impl<E> SseLayer<E> {
+impl<E: Serialize + Send + Sync + 'static> SseRoutes for SseEndpoint<E> {
+    fn matches(&self, path: &str) -> bool {
+        SseEndpoint::matches(self, path)
+    }
+
+    fn respond(&self, parts: http::request::Parts) -> SseFuture {
+        SseEndpoint::respond(self, parts)
+    }
+}
+
+impl SseRoutes for MultiplexEndpoint {
+    fn matches(&self, path: &str) -> bool {
+        MultiplexEndpoint::matches(self, path)
+    }
+
+    fn respond(&self, parts: http::request::Parts) -> SseFuture {
+        MultiplexEndpoint::respond(self, parts)
+    }
+}
+
+/// Layer that serves an [`SseEndpoint`] (or a [`MultiplexEndpoint`]) in front of any service.
+/// Layer it twice to serve both.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SseLayer<T> {
+    endpoint: T,
+}
+
+impl<T: SseRoutes> SseLayer<T> {
     /// Serve `endpoint`'s paths; everything else reaches the inner service.
-    pub fn new(endpoint: SseEndpoint<E>) -> Self {
+    pub fn new(endpoint: T) -> Self {
         SseLayer { endpoint }
     }
 }
 
-impl<S, E> tower_layer::Layer<S> for SseLayer<E> {
-    type Service = SseService<S, E>;
+impl<S, T: Clone> tower_layer::Layer<S> for SseLayer<T> {
+    type Service = SseService<S, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
         SseService {
@@ -38,14 +72,14 @@ impl<S, E> tower_layer::Layer<S> for SseLayer<E> {
 
 /// The service made by [`SseLayer`].
 #[derive(Clone, Debug)]
-pub struct SseService<S, E> {
+pub struct SseService<S, T> {
     inner: S,
-    endpoint: SseEndpoint<E>,
+    endpoint: T,
 }
 
-impl<S, E> SseService<S, E> {
+impl<S, T: SseRoutes> SseService<S, T> {
     /// Wrap `inner`.
-    pub fn new(inner: S, endpoint: SseEndpoint<E>) -> Self {
+    pub fn new(inner: S, endpoint: T) -> Self {
         SseService { inner, endpoint }
     }
 
@@ -55,10 +89,10 @@ impl<S, E> SseService<S, E> {
     }
 }
 
-impl<S, E, ReqB, ResB> tower_service::Service<Request<ReqB>> for SseService<S, E>
+impl<S, T, ReqB, ResB> tower_service::Service<Request<ReqB>> for SseService<S, T>
 where
     S: tower_service::Service<Request<ReqB>, Response = Response<ResB>>,
-    E: Serialize + Send + Sync + 'static,
+    T: SseRoutes,
     ResB: http_body::Body<Data = Bytes>,
 {
     type Response = Response<ResponseBody<ResB>>;
@@ -82,8 +116,6 @@ where
         }
     }
 }
-
-type SseFuture = Pin<Box<dyn Future<Output = Response<SseBody>> + Send + 'static>>;
 
 pin_project_lite::pin_project! {
     /// Response future of [`SseService`]: answered here, or by the inner service.

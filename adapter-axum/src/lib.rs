@@ -78,7 +78,7 @@ mod settings;
 
 pub use body::{ResponseBody, SseBody};
 pub use endpoint::{MAX_DURATION, SseEndpoint, Unavailable};
-pub use layer::{ResponseFuture, SseLayer, SseService};
+pub use layer::{ResponseFuture, SseLayer, SseRoutes, SseService};
 pub use listener::{WriteTimeoutIo, WriteTimeoutListener};
 pub use multiplex::{DEFAULT_MAX_CHANNELS, MultiplexEndpoint};
 pub use params::{PathParams, RequestInfo};

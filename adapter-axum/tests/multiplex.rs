@@ -434,3 +434,52 @@ async fn a_channel_that_delivered_nothing_still_resumes_exactly() {
     );
     s.quiet().await;
 }
+
+#[tokio::test]
+async fn the_layer_serves_the_multiplexed_endpoint_in_front_of_any_service() {
+    use tower::Layer;
+    let app = app();
+    let inner = tower::service_fn(|_req: http::Request<String>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new("inner".to_owned()))
+    });
+    let svc = ssehub_axum::SseLayer::new(app.mux.clone()).layer(inner);
+
+    let res = svc
+        .clone()
+        .oneshot(
+            http::Request::get("/elsewhere")
+                .body(String::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"inner");
+
+    let res = svc
+        .oneshot(
+            http::Request::get(format!("/sse?{BOTH}"))
+                .body(String::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut body = res.into_body();
+    let mut text = String::new();
+    while text.matches("event: ").count() < 2 {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert!(
+        text.contains("event: comments/1\n") && text.contains("event: votes/1\n"),
+        "{text}"
+    );
+}
