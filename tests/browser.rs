@@ -19,11 +19,16 @@ use ssehub_test_support::proxy::TcpProxy;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// One test's browsers at a time: several Chromium instances starting at once on two cores
+/// make chromedriver miss its session request.
+static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_shows_live_counts_and_resumes_after_a_dropped_connection() {
     if !chromium::available() {
         return;
     }
+    let _one_at_a_time = BROWSERS.lock().await;
     let state = comments::AppState::new(Arc::new(MemoryBroker::new())).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = listener.local_addr().unwrap();
@@ -121,6 +126,7 @@ async fn ten_channels_share_one_connection_where_ten_event_sources_stall() {
     if !chromium::available() {
         return;
     }
+    let _one_at_a_time = BROWSERS.lock().await;
     let state = comments::AppState::new(Arc::new(MemoryBroker::new())).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = listener.local_addr().unwrap();
@@ -193,6 +199,7 @@ async fn two_tabs_on_two_nodes_see_the_same_page() {
     if !chromium::available() {
         return;
     }
+    let _one_at_a_time = BROWSERS.lock().await;
     let Some(url) = ssehub_test_support::redis::redis_url().await else {
         return;
     };

@@ -73,8 +73,25 @@ pub fn driver() -> Option<PathBuf> {
 }
 
 impl Browser {
-    /// Start Chromium headless through its own chromedriver and open `url`.
+    /// Start Chromium headless through its own chromedriver and open `url`. A start that fails
+    /// (chromedriver not answering on a loaded machine, its port taken meanwhile) is tried again
+    /// with a new chromedriver on a new port, up to three times in all.
     pub async fn launch(url: &str) -> Result<Self, String> {
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            match Self::launch_once(url).await {
+                Ok(browser) => return Ok(browser),
+                Err(e) => {
+                    eprintln!("chromium start {attempt} of 3 failed: {e}");
+                    last = e;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn launch_once(url: &str) -> Result<Self, String> {
         let bin = binary().ok_or("chromium is not installed")?;
         let driver_bin = driver().ok_or("chromedriver is not installed")?;
         let profile = temp_dir("chromium").map_err(|e| e.to_string())?;
