@@ -86,10 +86,15 @@ const ID_MARK: char = '~';
 /// ```
 #[must_use]
 pub fn encode_positions(positions: &[Option<EventId>]) -> String {
+    encode(positions.iter().map(Option::as_ref))
+}
+
+/// [`encode_positions`] over borrowed positions (no copy of them per event).
+fn encode<'a>(positions: impl ExactSizeIterator<Item = Option<&'a EventId>>) -> String {
     let mut out = String::with_capacity(1 + positions.len() * 16);
     out.push(ID_MARK);
     let mut epoch: Option<StreamPosition> = None;
-    for (i, p) in positions.iter().enumerate() {
+    for (i, p) in positions.enumerate() {
         if i > 0 {
             out.push('.');
         }
@@ -301,9 +306,7 @@ impl MultiplexedSession {
 
     /// The id of the connection's current positions.
     fn id(&self) -> EventId {
-        let positions: Vec<Option<EventId>> =
-            self.parts.iter().map(|p| p.position.clone()).collect();
-        EventId::from_trusted(encode_positions(&positions))
+        EventId::from_trusted(encode(self.parts.iter().map(|p| p.position.as_ref())))
     }
 
     /// Re-frame one channel's chunk of [`Tagged`] records into `out`.
