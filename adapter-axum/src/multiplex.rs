@@ -253,18 +253,10 @@ impl MultiplexEndpoint {
 }
 
 /// The `channel` values of a query, decoded the way `URLSearchParams` encoded them.
+/// `None` when one is not UTF-8.
 fn channel_params(query: &str) -> Option<Vec<String>> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .filter(|(k, _)| *k == "channel")
-        .map(|(_, v)| {
-            let v = v.replace('+', " ");
-            percent_encoding::percent_decode_str(&v)
-                .decode_utf8()
-                .ok()
-                .map(|s| s.into_owned())
-        })
+    crate::resume::query_values(query, "channel")
+        .map(|v| String::from_utf8(crate::resume::form_decode(v)).ok())
         .collect()
 }
 

@@ -12,23 +12,26 @@ pub(crate) fn last_event_id(header: Option<&[u8]>, query: Option<&str>) -> Optio
     let id = match header {
         Some(v) => String::from_utf8_lossy(v).into_owned(),
         None => {
-            let raw = query_param(query?, "lastEventId")?;
-            let raw = raw.replace('+', " ");
-            percent_encoding::percent_decode_str(&raw)
-                .decode_utf8_lossy()
-                .into_owned()
+            let raw = query_values(query?, "lastEventId").next()?;
+            String::from_utf8_lossy(&form_decode(raw)).into_owned()
         }
     };
     (!id.is_empty()).then_some(id)
 }
 
-/// The raw (still encoded) value of the first `name=` pair of a query string.
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+/// The raw (still encoded) values of every `name=` pair of a query string, in order.
+pub(crate) fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// A query value's bytes, decoded the way `URLSearchParams` encoded them (`+` is a space, `%XX`
+/// a byte).
+pub(crate) fn form_decode(raw: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(&raw.replace('+', " ")).collect()
 }
 
 #[cfg(test)]
