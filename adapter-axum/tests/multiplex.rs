@@ -111,6 +111,26 @@ impl Stream {
     }
 }
 
+/// A body's text, read until `done` says it holds enough.
+async fn read_until<B>(body: &mut B, done: impl Fn(&str) -> bool) -> String
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let mut text = String::new();
+    while !done(&text) {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    text
+}
+
 async fn request(
     mux: &MultiplexEndpoint,
     method: &str,
@@ -362,22 +382,13 @@ async fn ndjson_and_head_work_on_the_multiplexed_endpoint() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/x-ndjson");
     let mut body = res.into_body();
-    let mut text = String::new();
-    while text
-        .lines()
-        .filter(|l| l.contains("\"type\":\"event\""))
-        .count()
-        < 2
-    {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Ok(data) = frame.into_data() {
-            text.push_str(&String::from_utf8_lossy(&data));
-        }
-    }
+    let text = read_until(&mut body, |t| {
+        t.lines()
+            .filter(|l| l.contains("\"type\":\"event\""))
+            .count()
+            >= 2
+    })
+    .await;
     let events: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -467,17 +478,7 @@ async fn the_layer_serves_the_multiplexed_endpoint_in_front_of_any_service() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut body = res.into_body();
-    let mut text = String::new();
-    while text.matches("event: ").count() < 2 {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Ok(data) = frame.into_data() {
-            text.push_str(&String::from_utf8_lossy(&data));
-        }
-    }
+    let text = read_until(&mut body, |t| t.matches("event: ").count() >= 2).await;
     assert!(
         text.contains("event: comments/1\n") && text.contains("event: votes/1\n"),
         "{text}"
