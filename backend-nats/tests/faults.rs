@@ -295,8 +295,8 @@ async fn health_fails_while_the_server_is_down() {
 /// NATS cuts a client that reads too slowly (a write to it blocks past `write_deadline`, or its
 /// pending bytes pass `max_pending`: "Slow Consumer Detected"). Here the subscribing broker reaches
 /// the server through a proxy throttled to 16 KiB/s while another broker publishes 4 MiB
-/// directly; the server disconnects it, it reconnects, its ordered consumer resumes after the
-/// last sequence it delivered, and the subscription receives every event in order, no gap.
+/// directly; the server disconnects it, it reconnects, its reconnect scan reads what it missed
+/// from the stream, and the subscription receives every event in order, no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_subscriber_disconnected_for_reading_too_slowly_loses_nothing() {
     let options = NatsOptions::default().with_config("write_deadline: \"500ms\"\n");

@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(30);
+const HISTORY: usize = 100;
 const PREFIX: &str = "jserr";
 const STREAM: &str = "JSERR";
 const MSG_GET: &str = "$JS.API.STREAM.MSG.GET.JSERR";
@@ -45,6 +46,8 @@ struct FaultState {
     /// How many more gets to divert (`usize::MAX`: every one).
     remaining: AtomicUsize,
     only_by_sequence: AtomicBool,
+    /// New connections are closed at once while set.
+    refuse: AtomicBool,
     /// Gets diverted so far.
     diverted: AtomicUsize,
     conns: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -68,6 +71,10 @@ impl FaultProxy {
         let s = state.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if s.refuse.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
@@ -112,6 +119,16 @@ impl FaultProxy {
 
     fn diverted(&self) -> usize {
         self.state.diverted.load(Ordering::SeqCst)
+    }
+
+    /// Cut the client off: close its connections and refuse new ones until [`FaultProxy::restore`].
+    fn cut(&self) {
+        self.state.refuse.store(true, Ordering::SeqCst);
+        self.drop_all();
+    }
+
+    fn restore(&self) {
+        self.state.refuse.store(false, Ordering::SeqCst);
     }
 
     /// Close every proxied connection (the client reconnects through the proxy).
@@ -209,7 +226,7 @@ async fn broker(url: &str) -> NatsBroker {
     NatsBroker::builder(url)
         .prefix(PREFIX)
         .stream(STREAM)
-        .history(100)
+        .history(HISTORY)
         .connect_timeout(Duration::from_secs(10))
         .response_timeout(Duration::from_secs(2))
         .ping_interval(Duration::from_millis(500))
@@ -293,10 +310,48 @@ async fn replay_retries_a_few_unavailable_message_gets() {
     assert_eq!(proxy.diverted(), 2);
 }
 
-/// A live feed that cannot tell whether history was trimmed while it reconnected (every get by
-/// sequence answers 503) sends no gap, keeps trying, and delivers everything once it can tell
-/// again: nothing lost, nothing twice. (An event may also arrive during the 503s, from the
-/// consumer that outlived the reconnect with its sequence unbroken: nothing to check then.)
+/// Node A, behind the proxy, is cut off while B publishes `during` to a topic whose history is
+/// full (so A's reconnect scan must check that A's last event is still stored, with a get by
+/// sequence), with every get by sequence answering 503 from the moment A is cut off.
+async fn outage_with_unavailable_gets(
+    proxy: &FaultProxy,
+    a: &NatsBroker,
+    b: &NatsBroker,
+    topic: &Topic,
+    during: &str,
+) {
+    proxy.arm(Gets::BySequence, usize::MAX);
+    proxy.cut();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.client().connection_state() == async_nats::connection::State::Connected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never disconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    publish(b, topic, during).await;
+    proxy.restore();
+}
+
+/// A topic with a full history (`HISTORY` events), then a subscription on A that has read "one".
+async fn full_topic(a: &NatsBroker, b: &NatsBroker, name: &str) -> (Topic, Subscription) {
+    let topic = unique_topic(name);
+    let old = (0..HISTORY)
+        .map(|i| Message::new(format!("old-{i}")))
+        .collect();
+    b.publish_many(&topic, old)
+        .await
+        .expect("publish the history");
+    let mut sub = a.subscribe(&topic).await.expect("subscribe");
+    publish(b, &topic, "one").await;
+    assert_eq!(data(&next(&mut sub).await), "one");
+    (topic, sub)
+}
+
+/// A live feed that cannot tell whether history was trimmed while it was away (every get by
+/// sequence answers 503) sends no gap, keeps asking, and delivers everything once it can tell
+/// again: nothing lost, nothing twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_waits_out_unavailable_message_gets_without_a_gap() {
     let Some(server) =
@@ -307,13 +362,8 @@ async fn feed_waits_out_unavailable_message_gets_without_a_gap() {
     let proxy = FaultProxy::start(&server).await;
     let a = broker(&proxy.url()).await;
     let b = broker(&server.url()).await;
-    let topic = unique_topic("feed-503");
-    let mut sub = a.subscribe(&topic).await.expect("subscribe");
-    publish(&b, &topic, "one").await;
-    assert_eq!(data(&next(&mut sub).await), "one");
-    proxy.arm(Gets::BySequence, usize::MAX);
-    proxy.drop_all();
-    publish(&b, &topic, "two").await;
+    let (topic, mut sub) = full_topic(&a, &b, "feed-503").await;
+    outage_with_unavailable_gets(&proxy, &a, &b, &topic, "two").await;
     // Let the reconnected feed meet the 503s for a while.
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -336,9 +386,8 @@ async fn feed_waits_out_unavailable_message_gets_without_a_gap() {
 }
 
 /// While gets by sequence keep failing, the feed still reacts to what it can see: the stream was
-/// deleted and created again, so it sends a gap and goes on with the new stream's events (it
-/// stands on the new stream's present: what was published before it noticed is covered by the
-/// gap).
+/// deleted and created again, so it sends a gap and goes on with the new stream's events (what
+/// was published before it noticed is covered by the gap).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_blocked_by_unavailable_message_gets_still_sees_a_recreated_stream() {
     let Some(server) =
@@ -349,12 +398,8 @@ async fn feed_blocked_by_unavailable_message_gets_still_sees_a_recreated_stream(
     let proxy = FaultProxy::start(&server).await;
     let a = broker(&proxy.url()).await;
     let b = broker(&server.url()).await;
-    let topic = unique_topic("feed-recreated");
-    let mut sub = a.subscribe(&topic).await.expect("subscribe");
-    publish(&b, &topic, "one").await;
-    assert_eq!(data(&next(&mut sub).await), "one");
-    proxy.arm(Gets::BySequence, usize::MAX);
-    proxy.drop_all();
+    let (topic, mut sub) = full_topic(&a, &b, "feed-recreated").await;
+    outage_with_unavailable_gets(&proxy, &a, &b, &topic, "two").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while proxy.diverted() < 2 {
         assert!(

@@ -125,6 +125,53 @@ impl tracing::Subscriber for Warnings {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// The republish setting live delivery reads (see the crate docs), as a user who makes the
+/// stream by hand sets it.
+fn republish(prefix: &str) -> stream::Republish {
+    stream::Republish {
+        source: format!("{prefix}.>"),
+        destination: format!("_ssehub_live.{prefix}.>"),
+        headers_only: false,
+    }
+}
+
+/// A stream made without the republish setting (by hand, or by an ssehub before live delivery
+/// used it) gets it where the server can add it (2.10 and newer); a 2.9 server cannot, and the
+/// broker refuses to start with an error that says what to do, instead of running with silent
+/// live feeds.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_without_republish_gets_it_or_a_clear_error() {
+    let Some(url) = nats_url().await else { return };
+    let (prefix, name) = names("norepublish");
+    let client = ssehub_nats::async_nats::connect(&url)
+        .await
+        .expect("client");
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{prefix}.>")],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("create the stream");
+    match builder(&url, &prefix, &name).build().await {
+        Ok(_) => {
+            let mut stream = js.get_stream(&name).await.expect("stream");
+            let info = stream.info().await.expect("info");
+            assert_eq!(info.config.republish, Some(republish(&prefix)));
+        }
+        Err(e) => {
+            let text = format!("{e} {e:?}");
+            assert!(
+                text.contains("republish") && text.contains("delete the stream"),
+                "{text}"
+            );
+        }
+    }
+    js.delete_stream(&name).await.expect("clean up");
+}
+
 /// A stream that already exists with other limits is used as it is, and a warning names each
 /// setting that differs, with both values.
 #[tokio::test(flavor = "current_thread")]
@@ -140,6 +187,7 @@ async fn an_existing_stream_with_other_limits_is_reported() {
         subjects: vec![format!("{prefix}.>")],
         max_messages_per_subject: 7,
         storage: stream::StorageType::File,
+        republish: Some(republish(&prefix)),
         ..Default::default()
     })
     .await
@@ -179,6 +227,7 @@ async fn unlimited_history_per_subject_is_history() {
         subjects: vec![format!("{prefix}.>")],
         max_messages_per_subject: -1,
         storage: stream::StorageType::File,
+        republish: Some(republish(&prefix)),
         ..Default::default()
     })
     .await

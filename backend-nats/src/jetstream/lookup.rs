@@ -113,22 +113,21 @@ pub(super) async fn info(stream: &StreamHandle, timeout: Duration) -> Result<str
     .await
 }
 
-/// How many messages of `subject` the stream holds.
-pub(super) async fn subject_count(
+/// How many messages the stream holds of each subject matching `filter` (one request, paged by
+/// the server).
+pub(super) async fn subject_counts(
     stream: &StreamHandle,
-    subject: &str,
+    filter: &str,
     timeout: Duration,
-) -> Result<u64> {
-    retrying("messages of a subject", timeout, || async {
-        let mut subjects = stream.info_with_subjects(subject).await.map_err(boxed)?;
-        let mut count = 0;
+) -> Result<Vec<(String, u64)>> {
+    retrying("messages per subject", timeout, || async {
+        let mut subjects = stream.info_with_subjects(filter).await.map_err(boxed)?;
+        let mut counts = Vec::new();
         while let Some(entry) = subjects.next().await {
             let (name, n) = entry.map_err(boxed)?;
-            if name == subject {
-                count = u64::try_from(n).unwrap_or(u64::MAX);
-            }
+            counts.push((name, u64::try_from(n).unwrap_or(u64::MAX)));
         }
-        Ok(count)
+        Ok(counts)
     })
     .await
 }

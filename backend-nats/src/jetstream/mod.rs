@@ -17,7 +17,7 @@
 //! carry the old epoch. Their ids are consistent (the feeds deliver the same ids) but a resume
 //! from one answers a gap, never a wrong replay: replay accepts only the current epoch.
 
-mod feed;
+mod live;
 mod lookup;
 mod replay;
 mod setup;
@@ -88,6 +88,8 @@ impl Epoch {
 }
 
 pub(crate) struct JetStream {
+    /// This broker's own handle, for the feeds' tasks.
+    me: Weak<JetStream>,
     conn: Connection,
     js: jetstream::Context,
     /// The stream as this broker creates it when it is missing.
@@ -97,12 +99,14 @@ pub(crate) struct JetStream {
     /// verified: a publish on a later one verifies it first.
     verified_on: AtomicU64,
     history: usize,
-    refresher: Mutex<Option<JoinHandle<()>>>,
+    live: Arc<live::Live>,
+    /// The stream check and the live feeds' node task.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for JetStream {
     fn drop(&mut self) {
-        if let Some(task) = lock(&self.refresher).take() {
+        for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
     }
@@ -197,17 +201,47 @@ impl JetStream {
         let generation = conn.generation();
         let info = setup::ensure_stream(&js, &stream_config).await?;
         setup::report_differences(&info.config, &stream_config);
-        let this = Arc::new(JetStream {
+        let stream = js
+            .get_stream_no_info(&stream_config.name)
+            .await
+            .map_err(|e| NatsError::Stream(boxed(e)))?;
+        // Subscribed before the stream's last sequence is read (below, as the watermark), so
+        // markers from then on are seen.
+        let marks = conn
+            .client
+            .subscribe(live::live_subject(&live::mark_subject(&config.prefix)))
+            .await
+            .map_err(|e| NatsError::Subscribe(boxed(e)))?;
+        let watermark = lookup::info(&stream, conn.timeout)
+            .await?
+            .state
+            .last_sequence;
+        let live = live::Live::new(
+            stream,
+            config.prefix.clone(),
+            watermark,
+            generation,
+            conn.timeout,
+        );
+        let this = Arc::new_cyclic(|me| JetStream {
+            me: me.clone(),
             history: setup::history_of(&info.config),
             epoch: Arc::new(Epoch::new(epoch_of(&info))),
             verified_on: AtomicU64::new(generation),
             conn,
             js,
             stream_config,
-            refresher: Mutex::new(None),
+            live,
+            tasks: Mutex::new(Vec::new()),
         });
-        let task = tokio::spawn(refresh(Arc::downgrade(&this), this.conn.events()));
-        *lock(&this.refresher) = Some(task);
+        let refresher = tokio::spawn(refresh(Arc::downgrade(&this), this.conn.events()));
+        let feeds = tokio::spawn(this.live.clone().run(
+            Arc::downgrade(&this),
+            marks,
+            this.conn.events(),
+            this.epoch.watch(),
+        ));
+        lock(&this.tasks).extend([refresher, feeds]);
         Ok(this)
     }
 
@@ -256,15 +290,7 @@ async fn refresh(this: Weak<JetStream>, mut events: broadcast::Receiver<ConnEven
 #[async_trait]
 impl Carrier for JetStream {
     async fn publish_many(&self, subject: String, messages: Vec<Message>) -> Result<Vec<EventId>> {
-        // One event at a time, each acknowledged before the next is sent. Pipelining the whole
-        // batch (which `pipelined` does) made this node's live feed skip events of the burst
-        // without a gap (the conformance case `publish_many_keeps_order` caught it); until the
-        // feed is fixed, a batch costs a round trip per event here.
-        let mut ids = Vec::with_capacity(messages.len());
-        for message in messages {
-            ids.extend(self.pipelined(&subject, vec![message]).await?);
-        }
-        Ok(ids)
+        self.pipelined(&subject, messages).await
     }
 
     async fn tail(&self, subject: &str) -> Result<Option<EventId>> {
@@ -281,23 +307,11 @@ impl Carrier for JetStream {
     }
 
     async fn start_feed(&self, subject: String, fanout: Arc<Fanout>) -> Result<JoinHandle<()>> {
-        let info = self.refresh_stream().await?;
-        let mut feed = feed::Feed::new(
-            &self.js,
-            self.stream_name(),
-            subject,
-            self.epoch.clone(),
-            fanout,
-            self.timeout(),
-        )
-        .await?;
-        feed.anchor(&info).await?;
-        let messages = feed.open().await?;
-        Ok(tokio::spawn(feed.run(
-            messages,
-            self.conn.events(),
-            self.epoch.watch(),
-        )))
+        let me = self
+            .me
+            .upgrade()
+            .ok_or(NatsError::Config("the broker is shutting down"))?;
+        self.live.start(&me, subject, fanout).await
     }
 
     async fn replay(&self, subject: &str, after: &StreamPosition, limit: usize) -> Result<Replay> {

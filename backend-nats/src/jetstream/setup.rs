@@ -23,7 +23,18 @@ pub(super) fn stream_config(config: &NatsBrokerBuilder) -> stream::Config {
         },
         discard: stream::DiscardPolicy::Old,
         storage: stream::StorageType::File,
+        republish: Some(republish(&config.prefix)),
         ..Default::default()
+    }
+}
+
+/// What the live feeds read (see `live`): every stored message again on
+/// `_ssehub_live.<prefix>.…`, with its sequence and its subject's previous one.
+pub(super) fn republish(prefix: &str) -> stream::Republish {
+    stream::Republish {
+        source: format!("{prefix}.>"),
+        destination: super::live::live_subject(&format!("{prefix}.>")),
+        headers_only: false,
     }
 }
 
@@ -38,7 +49,13 @@ pub(super) async fn ensure_stream(
     let mut attempt = 0;
     loop {
         match js.get_or_create_stream(config.clone()).await {
-            Ok(stream) => return Ok(stream.cached_info().clone()),
+            Ok(stream) => {
+                let info = stream.cached_info().clone();
+                if info.config.republish == config.republish {
+                    return Ok(info);
+                }
+                return add_republish(js, info, config).await;
+            }
             Err(e) if storage_refused(&e) => {
                 return Err(NatsError::StreamTooLarge {
                     max_bytes: config.max_bytes,
@@ -52,6 +69,37 @@ pub(super) async fn ensure_stream(
                 backoff.wait().await;
             }
             Err(e) => return Err(NatsError::Stream(boxed(e)).into()),
+        }
+    }
+}
+
+/// A stream made before live delivery used republishing (or by hand): add it, keeping every
+/// other setting. A stream that republishes elsewhere is refused: its live feeds would be silent.
+async fn add_republish(
+    js: &jetstream::Context,
+    info: stream::Info,
+    config: &stream::Config,
+) -> Result<stream::Info> {
+    if info.config.republish.is_some() {
+        return Err(NatsError::Config(
+            "the stream already republishes its messages elsewhere; ssehub needs its own republish setting (see the crate docs) for live delivery",
+        )
+        .into());
+    }
+    tracing::info!(stream = %info.config.name, "nats: adding the republish setting live delivery needs to the existing stream");
+    let updated = stream::Config {
+        republish: config.republish.clone(),
+        ..info.config
+    };
+    match js.update_stream(&updated).await {
+        Ok(info) => Ok(info),
+        // nats-server before 2.10 cannot change a stream's republish setting.
+        Err(e) => {
+            tracing::error!(stream = %updated.name, error = %e, "nats: the stream has no republish setting and the server refused to add it");
+            Err(NatsError::Config(
+                "the stream exists without the republish setting live delivery needs, and this nats-server (before 2.10) cannot add it to an existing stream: delete the stream (ssehub creates it again; ids start a new epoch) or upgrade nats-server",
+            )
+            .into())
         }
     }
 }
