@@ -7,6 +7,7 @@ use redis::{ConnectionInfo, IntoConnectionInfo};
 use ssehub_core::{Result, Topic};
 
 use crate::RedisBroker;
+use crate::connection::{Target, parse_cluster_url};
 use crate::error::config_error;
 
 /// Builds a [`RedisBroker`]; every setter documents its default, [`build`](Self::build)
@@ -21,7 +22,7 @@ use crate::error::config_error;
 #[must_use]
 pub struct RedisBrokerBuilder {
     /// `None` when the URL did not parse; [`build`](Self::build) says so.
-    pub(crate) info: Option<ConnectionInfo>,
+    pub(crate) target: Option<Target>,
     pub(crate) prefix: String,
     pub(crate) history: usize,
     pub(crate) max_payload: usize,
@@ -38,7 +39,10 @@ pub struct RedisBrokerBuilder {
 impl fmt::Debug for RedisBrokerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("RedisBrokerBuilder");
-        match &self.info {
+        if let Some(Target::Cluster(nodes)) = &self.target {
+            d.field("cluster_nodes", &nodes.len());
+        }
+        match self.target.as_ref().and_then(Target::first) {
             Some(info) => {
                 let redis = info.redis_settings();
                 let password = if redis.password().is_some() {
@@ -70,20 +74,38 @@ impl fmt::Debug for RedisBrokerBuilder {
 
 impl RedisBrokerBuilder {
     /// Settings for the server at `url` (`redis://[user:password@]host:port[/db]`; `rediss://…`
-    /// needs a TLS feature of [`redis`]), every other setting at its default. An invalid URL is
-    /// refused by [`build`](Self::build) without echoing it (it may hold a password).
+    /// needs a TLS feature of [`redis`]), or for a **Redis Cluster** reached through any of its
+    /// nodes (`redis+cluster://[user:password@]host:port[,host:port…]`: the rest of the cluster is
+    /// discovered; live messages use sharded pub/sub, see the crate docs), every other setting
+    /// at its default. An invalid URL is refused by [`build`](Self::build) without echoing it (it
+    /// may hold a password).
     pub fn new(url: &str) -> Self {
-        Self::with_info(url.into_connection_info().ok())
+        let target = match parse_cluster_url(url) {
+            Some(nodes) => nodes.map(Target::Cluster),
+            None => url.into_connection_info().ok().map(Target::Server),
+        };
+        Self::with_target(target)
     }
 
-    /// Settings for an already-built [`redis::ConnectionInfo`].
+    /// Settings for an already-built [`redis::ConnectionInfo`] of one server.
     pub fn from_connection_info(info: ConnectionInfo) -> Self {
-        Self::with_info(Some(info))
+        Self::with_target(Some(Target::Server(info)))
     }
 
-    fn with_info(info: Option<ConnectionInfo>) -> Self {
+    /// Settings for a Redis Cluster reached through any of `nodes`.
+    pub fn from_cluster_nodes(nodes: Vec<ConnectionInfo>) -> Self {
+        Self::with_target(Some(Target::Cluster(nodes)).filter(|t| t.first().is_some()))
+    }
+
+    /// Whether this is a Redis Cluster.
+    #[must_use]
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Some(Target::Cluster(_)))
+    }
+
+    fn with_target(target: Option<Target>) -> Self {
         RedisBrokerBuilder {
-            info,
+            target,
             prefix: "ssehub".to_owned(),
             history: 1000,
             max_payload: 1024 * 1024,
@@ -144,7 +166,7 @@ impl RedisBrokerBuilder {
 
     /// Connect: check the settings, open the command connection and the subscriber connection.
     pub async fn build(self) -> Result<RedisBroker> {
-        if self.info.is_none() {
+        if self.target.is_none() {
             return Err(config_error(
                 "invalid redis url (not echoed, it may hold a password)",
             ));

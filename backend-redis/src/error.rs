@@ -36,11 +36,17 @@ impl RedisError {
                     || source.is_connection_refusal()
                     || matches!(
                         source.kind(),
+                        // A cluster moving slots or failing over (still answering
+                        // MOVED/ASK after the client's own retries, a replica read-only until
+                        // promoted) is an outage, not a bug.
                         redis::ErrorKind::Server(
                             redis::ServerErrorKind::BusyLoading
                                 | redis::ServerErrorKind::TryAgain
                                 | redis::ServerErrorKind::MasterDown
                                 | redis::ServerErrorKind::ClusterDown
+                                | redis::ServerErrorKind::Moved
+                                | redis::ServerErrorKind::Ask
+                                | redis::ServerErrorKind::ReadOnly
                         )
                     )
             }

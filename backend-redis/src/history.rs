@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use ssehub_core::backend::{Offset, StreamPosition, node_id};
 use ssehub_core::{EventId, Message, Replay, Topic};
 
 use crate::builder::RedisBrokerBuilder;
+use crate::connection::Commands;
 use crate::error::{RResult, RedisError, timed};
 use crate::keys::Keys;
 use crate::reply::{Entry, bulk_string, parse_entries, parse_entry_id};
@@ -16,7 +16,9 @@ use crate::reply::{Entry, bulk_string, parse_entries, parse_entry_id};
 /// The command connection and what it needs to read and write topic histories. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct History {
-    pub(crate) con: ConnectionManager,
+    pub(crate) con: Commands,
+    /// `PUBLISH`, or `SPUBLISH` on a cluster.
+    publish: &'static str,
     pub(crate) keys: Keys,
     script: Script,
     /// Entries kept per topic.
@@ -41,9 +43,13 @@ pub(crate) struct Read {
 }
 
 impl History {
-    pub(crate) fn new(con: ConnectionManager, keys: Keys, config: &RedisBrokerBuilder) -> Self {
+    pub(crate) fn new(con: Commands, keys: Keys, config: &RedisBrokerBuilder) -> Self {
         History {
             con,
+            publish: config
+                .target
+                .as_ref()
+                .map_or("PUBLISH", |t| t.publish_command()),
             keys,
             script: Script::new(include_str!("scripts/publish.lua")),
             len: config.history,
@@ -68,7 +74,8 @@ impl History {
             .arg(node_id())
             .arg(self.len)
             .arg(self.keys.channel(t))
-            .arg(ttl_ms);
+            .arg(ttl_ms)
+            .arg(self.publish);
         for message in messages {
             invocation
                 .arg(message.event.as_str())

@@ -54,6 +54,7 @@
 //! backoff and the payload limit come from [`ssehub_core::backend`].
 
 mod builder;
+mod connection;
 mod error;
 mod fill;
 mod history;
@@ -86,9 +87,10 @@ use crate::error::{RResult, RedisError, timed};
 pub const MAX_BATCH_EVENTS: usize = 256;
 /// The most payload bytes `publish_many` appends in one script (a larger event goes alone).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+use crate::connection::{ClusterCommands, Commands, Target};
 use crate::history::History;
 use crate::keys::Keys;
-use crate::subscriber::{Actor, Command, NodeChannels, Probes};
+use crate::subscriber::{Actor, Command, Connect, NodeChannels, Probes};
 
 /// A [`Broker`] over Redis pub/sub and streams. Cheap to clone (clones share connections).
 #[derive(Clone)]
@@ -128,35 +130,45 @@ impl RedisBroker {
 
     /// Open the connections of a checked configuration.
     async fn open(config: RedisBrokerBuilder) -> Result<Self> {
-        let Some(info) = config.info.clone() else {
+        let Some(target) = config.target.clone() else {
             return Err(error::config_error("invalid redis url"));
         };
         let keys = Keys {
             prefix: config.prefix.clone(),
         };
-        let client = Client::open(info.clone()).map_err(RedisError::redis("opening client"))?;
-        let cm_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(std::time::Duration::from_millis(50))
-            .set_max_delay(std::time::Duration::from_millis(500));
-        let cmd = timed(
-            config.op_timeout(),
-            "connecting",
-            client.get_connection_manager_with_config(cm_config),
-        )
-        .await?;
-        let history = History::new(cmd, keys.clone(), &config);
-
-        // The subscriber speaks RESP3, so pub/sub messages arrive as pushes on a connection
-        // that can still send commands (SUBSCRIBE, PING).
-        let resp3 = info.clone().set_redis_settings(
-            info.redis_settings()
-                .clone()
-                .set_protocol(ProtocolVersion::RESP3),
-        );
-        let sub_client = Client::open(resp3).map_err(RedisError::redis("opening client"))?;
+        let (commands, subscriber) = match &target {
+            Target::Server(info) => {
+                let client =
+                    Client::open(info.clone()).map_err(RedisError::redis("opening client"))?;
+                let cm_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.response_timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(std::time::Duration::from_millis(50))
+                    .set_max_delay(std::time::Duration::from_millis(500));
+                let cmd = timed(
+                    config.op_timeout(),
+                    "connecting",
+                    client.get_connection_manager_with_config(cm_config),
+                )
+                .await?;
+                // The subscriber speaks RESP3, so pub/sub messages arrive as pushes on a
+                // connection that can still send commands (SUBSCRIBE, PING).
+                let resp3 = info.clone().set_redis_settings(
+                    info.redis_settings()
+                        .clone()
+                        .set_protocol(ProtocolVersion::RESP3),
+                );
+                let sub_client =
+                    Client::open(resp3).map_err(RedisError::redis("opening client"))?;
+                (Commands::Server(cmd), Connect::Server(sub_client))
+            }
+            Target::Cluster(nodes) => {
+                let commands = ClusterCommands::connect(nodes.clone(), config.clone()).await?;
+                (Commands::Cluster(commands), Connect::Cluster(nodes.clone()))
+            }
+        };
+        let history = History::new(commands, keys.clone(), &config);
         let node_id = node_id();
         let node = NodeChannels {
             probe_channel: keys.probe_channel(&node_id),
@@ -168,7 +180,7 @@ impl RedisBroker {
         let (mut actor, actor_tx) = Actor::new(
             config.clone(),
             history.clone(),
-            sub_client,
+            subscriber,
             node.clone(),
             subscriptions.clone(),
         );

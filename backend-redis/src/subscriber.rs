@@ -9,13 +9,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, PushInfo, PushKind, Value};
+use redis::{AsyncConnectionConfig, Client, ConnectionInfo, PushInfo, PushKind};
 use ssehub_core::backend::{Backoff, Fanout, SubscriptionCount, lock};
 use ssehub_core::{Envelope, Subscription, Topic};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::builder::RedisBrokerBuilder;
+use crate::connection::{Subscriber, cluster_client};
 use crate::error::{RResult, RedisError, timed};
 use crate::fill::{Position, TopicSub, fill_all};
 use crate::history::History;
@@ -57,10 +57,18 @@ impl Drop for Release {
     }
 }
 
+/// How the subscriber connects.
+pub(crate) enum Connect {
+    /// One server, with a RESP3 client.
+    Server(Client),
+    /// A cluster through any of these nodes.
+    Cluster(Vec<ConnectionInfo>),
+}
+
 pub(crate) struct Actor {
     config: RedisBrokerBuilder,
     history: History,
-    client: Client,
+    connect: Connect,
     node: NodeChannels,
     subscriptions: SubscriptionCount,
     topics: HashMap<String, TopicSub>,
@@ -69,7 +77,7 @@ pub(crate) struct Actor {
     tx: mpsc::WeakUnboundedSender<Command>,
 }
 
-type Conn = (MultiplexedConnection, mpsc::Receiver<Push>);
+type Conn = (Subscriber, mpsc::Receiver<Push>);
 
 enum Outcome {
     /// The connection failed: reconnect.
@@ -82,7 +90,7 @@ impl Actor {
     pub(crate) fn new(
         config: RedisBrokerBuilder,
         history: History,
-        client: Client,
+        connect: Connect,
         node: NodeChannels,
         subscriptions: SubscriptionCount,
     ) -> (Self, mpsc::UnboundedSender<Command>) {
@@ -90,7 +98,7 @@ impl Actor {
         let actor = Actor {
             config,
             history,
-            client,
+            connect,
             node,
             subscriptions,
             topics: HashMap::new(),
@@ -103,20 +111,37 @@ impl Actor {
     /// Open the subscriber connection and subscribe the node's own channels.
     pub(crate) async fn open(&mut self) -> RResult<Conn> {
         let (tx, rx) = pushes::channel(self.config.push_buffer);
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.config.connect_timeout))
-            .set_response_timeout(Some(self.config.response_timeout))
-            .set_push_sender(tx);
         let limit = self.config.op_timeout();
-        let mut con = timed(
-            limit,
-            "connecting the subscriber",
-            self.client
-                .get_multiplexed_async_connection_with_config(&cfg),
-        )
-        .await?;
+        let mut con = match &self.connect {
+            Connect::Server(client) => {
+                let cfg = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.config.connect_timeout))
+                    .set_response_timeout(Some(self.config.response_timeout))
+                    .set_push_sender(tx);
+                Subscriber::Server(
+                    timed(
+                        limit,
+                        "connecting the subscriber",
+                        client.get_multiplexed_async_connection_with_config(&cfg),
+                    )
+                    .await?,
+                )
+            }
+            Connect::Cluster(nodes) => {
+                let client = cluster_client(nodes, &self.config, Some(tx))
+                    .map_err(RedisError::redis("opening cluster client"))?;
+                Subscriber::Cluster(
+                    timed(
+                        limit,
+                        "connecting the subscriber",
+                        client.get_async_connection(),
+                    )
+                    .await?,
+                )
+            }
+        };
         let own = [&self.node.probe_channel, &self.node.signal_channel];
-        timed(limit, "subscribe", con.subscribe(&own)).await?;
+        timed(limit, "subscribe", con.subscribe_node(&own)).await?;
         Ok((con, rx))
     }
 
@@ -204,18 +229,14 @@ impl Actor {
         let channels: Vec<String> = self.topics.keys().cloned().collect();
         if !channels.is_empty() {
             let limit = self.config.op_timeout();
-            timed(limit, "re-subscribe", con.subscribe(&channels)).await?;
+            timed(limit, "re-subscribe", con.subscribe_topics(&channels)).await?;
         }
         fill_all(&self.history, &mut self.topics).await?;
         Ok(Some((con, pushes)))
     }
 
     /// Serve commands and pushes until the connection fails or every handle is gone.
-    async fn serve(
-        &mut self,
-        con: &mut MultiplexedConnection,
-        pushes: &mut mpsc::Receiver<Push>,
-    ) -> Outcome {
+    async fn serve(&mut self, con: &mut Subscriber, pushes: &mut mpsc::Receiver<Push>) -> Outcome {
         let limit = self.config.op_timeout();
         let mut ping = tokio::time::interval(self.config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -248,15 +269,14 @@ impl Actor {
                     }
                     Some(Command::Release { channel }) => {
                         if self.release_local(&channel)
-                            && timed(limit, "unsubscribe", con.unsubscribe(&channel)).await.is_err()
+                            && timed(limit, "unsubscribe", con.unsubscribe_topic(&channel)).await.is_err()
                         {
                             return Outcome::Reconnect;
                         }
                     }
                 },
                 _ = ping.tick() => {
-                    let res: RResult<Value> =
-                        timed(limit, "ping", redis::cmd("PING").query_async(con)).await;
+                    let res: RResult<()> = timed(limit, "ping", con.ping()).await;
                     if res.is_err() {
                         return Outcome::Reconnect;
                     }
@@ -269,7 +289,7 @@ impl Actor {
     /// the topic's channel first when it is the topic's first.
     async fn on_subscribe(
         &mut self,
-        con: &mut MultiplexedConnection,
+        con: &mut Subscriber,
         topic: Topic,
         reply: oneshot::Sender<RResult<Subscription>>,
     ) -> RResult<()> {
@@ -280,7 +300,12 @@ impl Actor {
             let res: RResult<Position> = async {
                 let (epoch, last) = self.history.tail(topic.as_str()).await?;
                 let limit = self.config.op_timeout();
-                timed(limit, "subscribe", con.subscribe(&channel)).await?;
+                timed(
+                    limit,
+                    "subscribe",
+                    con.subscribe_topics(std::slice::from_ref(&channel)),
+                )
+                .await?;
                 Ok(Position { epoch, last })
             }
             .await;
@@ -312,7 +337,7 @@ impl Actor {
     }
 
     fn on_push(&mut self, push: PushInfo) {
-        if push.kind != PushKind::Message {
+        if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
             return;
         }
         let mut data = push.data.into_iter();

@@ -93,7 +93,10 @@ impl BurstTask {
                         match res {
                             Ok(id) => b.ok.push((n, id)),
                             Err(e) => {
-                                assert!(e.is_temporary(), "an outage error must be temporary: {e}");
+                                assert!(
+                                    e.is_temporary(),
+                                    "an outage error must be temporary: {e} ({e:?})"
+                                );
                                 b.errors.push(n);
                             }
                         }

@@ -18,6 +18,7 @@ pub mod faults;
 pub mod nats;
 pub mod proxy;
 pub mod redis;
+pub mod redis_cluster;
 pub mod server;
 pub mod sse_client;
 

@@ -98,7 +98,7 @@ fn persistence(options: &RedisOptions) -> Vec<String> {
     }
 }
 
-fn spec(options: &RedisOptions) -> Spec {
+pub(crate) fn spec(options: &RedisOptions) -> Spec {
     let mut container_args: Vec<String> = [
         "redis-server",
         "--port",
@@ -158,7 +158,7 @@ crate::server::broker_server_for!(
 );
 
 /// Whether `host:port` answers `PING` with `+PONG` (not `-LOADING`).
-fn ping(host: &str, port: u16) -> bool {
+pub(crate) fn ping(host: &str, port: u16) -> bool {
     exchange(host, port, b"PING\r\n", |got| got.ends_with(b"\r\n"))
         .is_some_and(|reply| reply.starts_with(b"+PONG"))
 }

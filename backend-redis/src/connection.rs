@@ -1,0 +1,320 @@
+//! The two ways to reach Redis, behind one interface: one server, or a Redis Cluster.
+//!
+//! On a cluster, commands go through redis' cluster client (it follows `MOVED` and `ASK`,
+//! refreshes its slot map and retries), the publish script runs on the shard of the topic's
+//! slot (every key of a topic shares the `{topic}` hash tag), and live messages use **sharded
+//! pub/sub**: `SPUBLISH` from the script, `SSUBSCRIBE` by the subscriber, so a message goes to
+//! the shard that owns the topic's channel and to the nodes subscribed there, not to every node
+//! of the cluster as a plain `PUBLISH` would. The node's own channels (health probes, presence
+//! signals) stay on plain pub/sub: they are few and every node wants the signals.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ConnectionInfo, Pipeline, ProtocolVersion, RedisFuture, Value};
+use ssehub_core::backend::lock;
+
+use crate::pushes::PushSender;
+
+/// Where the broker's Redis is.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// One server.
+    Server(ConnectionInfo),
+    /// A Redis Cluster: any of its nodes (the rest are discovered).
+    Cluster(Vec<ConnectionInfo>),
+}
+
+impl Target {
+    /// The command that publishes to a topic's channel from the publish script.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        match self {
+            Target::Server(_) => "PUBLISH",
+            Target::Cluster(_) => "SPUBLISH",
+        }
+    }
+
+    /// The first node, for `Debug`.
+    pub(crate) fn first(&self) -> Option<&ConnectionInfo> {
+        match self {
+            Target::Server(info) => Some(info),
+            Target::Cluster(nodes) => nodes.first(),
+        }
+    }
+}
+
+/// Parse `redis+cluster://[user:password@]host:port[,host:port…]` (or `rediss+cluster://`) into
+/// the cluster's nodes; `None` when `url` is not a cluster URL or a node does not parse.
+pub(crate) fn parse_cluster_url(url: &str) -> Option<Option<Vec<ConnectionInfo>>> {
+    use redis::IntoConnectionInfo;
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        ("redis", rest)
+    } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
+        ("rediss", rest)
+    } else {
+        return None;
+    };
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    let nodes: Option<Vec<ConnectionInfo>> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|host| {
+            if host.contains('/') {
+                return None; // a cluster has no databases
+            }
+            format!("{scheme}://{auth}{host}")
+                .into_connection_info()
+                .ok()
+        })
+        .collect();
+    Some(nodes.filter(|n| !n.is_empty()))
+}
+
+/// The connection for commands (publish script, history reads, probes). Cheap to clone.
+#[derive(Clone)]
+pub(crate) enum Commands {
+    Server(ConnectionManager),
+    Cluster(Arc<ClusterCommands>),
+}
+
+/// The command connection to a cluster, replaced when its nodes stop answering.
+///
+/// redis' cluster client follows `MOVED` and `ASK`, but after a master dies it keeps
+/// reconnecting to that address (an I/O error does not refresh its slot map), so a failover
+/// would go unnoticed until something answered `MOVED`. On such an error the connection is
+/// built again from the configured nodes (one rebuild at a time), which reads the slot map of a
+/// live node.
+pub(crate) struct ClusterCommands {
+    current: Mutex<ClusterConnection>,
+    nodes: Vec<ConnectionInfo>,
+    config: crate::RedisBrokerBuilder,
+    rebuilding: AtomicBool,
+}
+
+impl ClusterCommands {
+    pub(crate) async fn connect(
+        nodes: Vec<ConnectionInfo>,
+        config: crate::RedisBrokerBuilder,
+    ) -> crate::error::RResult<Arc<Self>> {
+        let con = Self::open(&nodes, &config).await?;
+        Ok(Arc::new(ClusterCommands {
+            current: Mutex::new(con),
+            nodes,
+            config,
+            rebuilding: AtomicBool::new(false),
+        }))
+    }
+
+    async fn open(
+        nodes: &[ConnectionInfo],
+        config: &crate::RedisBrokerBuilder,
+    ) -> crate::error::RResult<ClusterConnection> {
+        use crate::error::{RedisError, timed};
+        let client = cluster_client(nodes, config, None)
+            .map_err(RedisError::redis("opening cluster client"))?;
+        timed(
+            config.op_timeout(),
+            "connecting to the cluster",
+            client.get_async_connection(),
+        )
+        .await
+    }
+
+    fn get(&self) -> ClusterConnection {
+        lock(&self.current).clone()
+    }
+
+    /// After a failed command: rebuild when the error says a node is gone or moved.
+    fn failed(self: &Arc<Self>, error: &redis::RedisError) {
+        let topology = error.is_io_error()
+            || error.is_connection_refusal()
+            || error.is_connection_dropped()
+            || error.is_timeout()
+            || matches!(
+                error.kind(),
+                redis::ErrorKind::Server(
+                    redis::ServerErrorKind::Moved
+                        | redis::ServerErrorKind::ClusterDown
+                        | redis::ServerErrorKind::MasterDown
+                        | redis::ServerErrorKind::ReadOnly
+                )
+            );
+        if !topology || self.rebuilding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match Self::open(&this.nodes, &this.config).await {
+                Ok(con) => {
+                    tracing::info!("redis cluster: command connection rebuilt after a node failed");
+                    *lock(&this.current) = con;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "redis cluster: rebuilding the command connection failed");
+                }
+            }
+            // Not at once again: a cluster in failover answers errors for a while.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            this.rebuilding.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Commands::Server(c) => c.req_packed_command(cmd),
+            Commands::Cluster(c) => Box::pin(async move {
+                let result = c.get().req_packed_command(cmd).await;
+                if let Err(e) = &result {
+                    c.failed(e);
+                }
+                result
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Commands::Server(c) => c.req_packed_commands(pipeline, offset, count),
+            Commands::Cluster(c) => Box::pin(async move {
+                let result = c.get().req_packed_commands(pipeline, offset, count).await;
+                if let Err(e) = &result {
+                    c.failed(e);
+                }
+                result
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Commands::Server(c) => c.get_db(),
+            Commands::Cluster(_) => 0,
+        }
+    }
+}
+
+/// A cluster client with the broker's timeouts; RESP3 with `pushes` when given.
+pub(crate) fn cluster_client(
+    nodes: &[ConnectionInfo],
+    config: &crate::RedisBrokerBuilder,
+    pushes: Option<PushSender>,
+) -> redis::RedisResult<redis::cluster::ClusterClient> {
+    let mut builder = ClusterClientBuilder::new(nodes.to_vec())
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.response_timeout)
+        .retries(3)
+        .min_retry_wait(50)
+        .max_retry_wait(500);
+    if let Some(pushes) = pushes {
+        builder = builder
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(pushes);
+    }
+    builder.build()
+}
+
+/// The subscriber's connection: RESP3, its messages arriving as pushes.
+pub(crate) enum Subscriber {
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+/// Topic channels subscribed at once on a cluster (each `SSUBSCRIBE` goes to its shard).
+const CONCURRENT_SUBSCRIBES: usize = 64;
+
+impl Subscriber {
+    /// Subscribe the topics' channels (sharded on a cluster).
+    pub(crate) async fn subscribe_topics(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Server(c) => c.subscribe(channels).await,
+            Subscriber::Cluster(c) => {
+                use futures_util::StreamExt;
+                // One command per channel: channels of different slots cannot share one.
+                let calls: Vec<_> = channels
+                    .iter()
+                    .map(|channel| {
+                        let (mut c, channel) = (c.clone(), channel.clone());
+                        async move { c.ssubscribe(channel).await }
+                    })
+                    .collect();
+                let mut results =
+                    futures_util::stream::iter(calls).buffer_unordered(CONCURRENT_SUBSCRIBES);
+                while let Some(result) = results.next().await {
+                    result?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Unsubscribe one topic's channel.
+    pub(crate) async fn unsubscribe_topic(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Server(c) => c.unsubscribe(channel).await,
+            Subscriber::Cluster(c) => c.sunsubscribe(channel).await,
+        }
+    }
+
+    /// Subscribe the node's own channels (plain pub/sub everywhere).
+    pub(crate) async fn subscribe_node(&mut self, channels: &[&String]) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Server(c) => c.subscribe(channels).await,
+            Subscriber::Cluster(c) => c.subscribe(channels).await,
+        }
+    }
+
+    /// A round trip (to every primary, on a cluster).
+    pub(crate) async fn ping(&mut self) -> redis::RedisResult<()> {
+        let cmd = redis::cmd("PING");
+        let _: Value = match self {
+            Subscriber::Server(c) => cmd.query_async(c).await?,
+            Subscriber::Cluster(c) => cmd.query_async(c).await?,
+        };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_name_every_node() {
+        let nodes = parse_cluster_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
+            .expect("a cluster url")
+            .expect("valid");
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1:7000", "127.0.0.1:7001"]);
+        let nodes = parse_cluster_url("redis+cluster://u:secret@h1:1,h2:2/")
+            .expect("a cluster url")
+            .expect("valid");
+        assert!(
+            nodes
+                .iter()
+                .all(|n| n.redis_settings().password() == Some("secret"))
+        );
+        assert!(parse_cluster_url("redis://127.0.0.1:6379").is_none());
+        assert_eq!(
+            parse_cluster_url("redis+cluster://").map(|n| n.is_some()),
+            Some(false)
+        );
+        assert_eq!(
+            parse_cluster_url("redis+cluster://h:1/2").map(|n| n.is_some()),
+            Some(false)
+        );
+    }
+}
