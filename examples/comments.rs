@@ -4,13 +4,15 @@
 //! cargo run --example comments                      # memory backend, http://127.0.0.1:3000
 //! cargo run --example comments -- --addr 127.0.0.1:3001
 //! cargo run --example comments --features redis -- --backend redis://127.0.0.1:6379
+//! cargo run --example comments --features redis -- --backend redis+cluster://127.0.0.1:7000,127.0.0.1:7001
 //! cargo run --example comments --features nats -- --backend nats://127.0.0.1:4222
 //! SSEHUB_ADDR=0.0.0.0:8080 SSEHUB_BACKEND=redis://127.0.0.1:6379 cargo run --example comments --features redis
 //! cargo run --example comments -- --help
 //! ```
 //!
 //! `--addr HOST:PORT` (default `127.0.0.1:3000`, environment `SSEHUB_ADDR`) is where it listens;
-//! `--backend memory|redis://…|nats://…` (default `memory`, environment `SSEHUB_BACKEND`) is both
+//! `--backend memory|redis://…|redis+cluster://HOST:PORT[,HOST:PORT…]|nats://…` (default `memory`,
+//! environment `SSEHUB_BACKEND`; a cluster is reached through any of its nodes) is both
 //! the broker and where the demo keeps its numbers (comment counts, votes): in this process for
 //! `memory`, in Redis keys under `ssehub-demo:` or in the JetStream key-value bucket
 //! `ssehub-demo` otherwise. Two processes on different addresses with the same Redis or NATS URL
@@ -159,7 +161,7 @@ pub enum Store {
     /// Redis: `ssehub-demo:comments:{id}` (a counter) and `ssehub-demo:votes:{id}` (a hash with
     /// the fields `up` and `down`).
     #[cfg(feature = "redis")]
-    Redis(ssehub::redis::redis::aio::ConnectionManager),
+    Redis(ssehub::redis::RedisConnection),
     /// NATS: the keys `comments.{id}` (a number) and `votes.{id}` (`{"up":n,"down":m}`) in the
     /// bucket `ssehub-demo`, the id escaped to the characters keys allow.
     #[cfg(feature = "nats")]
@@ -182,16 +184,18 @@ impl Store {
         Store::Memory(Arc::default())
     }
 
-    /// The store for a `--backend` value: `memory`, `redis://…` or `nats://…` (the last two when
+    /// The store for a `--backend` value: `memory`, `redis://…` (or `redis+cluster://…`) or
+    /// `nats://…` (the last two when
     /// the `redis` / `nats` features are compiled in). It opens its own connection.
     pub async fn open(url: &str) -> Result<Self, BoxError> {
         if url == "memory" {
             return Ok(Store::memory());
         }
         #[cfg(feature = "redis")]
-        if url.starts_with("redis://") || url.starts_with("rediss://") {
-            let client = ssehub::redis::redis::Client::open(url)?;
-            return Ok(Store::Redis(client.get_connection_manager().await?));
+        if is_redis(url) {
+            return Ok(Store::Redis(
+                ssehub::redis::RedisConnection::open(url).await?,
+            ));
         }
         #[cfg(feature = "nats")]
         if url.starts_with("nats://") {
@@ -324,6 +328,19 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Store({})", self.kind())
     }
+}
+
+/// A Redis URL: one server (`redis://`, `rediss://`) or a cluster (`redis+cluster://host:port,…`).
+#[cfg(feature = "redis")]
+fn is_redis(url: &str) -> bool {
+    [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+    ]
+    .iter()
+    .any(|scheme| url.starts_with(scheme))
 }
 
 #[cfg(feature = "redis")]
@@ -894,7 +911,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "SSEHUB_BACKEND",
-        value_name = "memory|redis://…|nats://…",
+        value_name = "memory|redis://…|redis+cluster://…|nats://…",
         default_value = "memory",
         hide_env_values = true,
         value_parser = parse_backend
@@ -910,24 +927,34 @@ fn parse_addr(s: &str) -> Result<String, String> {
     }
 }
 
-/// `memory`, `redis://…`, `rediss://…` or `nats://…`.
+/// `memory`, `redis://…`, `rediss://…`, `redis+cluster://…`, `rediss+cluster://…` or `nats://…`.
 fn parse_backend(s: &str) -> Result<String, String> {
-    let known = ["redis://", "rediss://", "nats://"];
+    let known = [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+        "nats://",
+    ];
     if s == "memory" || known.iter().any(|scheme| s.starts_with(scheme)) {
         Ok(s.to_owned())
     } else {
-        Err("expected memory, redis://HOST:PORT or nats://HOST:PORT".to_owned())
+        Err(
+            "expected memory, redis://HOST:PORT, redis+cluster://HOST:PORT[,HOST:PORT…] or nats://HOST:PORT"
+                .to_owned(),
+        )
     }
 }
 
-/// The broker named by `--backend`: `memory`, `redis://…` or `nats://…` (the last two when the
+/// The broker named by `--backend`: `memory`, `redis://…` (or `redis+cluster://…`) or `nats://…`
+/// (the last two when the
 /// `redis` / `nats` features are compiled in).
 pub async fn broker(url: &str) -> Result<Arc<dyn Broker>, BoxError> {
     if url == "memory" {
         return Ok(Arc::new(ssehub::MemoryBroker::new()));
     }
     #[cfg(feature = "redis")]
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
+    if is_redis(url) {
         return Ok(Arc::new(ssehub::RedisBroker::connect(url).await?));
     }
     #[cfg(feature = "nats")]

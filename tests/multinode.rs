@@ -233,6 +233,18 @@ async fn redis_two_servers() {
     two_nodes_share_events_and_resume(Arc::new(a), Arc::new(b)).await;
 }
 
+/// Two servers on a Redis Cluster (3 masters, sharded pub/sub).
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_two_servers() {
+    let Some(url) = ssehub_test_support::redis_cluster::redis_cluster_url().await else {
+        return;
+    };
+    let a = ssehub::RedisBroker::connect(&url).await.unwrap();
+    let b = ssehub::RedisBroker::connect(&url).await.unwrap();
+    two_nodes_share_events_and_resume(Arc::new(a), Arc::new(b)).await;
+}
+
 #[cfg(feature = "nats")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_two_servers() {
@@ -354,6 +366,29 @@ async fn redis_presence_drops_a_killed_node() {
         return;
     };
     presence_survives_a_killed_node(&url).await;
+}
+
+/// Two demo processes started with `--backend redis+cluster://…`: a comment posted on one
+/// reaches a stream on the other, and both keep the same count in the cluster.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_demo_processes_share_events_and_counts() {
+    let Some(url) = ssehub_test_support::redis_cluster::redis_cluster_url().await else {
+        return;
+    };
+    let a = node_process(&url).await;
+    let b = node_process(&url).await;
+    let id = ssehub::conformance::unique_id("cluster-demo");
+    let mut on_b = open(b.addr, &id, None).await;
+    for _ in 0..5 {
+        let n = post(a.addr, &id).await;
+        assert_eq!(count(&next(&mut on_b).await), n);
+    }
+    let res = reqwest::get(format!("http://{}/api/comments/{id}", b.addr))
+        .await
+        .unwrap();
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["commentCount"].as_u64(), Some(5), "B reads A's count");
 }
 
 #[cfg(feature = "nats")]

@@ -84,6 +84,100 @@ pub(crate) enum Commands {
     Cluster(Arc<ClusterCommands>),
 }
 
+impl Commands {
+    /// Connect to `target` with `config`'s timeouts.
+    pub(crate) async fn open(
+        target: &Target,
+        config: &crate::RedisBrokerBuilder,
+    ) -> crate::error::RResult<Self> {
+        use crate::error::{RedisError, timed};
+        match target {
+            Target::Server(info) => {
+                let client = redis::Client::open(info.clone())
+                    .map_err(RedisError::redis("opening client"))?;
+                let cm_config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.response_timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(std::time::Duration::from_millis(50))
+                    .set_max_delay(std::time::Duration::from_millis(500));
+                let cm = timed(
+                    config.op_timeout(),
+                    "connecting",
+                    client.get_connection_manager_with_config(cm_config),
+                )
+                .await?;
+                Ok(Commands::Server(cm))
+            }
+            Target::Cluster(nodes) => Ok(Commands::Cluster(
+                ClusterCommands::connect(nodes.clone(), config.clone()).await?,
+            )),
+        }
+    }
+}
+
+/// A command connection to one Redis server or a Redis Cluster, as a [`RedisBroker`] uses it:
+/// cheap to clone, reconnecting, and on a cluster following `MOVED`/`ASK` and failovers. Use it
+/// with any [`redis`] command (`query_async(&mut con)`).
+///
+/// [`RedisBroker`]: crate::RedisBroker
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use ssehub_redis::RedisConnection;
+/// let mut con = RedisConnection::open("redis+cluster://127.0.0.1:7000").await?;
+/// let n: u64 = ssehub_redis::redis::cmd("INCR")
+///     .arg("{app}:count")
+///     .query_async(&mut con)
+///     .await?;
+/// # let _ = n; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisConnection(pub(crate) Commands);
+
+impl RedisConnection {
+    /// Connect to `url` (any URL [`RedisBrokerBuilder::new`](crate::RedisBrokerBuilder::new)
+    /// takes, `redis+cluster://…` included) with the default timeouts.
+    pub async fn open(url: &str) -> ssehub_core::Result<Self> {
+        let config = crate::RedisBrokerBuilder::new(url);
+        let Some(target) = config.target.clone() else {
+            return Err(crate::error::config_error(
+                "invalid redis url (not echoed, it may hold a password)",
+            ));
+        };
+        Ok(RedisConnection(Commands::open(&target, &config).await?))
+    }
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.0 {
+            Commands::Server(_) => "server",
+            Commands::Cluster(_) => "cluster",
+        };
+        f.debug_tuple("RedisConnection").field(&kind).finish()
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
 /// The command connection to a cluster, replaced when its nodes stop answering.
 ///
 /// redis' cluster client follows `MOVED` and `ASK`, but after a master dies it keeps

@@ -21,6 +21,22 @@
 //! signals (presence) travel on `ssehub:signals`. Topics cannot contain braces, colons inside a
 //! part, or glob characters, so one topic never reaches another's keys.
 //!
+//! # Redis Cluster
+//!
+//! `RedisBroker::builder("redis+cluster://host:port[,host:port…]")` (any node; the rest is
+//! discovered) runs on a Redis Cluster (Redis 7+). Every key and the channel of a topic share
+//! the `{topic}` hash tag, so one topic lives in one slot: the publish script runs on that
+//! slot's master and publishes with `SPUBLISH`, and the subscriber uses `SSUBSCRIBE`, so a
+//! message travels only to the shard that owns the topic and to the nodes subscribed there
+//! (plain `PUBLISH` in a cluster is broadcast to every node). Replays and gap fills read that
+//! shard. `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN` and a read-only replica are temporary errors
+//! (the client follows redirects and retries first); when a master dies, the command connection
+//! is rebuilt from a live node's slot map, and the subscriber's connection (told by the dead
+//! node's disconnection) reconnects, subscribes again and fills what it missed from the streams,
+//! or sends a gap when the promoted replica had not received it. Presence signals and health
+//! probes stay on plain pub/sub. [`RedisConnection`] is the same command connection for the
+//! application's own data.
+//!
 //! This crate re-exports [`redis`], so users need one dependency only.
 //!
 //! # Example
@@ -68,7 +84,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::ConnectionManagerConfig;
 use redis::{Client, ProtocolVersion, Value};
 use ssehub_core::backend::{
     StreamPosition, SubscriptionCount, check_payload, lock, node_id, signal_stream,
@@ -87,7 +102,8 @@ use crate::error::{RResult, RedisError, timed};
 pub const MAX_BATCH_EVENTS: usize = 256;
 /// The most payload bytes `publish_many` appends in one script (a larger event goes alone).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
-use crate::connection::{ClusterCommands, Commands, Target};
+pub use crate::connection::RedisConnection;
+use crate::connection::{Commands, Target};
 use crate::history::History;
 use crate::keys::Keys;
 use crate::subscriber::{Actor, Command, Connect, NodeChannels, Probes};
@@ -136,22 +152,9 @@ impl RedisBroker {
         let keys = Keys {
             prefix: config.prefix.clone(),
         };
-        let (commands, subscriber) = match &target {
+        let commands = Commands::open(&target, &config).await?;
+        let subscriber = match &target {
             Target::Server(info) => {
-                let client =
-                    Client::open(info.clone()).map_err(RedisError::redis("opening client"))?;
-                let cm_config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(Some(config.response_timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(std::time::Duration::from_millis(50))
-                    .set_max_delay(std::time::Duration::from_millis(500));
-                let cmd = timed(
-                    config.op_timeout(),
-                    "connecting",
-                    client.get_connection_manager_with_config(cm_config),
-                )
-                .await?;
                 // The subscriber speaks RESP3, so pub/sub messages arrive as pushes on a
                 // connection that can still send commands (SUBSCRIBE, PING).
                 let resp3 = info.clone().set_redis_settings(
@@ -161,12 +164,9 @@ impl RedisBroker {
                 );
                 let sub_client =
                     Client::open(resp3).map_err(RedisError::redis("opening client"))?;
-                (Commands::Server(cmd), Connect::Server(sub_client))
+                Connect::Server(sub_client)
             }
-            Target::Cluster(nodes) => {
-                let commands = ClusterCommands::connect(nodes.clone(), config.clone()).await?;
-                (Commands::Cluster(commands), Connect::Cluster(nodes.clone()))
-            }
+            Target::Cluster(nodes) => Connect::Cluster(nodes.clone()),
         };
         let history = History::new(commands, keys.clone(), &config);
         let node_id = node_id();
@@ -202,6 +202,13 @@ impl RedisBroker {
     /// The settings in force.
     pub fn config(&self) -> &RedisBrokerBuilder {
         &self.inner.config
+    }
+
+    /// The broker's command connection, for the application's own data in the same Redis (or
+    /// cluster): cheap to clone, reconnecting, following the cluster's topology.
+    #[must_use]
+    pub fn connection(&self) -> RedisConnection {
+        RedisConnection(self.inner.history.con.clone())
     }
 
     /// This broker's random node id (used for presence and health probes).
