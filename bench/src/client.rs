@@ -103,14 +103,29 @@ enum Chunk {
 
 impl Conn {
     /// Read events until `expect` have arrived (`n` = 0..expect), the stream ends, or `deadline`.
-    pub async fn read_events(mut self, expect: u64, deadline: Instant) -> Received {
+    pub async fn read_events(self, expect: u64, deadline: Instant) -> Received {
+        self.read_counting(expect, deadline, None).await
+    }
+
+    /// [`read_events`](Self::read_events), also adding each event to `progress` as it arrives.
+    /// Events are numbered per `event:` name, so one connection may carry several channels (the
+    /// multiplexed endpoint names each event after its channel): `expect` counts them all.
+    pub async fn read_counting(
+        mut self,
+        expect: u64,
+        deadline: Instant,
+        progress: Option<&std::sync::atomic::AtomicU64>,
+    ) -> Received {
         let mut r = Received {
             latencies_us: Vec::with_capacity(usize::try_from(expect).unwrap_or(0)),
             ..Received::default()
         };
         let mut state = Chunk::Size;
         let mut sse = BytesMut::with_capacity(16 * 1024);
-        let mut next: u64 = 0;
+        // The next `n` of each event name (one entry for a plain stream), and their sum.
+        let mut nexts: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut done: u64 = 0;
+        let mut name: Vec<u8> = Vec::new();
         let mut pending: Option<(u64, u64)> = None;
         let mut raw = std::mem::take(&mut self.buf);
         loop {
@@ -165,21 +180,38 @@ impl Conn {
                 consumed += nl + 1;
                 if line.is_empty() {
                     if let Some((n, t)) = pending.take() {
-                        match n.cmp(&next) {
+                        let slot = match nexts.iter().position(|(k, _)| *k == name) {
+                            Some(i) => i,
+                            None => {
+                                nexts.push((name.clone(), 0));
+                                nexts.len() - 1
+                            }
+                        };
+                        let next = &mut nexts[slot].1;
+                        match n.cmp(next) {
                             std::cmp::Ordering::Equal => {
                                 r.events += 1;
-                                next += 1;
+                                *next += 1;
+                                done += 1;
                             }
                             std::cmp::Ordering::Greater => {
-                                r.gaps += n - next;
+                                r.gaps += n - *next;
                                 r.events += 1;
-                                next = n + 1;
+                                done += n + 1 - *next;
+                                *next = n + 1;
                             }
                             std::cmp::Ordering::Less => r.duplicates += 1,
+                        }
+                        if let Some(p) = progress {
+                            p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         let us = now.saturating_sub(t) / 1000;
                         r.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
                     }
+                    name.clear();
+                } else if let Some(event) = line.strip_prefix(b"event:") {
+                    name.clear();
+                    name.extend_from_slice(event.strip_prefix(b" ").unwrap_or(event));
                 } else if line.starts_with(b"data:")
                     && let (Some(n), Some(t)) =
                         (number_after(line, b"\"n\":"), number_after(line, b"\"t\":"))
@@ -188,7 +220,7 @@ impl Conn {
                 }
             }
             sse.advance(consumed);
-            if next >= expect && expect > 0 {
+            if done >= expect && expect > 0 {
                 r.last_at = Some(Instant::now());
                 return r;
             }

@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
-use ssehub_axum::{PathParams, SseEndpoint, WriteTimeoutListener};
+use ssehub_axum::{MultiplexEndpoint, PathParams, SseEndpoint, WriteTimeoutListener};
 use ssehub_core::{Broker, ChannelManager};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
@@ -74,6 +74,30 @@ pub struct PublishParams {
     /// save). 0 or 1: one publish at a time, each awaited.
     #[serde(default)]
     pub batch: usize,
+    /// Each round visits the channels in a new random order (seeded by the round number).
+    #[serde(default)]
+    pub shuffle: bool,
+    /// The number of the first event (`n` runs from `first` to `first + count - 1`).
+    #[serde(default)]
+    pub first: u64,
+    /// Publish each event again until it is accepted (for up to 60 s in all), instead of
+    /// counting an error: the round after a broker restart.
+    #[serde(default)]
+    pub retry: bool,
+}
+
+/// A permutation of `0..len`, the same for the same `seed` (xorshift Fisher–Yates).
+fn shuffled(len: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in (1..len).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = usize::try_from(x % (i as u64 + 1)).unwrap_or(0);
+        order.swap(i, j);
+    }
+    order
 }
 
 /// Answer of `POST /publish`.
@@ -141,6 +165,7 @@ async fn run_publish<P: Publisher>(p: &P, q: PublishParams) -> PublishAnswer {
         (0..q.channels).map(|c| c.to_string()).collect()
     };
     let start = tokio::time::Instant::now();
+    let giving_up = start + Duration::from_secs(60);
     let mut answer = PublishAnswer::default();
     if q.batch > 1 && q.rate <= 0.0 && names.len() == 1 {
         let mut n = 0;
@@ -166,19 +191,34 @@ async fn run_publish<P: Publisher>(p: &P, q: PublishParams) -> PublishAnswer {
         }
         return answer;
     }
-    for n in 0..q.count {
+    for n in q.first..q.first + q.count {
         if q.rate > 0.0 {
             #[allow(clippy::cast_precision_loss)]
-            let at = start + Duration::from_secs_f64(n as f64 / q.rate);
+            let at = start + Duration::from_secs_f64((n - q.first) as f64 / q.rate);
             tokio::time::sleep_until(at).await;
         }
-        for name in &names {
-            let event = BenchEvent {
-                n,
-                t: now_ns(),
-                pad,
+        let order: Vec<usize> = if q.shuffle {
+            shuffled(names.len(), n + 1)
+        } else {
+            (0..names.len()).collect()
+        };
+        for i in order {
+            let name = &names[i];
+            let id = loop {
+                let event = BenchEvent {
+                    n,
+                    t: now_ns(),
+                    pad,
+                };
+                match p.publish(name, &event).await {
+                    Some(id) => break Some(id),
+                    None if q.retry && tokio::time::Instant::now() < giving_up => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    None => break None,
+                }
             };
-            match p.publish(name, &event).await {
+            match id {
                 Some(id) => {
                     if answer.published == 0 {
                         answer.first_id = id;
@@ -202,8 +242,17 @@ struct Hub {
 
 impl Publisher for Hub {
     async fn publish(&self, channel: &str, event: &BenchEvent) -> Option<String> {
-        let id = self.manager.publish(channel, event).await.ok()?;
-        Some(id.as_str().to_owned())
+        match self.manager.publish(channel, event).await {
+            Ok(id) => Some(id.as_str().to_owned()),
+            Err(e) => {
+                // The first few failures go to stderr: what a run's error count is made of.
+                static SHOWN: AtomicUsize = AtomicUsize::new(0);
+                if SHOWN.fetch_add(1, Ordering::Relaxed) < 5 {
+                    eprintln!("ssehub-load server: publish failed: {e} ({e:?})");
+                }
+                None
+            }
+        }
     }
 
     async fn publish_many(&self, channel: &str, events: &[BenchEvent]) -> Option<String> {
@@ -249,12 +298,15 @@ fn ssehub_app(broker: Arc<dyn Broker>, metrics: bool) -> Result<Router, ssehub_c
     } else {
         None
     };
+    // Several channels on one connection: `/mux?channel=bench/1&channel=bench/2`.
+    let multiplex = MultiplexEndpoint::new("/mux").channel("bench", endpoint.clone())?;
     let state = Hub { manager, metrics };
     Ok(Router::new()
         .route("/publish", post(hub_publish))
         .route("/stats", get(hub_stats))
         .with_state(state)
-        .merge(endpoint.into_router()))
+        .merge(endpoint.into_router())
+        .merge(multiplex.into_router()))
 }
 
 // ---------------------------------------------------------------- baseline
@@ -383,7 +435,7 @@ async fn broker(url: &str) -> Result<Arc<dyn Broker>, Box<dyn std::error::Error>
     if url == "memory" {
         return Ok(Arc::new(ssehub_memory::MemoryBroker::new()));
     }
-    if url.starts_with("redis://") {
+    if url.starts_with("redis://") || url.starts_with("redis+cluster://") {
         return Ok(Arc::new(ssehub_redis::RedisBroker::connect(url).await?));
     }
     if url.starts_with("nats://") {

@@ -160,6 +160,23 @@ impl BrokerProcess {
         }
     }
 
+    /// Stop the process cleanly (SIGTERM: it flushes what it must and exits), waiting up to
+    /// 10 s; then SIGKILL if it is still there.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            signal(child.id(), "TERM");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The exit status, if the process has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.0.as_mut().and_then(|c| c.try_wait().ok().flatten())

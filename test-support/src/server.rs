@@ -47,6 +47,8 @@ pub trait BrokerServer: Send {
     fn thaw(&self) -> bool;
     /// Kill the server at once (no clean shutdown) and wait until it is gone.
     fn kill(&mut self);
+    /// Stop the server cleanly (SIGTERM, or `docker stop`), as an operator's restart does.
+    fn stop(&mut self);
     /// Start the server again on the same port with the same data (kills it first when it still
     /// runs) and wait until it is ready.
     fn restart(&mut self) -> impl Future<Output = Result<(), String>> + Send;
@@ -221,6 +223,10 @@ macro_rules! broker_server_for {
                 self.0.kill();
             }
 
+            fn stop(&mut self) {
+                self.0.stop();
+            }
+
             #[doc = $restart]
             async fn restart(&mut self) -> Result<(), String> {
                 self.0.restart().await
@@ -382,6 +388,13 @@ impl Server {
         }
     }
 
+    pub(crate) fn stop(&mut self) {
+        match &mut self.runner {
+            Runner::Process { child, .. } => child.stop(),
+            Runner::Container(c) => c.kill(),
+        }
+    }
+
     pub(crate) async fn restart(&mut self) -> Result<(), String> {
         self.kill();
         if let Runner::Container(c) = &self.runner {
@@ -401,9 +414,13 @@ fn watch(cleanup: &str, pid: u32) {
     } else {
         "true".to_owned()
     };
+    // The braces matter: `cleanup` is a list (`kill …; sleep 1; rm -rf …`), and without them
+    // only its first command would depend on the test process being gone; the rest ran
+    // whenever the server process ended, so a restarted server lost its data dir a second
+    // after it came back.
     let script = format!(
         "while kill -0 {me} 2>/dev/null && {alive}; do sleep 1; done; \
-         kill -0 {me} 2>/dev/null || {cleanup} >/dev/null 2>&1; true"
+         kill -0 {me} 2>/dev/null || {{ {cleanup}; }} >/dev/null 2>&1; true"
     );
     let _ = Command::new("sh")
         .args(["-c", &script])

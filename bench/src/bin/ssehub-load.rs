@@ -1,7 +1,7 @@
 //! `ssehub-load`: the load generator. See `BENCHMARKS.md` at the repository root.
 //!
 //! ```text
-//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7,8,9] [--json FILE] [--chart FILE.png]
+//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7,8,9,10] [--json FILE] [--chart FILE.png]
 //! ssehub-load --serve ssehub|baseline --port P [--backend memory|redis://..|nats://..] [--metrics]
 //! ```
 //!
@@ -36,7 +36,7 @@ struct Args {
 fn args() -> Result<Args, Error> {
     let mut a = Args {
         smoke: false,
-        scenarios: vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
+        scenarios: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
         json: PathBuf::from("bench-results.json"),
         chart: None,
         serve: None,
@@ -108,6 +108,7 @@ struct Sizes {
     s9_conns: usize,
     s9_low: usize,
     s9_high: usize,
+    fleet: driver::Fleet,
     chart_subs: Vec<usize>,
     chart_events: u64,
     timeout: Duration,
@@ -143,6 +144,11 @@ impl Sizes {
                 s9_conns: 2,
                 s9_low: 2,
                 s9_high: 5,
+                fleet: driver::Fleet {
+                    channels: 200,
+                    rounds: 2,
+                    timeout: Duration::from_secs(60),
+                },
                 chart_subs: vec![5, 10, 20, 40],
                 chart_events: 20,
                 timeout: Duration::from_secs(20),
@@ -175,6 +181,11 @@ impl Sizes {
                 s9_conns: 100,
                 s9_low: 10,
                 s9_high: 100,
+                fleet: driver::Fleet {
+                    channels: 10_000,
+                    rounds: 3,
+                    timeout: Duration::from_secs(180),
+                },
                 chart_subs: vec![100, 300, 1000, 3000],
                 chart_events: 300,
                 timeout: Duration::from_secs(90),
@@ -193,6 +204,7 @@ fn one_channel(count: u64, rate: f64, pad: usize) -> PublishParams {
         rate,
         pad,
         batch: 0,
+        ..PublishParams::default()
     }
 }
 
@@ -313,6 +325,7 @@ async fn drive(a: Args) -> Result<(), Error> {
                             rate: 0.0,
                             pad: 64,
                             batch: 0,
+                            ..PublishParams::default()
                         },
                         slow: false,
                         timeout: z.timeout,
@@ -356,6 +369,7 @@ async fn drive(a: Args) -> Result<(), Error> {
                     runs.push(run);
                 }
             }
+            10 => runs.extend(scenario10(&exe, &z).await?),
             other => return Err(format!("no scenario {other}").into()),
         }
     }
@@ -449,6 +463,7 @@ async fn scenario5(exe: &PathBuf, z: &Sizes) -> Result<Vec<Run>, Error> {
                     rate,
                     pad: 64,
                     batch,
+                    ..PublishParams::default()
                 },
                 slow: false,
                 timeout: z.timeout,
@@ -462,6 +477,219 @@ async fn scenario5(exe: &PathBuf, z: &Sizes) -> Result<Vec<Run>, Error> {
         }
     }
     Ok(out)
+}
+
+/// Scenario 10: a fleet. Three ssehub processes on one broker (one on memory, the reference),
+/// every channel subscribed twice over them, rounds to every channel in a random order, then a
+/// broker restart: throughput, latency, broker-side objects, RSS per node, recovery time.
+async fn scenario10(exe: &PathBuf, z: &Sizes) -> Result<Vec<Run>, Error> {
+    let mut out = Vec::new();
+    let label = |run: &mut Run, name: &str| {
+        run.scenario = 10;
+        run.server = "ssehub".into();
+        run.label = format!("fleet, {name}");
+        eprintln!("  done: {} {}", run.label, run.note);
+    };
+    // `SSEHUB_FLEET_CHANNELS=N` changes the number of channels (10,000; 200 with --smoke).
+    let mut fleet = z.fleet.clone();
+    if let Some(n) = std::env::var("SSEHUB_FLEET_CHANNELS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        fleet.channels = n;
+    }
+    let f = &fleet;
+    // `SSEHUB_FLEET_BACKENDS=redis,nats` runs some backends only (memory, redis, cluster, nats).
+    let wanted = std::env::var("SSEHUB_FLEET_BACKENDS").unwrap_or_default();
+    let run_backend = |name: &str| wanted.is_empty() || wanted.split(',').any(|w| w == name);
+    let no_restart: Option<fn() -> std::future::Ready<()>> = None;
+
+    // Memory: one process, the reference.
+    if run_backend("memory") {
+        let servers = vec![ServerProc::start(exe, Kind::Ssehub, "memory", false).await?];
+        let objects = async || "none (in process)".to_owned();
+        let mut run = driver::fleet(&servers, f, objects, no_restart).await?;
+        label(&mut run, "memory (1 node)");
+        out.push(run);
+    }
+
+    if run_backend("redis") {
+        out.extend(fleet_redis(exe, f, &label).await?);
+    }
+    if run_backend("cluster") {
+        out.extend(fleet_cluster(exe, f, &label, no_restart).await?);
+    }
+    if run_backend("nats") {
+        out.extend(fleet_nats(exe, f, &label).await?);
+    }
+    Ok(out)
+}
+
+/// Scenario 10 on one Redis server: channels and subscriptions from `PUBSUB`, a restart with the
+/// append-only file.
+async fn fleet_redis(
+    exe: &PathBuf,
+    f: &driver::Fleet,
+    label: &impl Fn(&mut Run, &str),
+) -> Result<Vec<Run>, Error> {
+    use ssehub_redis::redis;
+    use ssehub_test_support::server::BrokerServer as _;
+    let mut out = Vec::new();
+    let mut redis_server = ssehub_test_support::redis::RedisServer::start(
+        ssehub_test_support::redis::RedisOptions::new().persistent(true),
+    )
+    .await?;
+    let url = redis_server.url();
+    let servers = start_three(exe, &url).await?;
+    let objects = async || {
+        let Ok(client) = redis::Client::open(url.as_str()) else {
+            return "?".to_owned();
+        };
+        let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+            return "?".to_owned();
+        };
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .query_async(&mut con)
+            .await
+            .unwrap_or_default();
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channels)
+            .query_async(&mut con)
+            .await
+            .unwrap_or_default();
+        let subs: u64 = counts.iter().map(|(_, n)| n).sum();
+        format!(
+            "{} pub/sub channels, {subs} subscriptions (PUBSUB NUMSUB)",
+            channels.len()
+        )
+    };
+    let restart = async || {
+        // An operator's restart: SIGTERM (the append-only file is flushed), then start again.
+        redis_server.stop();
+        redis_server.restart().await.expect("restart redis");
+    };
+    let mut run = driver::fleet(&servers, f, objects, Some(restart)).await?;
+    label(&mut run, "redis (3 nodes)");
+    out.push(run);
+    Ok(out)
+}
+
+/// Scenario 10 on a Redis Cluster: sharded channels per master; no restart here (the failover
+/// test covers a master's death).
+async fn fleet_cluster(
+    exe: &PathBuf,
+    f: &driver::Fleet,
+    label: &impl Fn(&mut Run, &str),
+    no_restart: Option<fn() -> std::future::Ready<()>>,
+) -> Result<Vec<Run>, Error> {
+    use ssehub_redis::redis;
+    let mut out = Vec::new();
+    let cluster = ssehub_test_support::redis_cluster::RedisCluster::start(
+        ssehub_test_support::redis_cluster::ClusterOptions::new(),
+    )
+    .await?;
+    let url = cluster.url();
+    let servers = start_three(exe, &url).await?;
+    let ports = cluster.ports();
+    let objects = async || {
+        let mut per_master = Vec::new();
+        let mut total = 0;
+        for port in &ports {
+            let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
+                continue;
+            };
+            let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+                continue;
+            };
+            let channels: Vec<String> = redis::cmd("PUBSUB")
+                .arg("SHARDCHANNELS")
+                .query_async(&mut con)
+                .await
+                .unwrap_or_default();
+            let counts: Vec<(String, u64)> = if channels.is_empty() {
+                Vec::new()
+            } else {
+                redis::cmd("PUBSUB")
+                    .arg("SHARDNUMSUB")
+                    .arg(&channels)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap_or_default()
+            };
+            total += counts.iter().map(|(_, n)| n).sum::<u64>();
+            per_master.push(channels.len().to_string());
+        }
+        format!(
+            "sharded channels per master {}, {total} sharded subscriptions (PUBSUB SHARDNUMSUB)",
+            per_master.join(" / ")
+        )
+    };
+    let mut run = driver::fleet(&servers, f, objects, no_restart).await?;
+    label(&mut run, "redis cluster (3 masters, 3 nodes)");
+    out.push(run);
+    Ok(out)
+}
+
+/// Scenario 10 on NATS JetStream: consumers from the stream's info; a restart with the file
+/// store.
+async fn fleet_nats(
+    exe: &PathBuf,
+    f: &driver::Fleet,
+    label: &impl Fn(&mut Run, &str),
+) -> Result<Vec<Run>, Error> {
+    use ssehub_nats::async_nats;
+    use ssehub_test_support::server::BrokerServer as _;
+    let mut out = Vec::new();
+    let mut nats_server = ssehub_test_support::nats::NatsServer::start(
+        ssehub_test_support::nats::NatsOptions::default(),
+    )
+    .await?;
+    let url = nats_server.url();
+    let servers = start_three(exe, &url).await?;
+    let objects = async || {
+        let Ok(client) = async_nats::connect(url.as_str()).await else {
+            return "?".to_owned();
+        };
+        let js = async_nats::jetstream::new(client);
+        let Ok(mut stream) = js.get_stream("SSEHUB").await else {
+            return "?".to_owned();
+        };
+        match stream.info().await {
+            Ok(info) => format!(
+                "{} JetStream consumers, {} subjects stored",
+                info.state.consumer_count, info.state.subjects_count
+            ),
+            Err(_) => "?".to_owned(),
+        }
+    };
+    let restart = async || {
+        // An operator's restart: SIGTERM, then start again on the same store.
+        nats_server.stop();
+        nats_server.restart().await.expect("restart nats");
+    };
+    let mut run = driver::fleet(&servers, f, objects, Some(restart)).await?;
+    if run.errors > 0 || run.lost > 0 {
+        let log = nats_server.log();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        eprintln!(
+            "nats-server log (last lines, newest first):\n{}",
+            tail.join("\n")
+        );
+    }
+    label(&mut run, "nats jetstream (3 nodes)");
+    out.push(run);
+    Ok(out)
+}
+
+/// Three ssehub servers on `url`.
+async fn start_three(exe: &PathBuf, url: &str) -> Result<Vec<ServerProc>, Error> {
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(ServerProc::start(exe, Kind::Ssehub, url, false).await?);
+    }
+    Ok(servers)
 }
 
 /// Scenario 8: memory per idle channel, ssehub on each backend (the baseline on its own
