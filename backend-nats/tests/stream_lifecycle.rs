@@ -135,6 +135,31 @@ fn republish(prefix: &str) -> stream::Republish {
     }
 }
 
+/// A stream made by hand (as an operator would) for `prefix`: `per_subject` messages kept per
+/// subject (the server's default when `None`), with ssehub's republish setting or without.
+async fn hand_made(
+    url: &str,
+    prefix: &str,
+    name: &str,
+    per_subject: Option<i64>,
+    with_republish: bool,
+) -> jetstream::Context {
+    let client = ssehub_nats::async_nats::connect(url).await.expect("client");
+    let js = jetstream::new(client);
+    let mut config = stream::Config {
+        name: name.to_owned(),
+        subjects: vec![format!("{prefix}.>")],
+        storage: stream::StorageType::File,
+        republish: with_republish.then(|| republish(prefix)),
+        ..Default::default()
+    };
+    if let Some(n) = per_subject {
+        config.max_messages_per_subject = n;
+    }
+    js.create_stream(config).await.expect("create the stream");
+    js
+}
+
 /// A stream made without the republish setting (by hand, or by an ssehub before live delivery
 /// used it) gets it where the server can add it (2.10 and newer); a 2.9 server cannot, and the
 /// broker refuses to start with an error that says what to do, instead of running with silent
@@ -143,18 +168,7 @@ fn republish(prefix: &str) -> stream::Republish {
 async fn a_stream_without_republish_gets_it_or_a_clear_error() {
     let Some(url) = nats_url().await else { return };
     let (prefix, name) = names("norepublish");
-    let client = ssehub_nats::async_nats::connect(&url)
-        .await
-        .expect("client");
-    let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("{prefix}.>")],
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .expect("create the stream");
+    let js = hand_made(&url, &prefix, &name, None, false).await;
     match builder(&url, &prefix, &name).build().await {
         Ok(_) => {
             let mut stream = js.get_stream(&name).await.expect("stream");
@@ -178,20 +192,7 @@ async fn a_stream_without_republish_gets_it_or_a_clear_error() {
 async fn an_existing_stream_with_other_limits_is_reported() {
     let Some(url) = nats_url().await else { return };
     let (prefix, name) = names("mismatch");
-    let client = ssehub_nats::async_nats::connect(&url)
-        .await
-        .expect("client");
-    let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("{prefix}.>")],
-        max_messages_per_subject: 7,
-        storage: stream::StorageType::File,
-        republish: Some(republish(&prefix)),
-        ..Default::default()
-    })
-    .await
-    .expect("create the stream");
+    let js = hand_made(&url, &prefix, &name, Some(7), true).await;
     let warnings = Warnings::default();
     let guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(warnings.clone()));
     let b = builder(&url, &prefix, &name)
@@ -218,20 +219,7 @@ async fn an_existing_stream_with_other_limits_is_reported() {
 async fn unlimited_history_per_subject_is_history() {
     let Some(url) = nats_url().await else { return };
     let (prefix, name) = names("unlimited");
-    let client = ssehub_nats::async_nats::connect(&url)
-        .await
-        .expect("client");
-    let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("{prefix}.>")],
-        max_messages_per_subject: -1,
-        storage: stream::StorageType::File,
-        republish: Some(republish(&prefix)),
-        ..Default::default()
-    })
-    .await
-    .expect("create the stream");
+    let js = hand_made(&url, &prefix, &name, Some(-1), true).await;
     let b = builder(&url, &prefix, &name)
         .build()
         .await

@@ -77,7 +77,7 @@ pub(crate) fn parse_cluster_url(url: &str) -> Option<Option<Vec<ConnectionInfo>>
     Some(nodes.filter(|n| !n.is_empty()))
 }
 
-/// The connection for commands (publish script, history reads, probes). Cheap to clone.
+/// What a [`RedisConnection`] is connected to.
 #[derive(Clone)]
 pub(crate) enum Commands {
     Server(ConnectionManager),
@@ -89,7 +89,7 @@ impl Commands {
     pub(crate) async fn open(
         target: &Target,
         config: &crate::RedisBrokerBuilder,
-    ) -> crate::error::RResult<Self> {
+    ) -> crate::error::RResult<RedisConnection> {
         use crate::error::{RedisError, timed};
         match target {
             Target::Server(info) => {
@@ -107,11 +107,11 @@ impl Commands {
                     client.get_connection_manager_with_config(cm_config),
                 )
                 .await?;
-                Ok(Commands::Server(cm))
+                Ok(RedisConnection(Commands::Server(cm)))
             }
-            Target::Cluster(nodes) => Ok(Commands::Cluster(
+            Target::Cluster(nodes) => Ok(RedisConnection(Commands::Cluster(
                 ClusterCommands::connect(nodes.clone(), config.clone()).await?,
-            )),
+            ))),
         }
     }
 }
@@ -145,7 +145,7 @@ impl RedisConnection {
                 "invalid redis url (not echoed, it may hold a password)",
             ));
         };
-        Ok(RedisConnection(Commands::open(&target, &config).await?))
+        Ok(Commands::open(&target, &config).await?)
     }
 }
 
@@ -161,7 +161,16 @@ impl std::fmt::Debug for RedisConnection {
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.0.req_packed_command(cmd)
+        match &mut self.0 {
+            Commands::Server(c) => c.req_packed_command(cmd),
+            Commands::Cluster(c) => Box::pin(async move {
+                let result = c.get().req_packed_command(cmd).await;
+                if let Err(e) = &result {
+                    c.failed(e);
+                }
+                result
+            }),
+        }
     }
 
     fn req_packed_commands<'a>(
@@ -170,11 +179,23 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        self.0.req_packed_commands(pipeline, offset, count)
+        match &mut self.0 {
+            Commands::Server(c) => c.req_packed_commands(pipeline, offset, count),
+            Commands::Cluster(c) => Box::pin(async move {
+                let result = c.get().req_packed_commands(pipeline, offset, count).await;
+                if let Err(e) = &result {
+                    c.failed(e);
+                }
+                result
+            }),
+        }
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        match &self.0 {
+            Commands::Server(c) => c.get_db(),
+            Commands::Cluster(_) => 0,
+        }
     }
 }
 
@@ -227,19 +248,7 @@ impl ClusterCommands {
 
     /// After a failed command: rebuild when the error says a node is gone or moved.
     fn failed(self: &Arc<Self>, error: &redis::RedisError) {
-        let topology = error.is_io_error()
-            || error.is_connection_refusal()
-            || error.is_connection_dropped()
-            || error.is_timeout()
-            || matches!(
-                error.kind(),
-                redis::ErrorKind::Server(
-                    redis::ServerErrorKind::Moved
-                        | redis::ServerErrorKind::ClusterDown
-                        | redis::ServerErrorKind::MasterDown
-                        | redis::ServerErrorKind::ReadOnly
-                )
-            );
+        let topology = crate::error::is_outage(error);
         if !topology || self.rebuilding.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -258,46 +267,6 @@ impl ClusterCommands {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             this.rebuilding.store(false, Ordering::Release);
         });
-    }
-}
-
-impl ConnectionLike for Commands {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Commands::Server(c) => c.req_packed_command(cmd),
-            Commands::Cluster(c) => Box::pin(async move {
-                let result = c.get().req_packed_command(cmd).await;
-                if let Err(e) = &result {
-                    c.failed(e);
-                }
-                result
-            }),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Commands::Server(c) => c.req_packed_commands(pipeline, offset, count),
-            Commands::Cluster(c) => Box::pin(async move {
-                let result = c.get().req_packed_commands(pipeline, offset, count).await;
-                if let Err(e) = &result {
-                    c.failed(e);
-                }
-                result
-            }),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Commands::Server(c) => c.get_db(),
-            Commands::Cluster(_) => 0,
-        }
     }
 }
 

@@ -29,31 +29,34 @@ impl RedisError {
 
     pub(crate) fn is_temporary(&self) -> bool {
         match self {
-            RedisError::Redis { source, .. } => {
-                source.is_io_error()
-                    || source.is_timeout()
-                    || source.is_connection_dropped()
-                    || source.is_connection_refusal()
-                    || matches!(
-                        source.kind(),
-                        // A cluster moving slots or failing over (still answering
-                        // MOVED/ASK after the client's own retries, a replica read-only until
-                        // promoted) is an outage, not a bug.
-                        redis::ErrorKind::Server(
-                            redis::ServerErrorKind::BusyLoading
-                                | redis::ServerErrorKind::TryAgain
-                                | redis::ServerErrorKind::MasterDown
-                                | redis::ServerErrorKind::ClusterDown
-                                | redis::ServerErrorKind::Moved
-                                | redis::ServerErrorKind::Ask
-                                | redis::ServerErrorKind::ReadOnly
-                        )
-                    )
-            }
+            RedisError::Redis { source, .. } => is_outage(source),
             RedisError::Timeout(_) | RedisError::Disconnected => true,
             RedisError::Protocol(_) => false,
         }
     }
+}
+
+/// Whether `e` says Redis is away or moving (not that the request is wrong): the connection
+/// dropped or timed out, the server is loading, or a cluster is moving slots or failing over
+/// (still answering MOVED/ASK after the client's own retries, a replica read-only until
+/// promoted).
+pub(crate) fn is_outage(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::BusyLoading
+                    | redis::ServerErrorKind::TryAgain
+                    | redis::ServerErrorKind::MasterDown
+                    | redis::ServerErrorKind::ClusterDown
+                    | redis::ServerErrorKind::Moved
+                    | redis::ServerErrorKind::Ask
+                    | redis::ServerErrorKind::ReadOnly
+            )
+        )
 }
 
 impl From<RedisError> for Error {

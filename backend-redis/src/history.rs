@@ -8,7 +8,7 @@ use ssehub_core::backend::{Offset, StreamPosition, node_id};
 use ssehub_core::{EventId, Message, Replay, Topic};
 
 use crate::builder::RedisBrokerBuilder;
-use crate::connection::Commands;
+use crate::connection::RedisConnection;
 use crate::error::{RResult, RedisError, timed};
 use crate::keys::Keys;
 use crate::reply::{Entry, bulk_string, parse_entries, parse_entry_id};
@@ -16,7 +16,7 @@ use crate::reply::{Entry, bulk_string, parse_entries, parse_entry_id};
 /// The command connection and what it needs to read and write topic histories. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct History {
-    pub(crate) con: Commands,
+    pub(crate) con: RedisConnection,
     /// `PUBLISH`, or `SPUBLISH` on a cluster.
     publish: &'static str,
     pub(crate) keys: Keys,
@@ -43,7 +43,7 @@ pub(crate) struct Read {
 }
 
 impl History {
-    pub(crate) fn new(con: Commands, keys: Keys, config: &RedisBrokerBuilder) -> Self {
+    pub(crate) fn new(con: RedisConnection, keys: Keys, config: &RedisBrokerBuilder) -> Self {
         History {
             con,
             publish: config

@@ -208,7 +208,7 @@ impl RedisBroker {
     /// cluster): cheap to clone, reconnecting, following the cluster's topology.
     #[must_use]
     pub fn connection(&self) -> RedisConnection {
-        RedisConnection(self.inner.history.con.clone())
+        self.inner.history.con.clone()
     }
 
     /// This broker's random node id (used for presence and health probes).

@@ -125,6 +125,34 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The URL of a server shared by the whole test process: started by `start` on first use and
+/// never dropped (its watcher ends it with the process), or `None` after [`skip`] when it could
+/// not start. What `redis_url`, `nats_url` and `redis_cluster_url` share.
+pub(crate) async fn shared_url<S, F>(
+    cell: &'static tokio::sync::OnceCell<Result<String, String>>,
+    start: F,
+    url: fn(&S) -> String,
+) -> Option<String>
+where
+    F: AsyncFnOnce() -> Result<S, String>,
+{
+    let shared = cell
+        .get_or_init(async || {
+            let server = start().await?;
+            let found = url(&server);
+            std::mem::forget(server);
+            Ok(found)
+        })
+        .await;
+    match shared {
+        Ok(url) => Some(url.clone()),
+        Err(why) => {
+            skip(why);
+            None
+        }
+    }
+}
+
 /// A broker process a test owns: frozen, thawed and killed on demand, killed when dropped.
 #[derive(Debug, Default)]
 pub struct BrokerProcess(Option<std::process::Child>);

@@ -29,7 +29,7 @@ use std::path::Path;
 use tokio::sync::OnceCell;
 
 use crate::server::{Server, Source, Spec, decide, docker_engine, exchange};
-use crate::{skip, which};
+use crate::which;
 
 /// The variable naming a Redis someone else runs.
 pub const ENV_URL: &str = "SSEHUB_REDIS_URL";
@@ -49,22 +49,12 @@ pub async fn redis_url() -> Option<String> {
         Source::Url(url) => return Some(url),
         source => source,
     };
-    let shared = SHARED
-        .get_or_init(async || {
-            let server = Server::start_from(spec(&RedisOptions::new()), source).await?;
-            let url = server.url();
-            // Shared by the whole process: never dropped, ended by its watcher.
-            std::mem::forget(server);
-            Ok(url)
-        })
-        .await;
-    match shared {
-        Ok(url) => Some(url.clone()),
-        Err(why) => {
-            skip(why);
-            None
-        }
-    }
+    crate::shared_url(
+        &SHARED,
+        async || Server::start_from(spec(&RedisOptions::new()), source).await,
+        Server::url,
+    )
+    .await
 }
 
 /// How to start a [`RedisServer`].

@@ -27,7 +27,7 @@ use tokio::sync::OnceCell;
 use crate::redis::{RedisOptions, spec};
 use crate::server::exchange;
 use crate::server::{Server, Source, Spec};
-use crate::{skip, which};
+use crate::which;
 
 /// The variable naming a Redis Cluster someone else runs (`redis+cluster://host:port,…`).
 pub const ENV_URL: &str = "SSEHUB_REDIS_CLUSTER_URL";
@@ -46,22 +46,12 @@ pub async fn redis_cluster_url() -> Option<String> {
     {
         return Some(url);
     }
-    let shared = SHARED
-        .get_or_init(async || {
-            let cluster = RedisCluster::start(ClusterOptions::new()).await?;
-            let url = cluster.url();
-            // Shared by the whole process: never dropped, ended by its watchers.
-            std::mem::forget(cluster);
-            Ok(url)
-        })
-        .await;
-    match shared {
-        Ok(url) => Some(url.clone()),
-        Err(why) => {
-            skip(why);
-            None
-        }
-    }
+    crate::shared_url(
+        &SHARED,
+        async || RedisCluster::start(ClusterOptions::new()).await,
+        RedisCluster::url,
+    )
+    .await
 }
 
 /// How to start a [`RedisCluster`].
