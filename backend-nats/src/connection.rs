@@ -64,7 +64,11 @@ impl Connection {
             .await
             .map_err(NatsError::Connect)?;
         let deadline = tokio::time::Instant::now() + config.connect_timeout;
-        while client.connection_state() != async_nats::connection::State::Connected {
+        // Connected, and the server's INFO stored: async-nats reports the state a moment before
+        // it stores the INFO, and the broker reads the server's `max_payload` from it next.
+        while client.connection_state() != async_nats::connection::State::Connected
+            || client.try_server_info().is_none()
+        {
             if tokio::time::Instant::now() >= deadline {
                 return Err(NatsError::NotConnected.into());
             }

@@ -199,10 +199,12 @@ impl NatsBroker {
     /// Connect with checked settings.
     async fn open(config: NatsBrokerBuilder) -> Result<Self> {
         let conn = Connection::open(&config).await?;
-        let server_max = conn.client.server_info().max_payload;
-        let max_payload = config
-            .max_payload
-            .min(server_max.saturating_sub(HEADER_RESERVE));
+        // 0 would be a server that sent no INFO yet (`open` waits for it): no limit of its own.
+        let server_max = match conn.client.server_info().max_payload {
+            0 => usize::MAX,
+            n => n.saturating_sub(HEADER_RESERVE),
+        };
+        let max_payload = config.max_payload.min(server_max);
         let node = node_id();
         let carrier: Arc<dyn Carrier> = match config.mode {
             Mode::JetStream => JetStream::open(conn.clone(), &config).await?,
