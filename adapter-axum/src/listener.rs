@@ -16,7 +16,8 @@
 //!     .tcp_keepalive(Some(Duration::from_secs(30)))
 //!     .tcp_keepalive_interval(Duration::from_secs(10))
 //!     .tcp_keepalive_retries(3);
-//! axum::serve(listener, app).await
+//! // Routes turned into services once, not per connection (see the README).
+//! axum::serve(listener, app.with_state::<()>(()).into_make_service()).await
 //! # }
 //! ```
 
@@ -130,6 +131,7 @@ fn keepalive_secs(d: Duration) -> Duration {
 /// # async fn run(app: axum::Router) -> std::io::Result<()> {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 /// // A 30 s write timeout; keepalive and TCP_USER_TIMEOUT at their defaults.
+/// let app = app.with_state::<()>(()).into_make_service();
 /// axum::serve(WriteTimeoutListener::new(listener, Duration::from_secs(30)), app).await
 /// # }
 /// ```
