@@ -53,17 +53,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use async_nats::Subscriber;
 use async_nats::jetstream::consumer;
-use async_nats::{HeaderMap, Subscriber};
 use futures_util::StreamExt;
 use ssehub_core::backend::{Backoff, Fanout, Offset, StreamPosition, lock};
-use ssehub_core::{Delivery, Envelope, Replay, Result};
+use ssehub_core::{Delivery, Result};
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 use super::lookup::{self, StreamHandle};
-use super::{EPOCH_HEADER, JetStream, epoch_of, replay};
-use crate::connection::{ConnEvent, event_of};
+use super::{EPOCH_HEADER, JetStream, Stored, epoch_of, replay, stored_of};
+use crate::connection::ConnEvent;
 use crate::error::{NatsError, boxed};
 
 /// Root of the subjects the stream republishes to.
@@ -88,39 +88,6 @@ pub(crate) fn mark_subject(prefix: &str) -> String {
     format!("{prefix}.{MARK_TOKEN}")
 }
 
-/// One stored event as a feed sees it.
-#[derive(Debug)]
-struct Stored {
-    seq: u64,
-    /// The sequence of the previous message of the subject (`None` when read by the scan, which
-    /// reads every message of the subject in order).
-    prev: Option<u64>,
-    epoch: String,
-    env: Envelope,
-}
-
-/// An event from a stream message's headers and payload; `None` when it is not an ssehub event.
-fn stored_of(
-    seq: u64,
-    prev: Option<u64>,
-    headers: Option<&HeaderMap>,
-    payload: &bytes::Bytes,
-) -> Option<Stored> {
-    let epoch = headers?.get(EPOCH_HEADER)?.as_str().to_owned();
-    let id = StreamPosition::new(&epoch, Offset::Seq(seq))?.to_event_id();
-    let event = event_of(headers)?;
-    Some(Stored {
-        seq,
-        prev,
-        epoch,
-        env: Envelope {
-            id,
-            event,
-            data: payload.clone(),
-        },
-    })
-}
-
 /// A republished message: its sequence and the previous one of its subject from the headers the
 /// stream adds.
 fn republished(msg: &async_nats::Message) -> Option<Stored> {
@@ -128,7 +95,7 @@ fn republished(msg: &async_nats::Message) -> Option<Stored> {
     let number = |name: &str| headers.get(name)?.as_str().parse::<u64>().ok();
     let seq = number("Nats-Sequence")?;
     let prev = number("Nats-Last-Sequence")?;
-    stored_of(seq, Some(prev), Some(headers), &msg.payload)
+    stored_of(seq, Some(prev), Some(headers), &msg.payload, "")
 }
 
 /// What the reconnect scan found about a topic's events that it did not read.
@@ -405,7 +372,8 @@ impl Live {
                 };
                 let seq = msg.info().map_err(NatsError::Read)?.stream_sequence;
                 if wanted.contains(msg.subject.as_str())
-                    && let Some(stored) = stored_of(seq, None, msg.headers.as_ref(), &msg.payload)
+                    && let Some(stored) =
+                        stored_of(seq, None, msg.headers.as_ref(), &msg.payload, "")
                 {
                     found
                         .entry(msg.subject.to_string())
@@ -641,32 +609,11 @@ impl TopicFeed {
         }
         let after = StreamPosition::new(&self.epoch, Offset::Seq(self.last))?;
         let subject = &self.registration.subject;
-        let replay = self
-            .ask("fill", |js| {
-                let after = after.clone();
-                async move { replay::replay(&js, subject, &after, usize::MAX).await }
-            })
-            .await?;
-        let Replay::Events(events) = replay else {
-            return None;
-        };
-        Some(
-            events
-                .into_iter()
-                .filter_map(|env| {
-                    let pos = StreamPosition::from_event_id(&env.id)?;
-                    let Offset::Seq(seq) = pos.offset() else {
-                        return None;
-                    };
-                    Some(Stored {
-                        seq,
-                        prev: None,
-                        epoch: pos.epoch().to_owned(),
-                        env,
-                    })
-                })
-                .collect(),
-        )
+        self.ask("fill", |js| {
+            let after = after.clone();
+            async move { replay::read_after(&js, subject, &after, usize::MAX).await }
+        })
+        .await?
     }
 
     /// Whether the message at `last` is still this topic's (nothing after it was trimmed).

@@ -30,7 +30,7 @@ use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream};
 use async_trait::async_trait;
 use ssehub_core::backend::{Fanout, Offset, StreamPosition, lock};
-use ssehub_core::{Error, EventId, Message, Replay, Result};
+use ssehub_core::{Envelope, EventId, Message, Replay, Result};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -42,6 +42,43 @@ pub(crate) use setup::epoch_of;
 
 /// Header carrying the stream epoch an event was published under.
 pub(crate) const EPOCH_HEADER: &str = "Ssehub-Epoch";
+
+/// One stored event as the feeds and replays read it.
+#[derive(Debug)]
+pub(super) struct Stored {
+    seq: u64,
+    /// The sequence of the previous message of the subject, when the message says (a
+    /// republished one); reads of the stream go through every message of the subject in order.
+    prev: Option<u64>,
+    epoch: String,
+    env: Envelope,
+}
+
+/// The event a stream message holds; `None` when it is not an ssehub event. A message without
+/// an epoch header takes `default_epoch` (none when that is empty).
+pub(super) fn stored_of(
+    seq: u64,
+    prev: Option<u64>,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &bytes::Bytes,
+    default_epoch: &str,
+) -> Option<Stored> {
+    let epoch = headers
+        .and_then(|h| h.get(EPOCH_HEADER))
+        .map_or(default_epoch, |v| v.as_str());
+    let id = StreamPosition::new(epoch, Offset::Seq(seq))?.to_event_id();
+    let event = crate::connection::event_of(headers)?;
+    Some(Stored {
+        seq,
+        prev,
+        epoch: epoch.to_owned(),
+        env: Envelope {
+            id,
+            event,
+            data: payload.clone(),
+        },
+    })
+}
 
 /// How often the broker checks the stream incarnation when nothing else did.
 const REVERIFY: Duration = Duration::from_secs(10);
@@ -315,10 +352,12 @@ impl Carrier for JetStream {
     }
 
     async fn replay(&self, subject: &str, after: &StreamPosition, limit: usize) -> Result<Replay> {
-        let deadline = self.timeout() * 2;
-        tokio::time::timeout(deadline, replay::replay(self, subject, after, limit))
-            .await
-            .map_err(|_| Error::from(NatsError::ReplayTimeout))?
+        Ok(
+            match replay::read_after(self, subject, after, limit).await? {
+                Some(events) => Replay::Events(events.into_iter().map(|e| e.env).collect()),
+                None => Replay::Gap,
+            },
+        )
     }
 
     fn history(&self) -> Option<usize> {

@@ -10,11 +10,10 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use futures_util::StreamExt;
 use ssehub_core::backend::{Offset, StreamPosition};
-use ssehub_core::{Envelope, Replay, Result};
+use ssehub_core::{Error, Result};
 
 use super::lookup::{self, StreamHandle};
-use super::{EPOCH_HEADER, JetStream, epoch_of};
-use crate::connection::event_of;
+use super::{EPOCH_HEADER, JetStream, Stored, epoch_of, stored_of};
 use crate::error::{NatsError, boxed};
 
 /// How long the server keeps a replay consumer that lost its client (its delete failed, the
@@ -24,14 +23,28 @@ const CONSUMER_IDLE: Duration = Duration::from_secs(30);
 /// Messages asked of the server per pull.
 const BATCH: usize = 256;
 
-pub(super) async fn replay(
+/// The events of `subject` after `after` (at most `limit`), within twice the response timeout;
+/// `None` for a gap (the id is not a message of this topic and epoch still stored, or something
+/// after it was trimmed while reading).
+pub(super) async fn read_after(
     js: &JetStream,
     subject: &str,
     after: &StreamPosition,
     limit: usize,
-) -> Result<Replay> {
+) -> Result<Option<Vec<Stored>>> {
+    tokio::time::timeout(js.timeout() * 2, read(js, subject, after, limit))
+        .await
+        .map_err(|_| Error::from(NatsError::ReplayTimeout))?
+}
+
+async fn read(
+    js: &JetStream,
+    subject: &str,
+    after: &StreamPosition,
+    limit: usize,
+) -> Result<Option<Vec<Stored>>> {
     let Offset::Seq(after_seq) = after.offset() else {
-        return Ok(Replay::Gap);
+        return Ok(None);
     };
     let epoch = after.epoch();
     let timeout = js.timeout();
@@ -48,14 +61,14 @@ pub(super) async fn replay(
         || after_seq < info.state.first_sequence
         || after_seq > info.state.last_sequence
     {
-        return Ok(Replay::Gap);
+        return Ok(None);
     }
     // The id must be a message of this topic, published under this epoch, still stored.
     if !is_ours(&stream, after_seq, subject, epoch, timeout).await? {
-        return Ok(Replay::Gap);
+        return Ok(None);
     }
     let Some(last) = lookup::last_of(&stream, subject, timeout).await? else {
-        return Ok(Replay::Gap);
+        return Ok(None);
     };
     let mut events = Vec::new();
     if last.sequence > after_seq && limit > 0 {
@@ -69,15 +82,15 @@ pub(super) async fn replay(
         match read.run(&stream).await? {
             Some(read) => events = read,
             // Not an ssehub event: it cannot be told, so neither can the rest.
-            None => return Ok(Replay::Gap),
+            None => return Ok(None),
         }
     }
     // Trimming drops the oldest first: if `after` is still there, nothing after it was skipped
     // while we read.
     if !is_ours(&stream, after_seq, subject, epoch, timeout).await? {
-        return Ok(Replay::Gap);
+        return Ok(None);
     }
-    Ok(Replay::Events(events))
+    Ok(Some(events))
 }
 
 /// Whether the message at `seq` is one of `subject`, published under `epoch`.
@@ -108,7 +121,7 @@ struct Read<'a> {
 impl Read<'_> {
     /// Read with a consumer of this replay alone, deleted before returning (and by a task when
     /// the replay is dropped half-way). `None`: a message that is not an ssehub event.
-    async fn run(&self, stream: &StreamHandle) -> Result<Option<Vec<Envelope>>> {
+    async fn run(&self, stream: &StreamHandle) -> Result<Option<Vec<Stored>>> {
         let name = format!("ssehub_replay_{:016x}", rand::random::<u64>());
         let consumer = stream
             .create_consumer(consumer::pull::Config {
@@ -133,7 +146,7 @@ impl Read<'_> {
         read
     }
 
-    async fn read(&self, consumer: &consumer::PullConsumer) -> Result<Option<Vec<Envelope>>> {
+    async fn read(&self, consumer: &consumer::PullConsumer) -> Result<Option<Vec<Stored>>> {
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(BATCH.min(self.limit))
@@ -153,20 +166,9 @@ impl Read<'_> {
                 continue;
             }
             prev = seq;
-            let headers = msg.headers.as_ref();
-            let msg_epoch = headers
-                .and_then(|h| h.get(EPOCH_HEADER))
-                .map_or(self.epoch, |v| v.as_str());
-            match (
-                StreamPosition::new(msg_epoch, Offset::Seq(seq)),
-                event_of(headers),
-            ) {
-                (Some(pos), Some(event)) => events.push(Envelope {
-                    id: pos.to_event_id(),
-                    event,
-                    data: msg.payload.clone(),
-                }),
-                _ => return Ok(None),
+            match stored_of(seq, None, msg.headers.as_ref(), &msg.payload, self.epoch) {
+                Some(stored) => events.push(stored),
+                None => return Ok(None),
             }
         }
         Ok(Some(events))
