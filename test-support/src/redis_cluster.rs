@@ -162,30 +162,37 @@ impl RedisCluster {
         Ok(cluster)
     }
 
-    /// Wait until every live node says the cluster is `ok` with all slots and `known` nodes.
+    /// Wait until every node says the cluster is `ok` with all slots and `known` nodes, and
+    /// every replica's link is up.
     async fn wait_formed(&self, known: usize) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + FORM_LIMIT;
-        let ports = self.ports();
-        loop {
-            let ports = ports.clone();
-            let formed = tokio::task::spawn_blocking(move || {
-                ports.iter().all(|port| {
-                    let Some(info) = cluster_info(*port) else {
-                        return false;
-                    };
-                    info.contains("cluster_state:ok")
-                        && info.contains("cluster_slots_ok:16384")
-                        && info.contains(&format!("cluster_known_nodes:{known}"))
-                        && replica_in_sync(*port)
-                })
+        self.wait_for("form", move |ports| {
+            ports.iter().all(|port| {
+                cluster_info(*port).is_some_and(|info| {
+                    whole(&info) && info.contains(&format!("cluster_known_nodes:{known}"))
+                }) && replica_in_sync(*port)
             })
-            .await
-            .unwrap_or(false);
-            if formed {
+        })
+        .await
+    }
+
+    /// Poll `ok` over the nodes' ports (on a blocking thread: it talks to them with std
+    /// sockets) until it holds, for at most [`FORM_LIMIT`].
+    async fn wait_for(
+        &self,
+        what: &str,
+        ok: impl Fn(&[u16]) -> bool + Clone + Send + 'static,
+    ) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + FORM_LIMIT;
+        loop {
+            let (ports, ok) = (self.ports(), ok.clone());
+            if tokio::task::spawn_blocking(move || ok(&ports))
+                .await
+                .unwrap_or(false)
+            {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(format!("the cluster did not form within {FORM_LIMIT:?}"));
+                return Err(format!("the cluster did not {what} within {FORM_LIMIT:?}"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -253,26 +260,11 @@ impl RedisCluster {
 
     /// Wait until every live node sees every slot served again (after a failover).
     pub async fn wait_healed(&self) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + FORM_LIMIT;
-        loop {
-            let ports = self.ports();
-            let healed = tokio::task::spawn_blocking(move || {
-                let live: Vec<String> = ports.iter().filter_map(|p| cluster_info(*p)).collect();
-                !live.is_empty()
-                    && live.iter().all(|i| {
-                        i.contains("cluster_state:ok") && i.contains("cluster_slots_ok:16384")
-                    })
-            })
-            .await
-            .unwrap_or(false);
-            if healed {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(format!("the cluster did not heal within {FORM_LIMIT:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_for("heal", |ports| {
+            let live: Vec<String> = ports.iter().filter_map(|p| cluster_info(*p)).collect();
+            !live.is_empty() && live.iter().all(|i| whole(i))
+        })
+        .await
     }
 }
 
@@ -294,6 +286,11 @@ fn master_serving(nodes: &str, slot: u16) -> Option<u16> {
         let addr = fields.get(1)?.split('@').next()?;
         addr.rsplit(':').next()?.parse().ok()
     })
+}
+
+/// Whether a node's `CLUSTER INFO` says the cluster is up with every slot served.
+fn whole(info: &str) -> bool {
+    info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
 }
 
 /// Whether the node on `port` is a master, or a replica whose link to its master is up.
