@@ -532,7 +532,6 @@ async fn fleet_redis(
     f: &driver::Fleet,
     label: &impl Fn(&mut Run, &str),
 ) -> Result<Vec<Run>, Error> {
-    use ssehub_redis::redis;
     use ssehub_test_support::server::BrokerServer as _;
     let mut out = Vec::new();
     let mut redis_server = ssehub_test_support::redis::RedisServer::start(
@@ -541,29 +540,11 @@ async fn fleet_redis(
     .await?;
     let url = redis_server.url();
     let servers = start_three(exe, &url).await?;
-    let objects = async || {
-        let Ok(client) = redis::Client::open(url.as_str()) else {
-            return "?".to_owned();
-        };
-        let Ok(mut con) = client.get_multiplexed_async_connection().await else {
-            return "?".to_owned();
-        };
-        let channels: Vec<String> = redis::cmd("PUBSUB")
-            .arg("CHANNELS")
-            .query_async(&mut con)
-            .await
-            .unwrap_or_default();
-        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&channels)
-            .query_async(&mut con)
-            .await
-            .unwrap_or_default();
-        let subs: u64 = counts.iter().map(|(_, n)| n).sum();
-        format!(
-            "{} pub/sub channels, {subs} subscriptions (PUBSUB NUMSUB)",
-            channels.len()
-        )
+    let objects = async || match pubsub(&url, false).await {
+        Some((channels, subs)) => {
+            format!("{channels} pub/sub channels, {subs} subscriptions (PUBSUB NUMSUB)")
+        }
+        None => "?".to_owned(),
     };
     let restart = async || {
         // An operator's restart: SIGTERM (the append-only file is flushed), then start again.
@@ -584,7 +565,6 @@ async fn fleet_cluster(
     label: &impl Fn(&mut Run, &str),
     no_restart: Option<fn() -> std::future::Ready<()>>,
 ) -> Result<Vec<Run>, Error> {
-    use ssehub_redis::redis;
     let mut out = Vec::new();
     let cluster = ssehub_test_support::redis_cluster::RedisCluster::start(
         ssehub_test_support::redis_cluster::ClusterOptions::new(),
@@ -597,29 +577,11 @@ async fn fleet_cluster(
         let mut per_master = Vec::new();
         let mut total = 0;
         for port in &ports {
-            let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
-                continue;
-            };
-            let Ok(mut con) = client.get_multiplexed_async_connection().await else {
-                continue;
-            };
-            let channels: Vec<String> = redis::cmd("PUBSUB")
-                .arg("SHARDCHANNELS")
-                .query_async(&mut con)
+            let (channels, subs) = pubsub(&format!("redis://127.0.0.1:{port}"), true)
                 .await
                 .unwrap_or_default();
-            let counts: Vec<(String, u64)> = if channels.is_empty() {
-                Vec::new()
-            } else {
-                redis::cmd("PUBSUB")
-                    .arg("SHARDNUMSUB")
-                    .arg(&channels)
-                    .query_async(&mut con)
-                    .await
-                    .unwrap_or_default()
-            };
-            total += counts.iter().map(|(_, n)| n).sum::<u64>();
-            per_master.push(channels.len().to_string());
+            total += subs;
+            per_master.push(channels.to_string());
         }
         format!(
             "sharded channels per master {}, {total} sharded subscriptions (PUBSUB SHARDNUMSUB)",
@@ -681,6 +643,34 @@ async fn fleet_nats(
     label(&mut run, "nats jetstream (3 nodes)");
     out.push(run);
     Ok(out)
+}
+
+/// The pub/sub channels one Redis node has subscribers on, and its subscriptions over them
+/// (`PUBSUB CHANNELS` / `NUMSUB`, or `SHARDCHANNELS` / `SHARDNUMSUB` for sharded pub/sub).
+async fn pubsub(url: &str, sharded: bool) -> Option<(usize, u64)> {
+    use ssehub_redis::redis;
+    let (list, count) = if sharded {
+        ("SHARDCHANNELS", "SHARDNUMSUB")
+    } else {
+        ("CHANNELS", "NUMSUB")
+    };
+    let client = redis::Client::open(url).ok()?;
+    let mut con = client.get_multiplexed_async_connection().await.ok()?;
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg(list)
+        .query_async(&mut con)
+        .await
+        .ok()?;
+    if channels.is_empty() {
+        return Some((0, 0));
+    }
+    let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+        .arg(count)
+        .arg(&channels)
+        .query_async(&mut con)
+        .await
+        .ok()?;
+    Some((channels.len(), counts.iter().map(|(_, n)| n).sum()))
 }
 
 /// Three ssehub servers on `url`.
