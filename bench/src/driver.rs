@@ -191,6 +191,28 @@ pub struct Run {
     pub note: String,
 }
 
+impl Run {
+    /// Add what one subscriber received: its events, duplicates, error, and its first `take`
+    /// latencies into `hist`.
+    fn absorb(&mut self, r: &client::Received, hist: &mut Histogram<u64>, take: usize) {
+        self.delivered += r.events;
+        self.duplicates += r.duplicates;
+        if r.error.is_some() {
+            self.errors += 1;
+        }
+        for us in r.latencies_us.iter().take(take) {
+            hist.saturating_record(u64::from(*us).max(1));
+        }
+    }
+
+    /// The latency percentiles from `hist`.
+    fn percentiles(&mut self, hist: &Histogram<u64>) {
+        self.p50_us = hist.value_at_quantile(0.50);
+        self.p99_us = hist.value_at_quantile(0.99);
+        self.p999_us = hist.value_at_quantile(0.999);
+    }
+}
+
 /// What one fan-out run does.
 #[derive(Clone, Debug)]
 pub struct Fanout {
@@ -245,16 +267,9 @@ pub async fn fanout(servers: &[ServerProc], f: &Fanout) -> Result<Run, Error> {
     let mut last = t0;
     for t in tasks {
         let r = t.await?;
-        run.delivered += r.events;
-        run.duplicates += r.duplicates;
-        if r.error.is_some() {
-            run.errors += 1;
-        }
+        run.absorb(&r, &mut hist, usize::MAX);
         if let Some(at) = r.last_at {
             last = last.max(at);
-        }
-        for us in r.latencies_us {
-            hist.saturating_record(u64::from(us).max(1));
         }
     }
     let cpu1: f64 = servers.iter().map(ServerProc::cpu).sum();
@@ -270,9 +285,7 @@ pub async fn fanout(servers: &[ServerProc], f: &Fanout) -> Result<Run, Error> {
         run.sys_share = (sys1 - sys0) / run.cpu_s.max(0.01);
         run.writes_per_delivery = (w1 - w0) as f64 / run.delivered.max(1) as f64;
     }
-    run.p50_us = hist.value_at_quantile(0.50);
-    run.p99_us = hist.value_at_quantile(0.99);
-    run.p999_us = hist.value_at_quantile(0.999);
+    run.percentiles(&hist);
     run.peak_rss_kib = servers.iter().map(ServerProc::peak_rss_kib).sum();
     if let Some(conn) = slow {
         let st = stats(addrs[0]).await?;
@@ -652,24 +665,15 @@ pub async fn fleet(
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut gaps = 0;
+    // The live rounds' latencies only: the round after a restart measures recovery.
+    let live = usize::try_from(2 * f.rounds).unwrap_or(usize::MAX);
     for t in tasks {
         let r = t.await?;
-        run.delivered += r.events;
-        run.duplicates += r.duplicates;
+        run.absorb(&r, &mut hist, live);
         gaps += r.gaps;
-        if r.error.is_some() {
-            run.errors += 1;
-        }
-        // The live rounds only: the round after a restart measures recovery, not latency.
-        let live = usize::try_from(2 * f.rounds).unwrap_or(usize::MAX);
-        for us in r.latencies_us.iter().take(live) {
-            hist.saturating_record(u64::from(*us).max(1));
-        }
     }
     run.lost = run.expected.saturating_sub(run.delivered);
-    run.p50_us = hist.value_at_quantile(0.50);
-    run.p99_us = hist.value_at_quantile(0.99);
-    run.p999_us = hist.value_at_quantile(0.999);
+    run.percentiles(&hist);
     run.peak_rss_kib = servers.iter().map(ServerProc::peak_rss_kib).sum();
     let per_node: Vec<String> = rss
         .iter()
