@@ -60,6 +60,7 @@ pub async fn redis_cluster_url() -> Option<String> {
 pub struct ClusterOptions {
     masters: usize,
     replicas: usize,
+    persistent: bool,
 }
 
 impl Default for ClusterOptions {
@@ -67,6 +68,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             masters: 3,
             replicas: 0,
+            persistent: false,
         }
     }
 }
@@ -75,6 +77,14 @@ impl ClusterOptions {
     /// 3 masters, no replicas.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// With `true`, every node keeps an append-only file fsynced on every write (see
+    /// [`RedisOptions::persistent`]), so [`RedisCluster::restart`] keeps the data. Default:
+    /// `false`.
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
     }
 
     /// Replicas per master (a killed master's replica is promoted). Default: 0.
@@ -90,8 +100,8 @@ pub struct RedisCluster {
     nodes: Vec<Server>,
 }
 
-fn cluster_spec() -> Spec {
-    let mut spec = spec(&RedisOptions::new());
+fn cluster_spec(persistent: bool) -> Spec {
+    let mut spec = spec(&RedisOptions::new().persistent(persistent));
     let base = spec.args;
     spec.args = Box::new(move |port, dir| {
         let mut args = base(port, dir);
@@ -132,7 +142,13 @@ impl RedisCluster {
         let count = options.masters * (1 + options.replicas);
         let mut nodes = Vec::with_capacity(count);
         for _ in 0..count {
-            nodes.push(Server::start_from(cluster_spec(), Source::Binary(server.clone())).await?);
+            nodes.push(
+                Server::start_from(
+                    cluster_spec(options.persistent),
+                    Source::Binary(server.clone()),
+                )
+                .await?,
+            );
         }
         let cluster = RedisCluster { nodes };
         let addrs: Vec<String> = cluster
@@ -249,6 +265,19 @@ impl RedisCluster {
             return master_serving(&String::from_utf8_lossy(&nodes), slot);
         }
         None
+    }
+
+    /// Stop every node (SIGTERM) and start them again on the same ports and dirs, as an
+    /// operator restarting the cluster does; returns once every slot is served again. Without
+    /// [`ClusterOptions::persistent`] the nodes come back empty.
+    pub async fn restart(&mut self) -> Result<(), String> {
+        for node in &mut self.nodes {
+            node.stop();
+        }
+        for node in &mut self.nodes {
+            node.restart().await?;
+        }
+        self.wait_healed().await
     }
 
     /// SIGKILL the node on `port`.

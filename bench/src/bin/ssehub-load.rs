@@ -514,13 +514,13 @@ async fn scenario10(exe: &PathBuf, z: &Sizes) -> Result<Vec<Run>, Error> {
     }
 
     if run_backend("redis") {
-        out.extend(fleet_redis(exe, f, &label).await?);
+        out.push(fleet_redis(exe, f, &label).await?);
     }
     if run_backend("cluster") {
-        out.extend(fleet_cluster(exe, f, &label, no_restart).await?);
+        out.push(fleet_cluster(exe, f, &label).await?);
     }
     if run_backend("nats") {
-        out.extend(fleet_nats(exe, f, &label).await?);
+        out.push(fleet_nats(exe, f, &label).await?);
     }
     Ok(out)
 }
@@ -531,9 +531,8 @@ async fn fleet_redis(
     exe: &PathBuf,
     f: &driver::Fleet,
     label: &impl Fn(&mut Run, &str),
-) -> Result<Vec<Run>, Error> {
+) -> Result<Run, Error> {
     use ssehub_test_support::server::BrokerServer as _;
-    let mut out = Vec::new();
     let mut redis_server = ssehub_test_support::redis::RedisServer::start(
         ssehub_test_support::redis::RedisOptions::new().persistent(true),
     )
@@ -553,21 +552,17 @@ async fn fleet_redis(
     };
     let mut run = driver::fleet(&servers, f, objects, Some(restart)).await?;
     label(&mut run, "redis (3 nodes)");
-    out.push(run);
-    Ok(out)
+    Ok(run)
 }
 
-/// Scenario 10 on a Redis Cluster: sharded channels per master; no restart here (the failover
-/// test covers a master's death).
+/// Scenario 10 on a Redis Cluster: sharded channels per master; a restart of every node.
 async fn fleet_cluster(
     exe: &PathBuf,
     f: &driver::Fleet,
     label: &impl Fn(&mut Run, &str),
-    no_restart: Option<fn() -> std::future::Ready<()>>,
-) -> Result<Vec<Run>, Error> {
-    let mut out = Vec::new();
-    let cluster = ssehub_test_support::redis_cluster::RedisCluster::start(
-        ssehub_test_support::redis_cluster::ClusterOptions::new(),
+) -> Result<Run, Error> {
+    let mut cluster = ssehub_test_support::redis_cluster::RedisCluster::start(
+        ssehub_test_support::redis_cluster::ClusterOptions::new().persistent(true),
     )
     .await?;
     let url = cluster.url();
@@ -588,10 +583,11 @@ async fn fleet_cluster(
             per_master.join(" / ")
         )
     };
-    let mut run = driver::fleet(&servers, f, objects, no_restart).await?;
+    // Every node stopped and started again on its append-only file, like the Redis run.
+    let restart = async || cluster.restart().await.expect("restart the cluster");
+    let mut run = driver::fleet(&servers, f, objects, Some(restart)).await?;
     label(&mut run, "redis cluster (3 masters, 3 nodes)");
-    out.push(run);
-    Ok(out)
+    Ok(run)
 }
 
 /// Scenario 10 on NATS JetStream: consumers from the stream's info; a restart with the file
@@ -600,10 +596,9 @@ async fn fleet_nats(
     exe: &PathBuf,
     f: &driver::Fleet,
     label: &impl Fn(&mut Run, &str),
-) -> Result<Vec<Run>, Error> {
+) -> Result<Run, Error> {
     use ssehub_nats::async_nats;
     use ssehub_test_support::server::BrokerServer as _;
-    let mut out = Vec::new();
     let mut nats_server = ssehub_test_support::nats::NatsServer::start(
         ssehub_test_support::nats::NatsOptions::default(),
     )
@@ -641,8 +636,7 @@ async fn fleet_nats(
         );
     }
     label(&mut run, "nats jetstream (3 nodes)");
-    out.push(run);
-    Ok(out)
+    Ok(run)
 }
 
 /// The pub/sub channels one Redis node has subscribers on, and its subscriptions over them
