@@ -1,20 +1,29 @@
 //! The local fan-out hub: one broker subscription per topic per process, shared by every local
 //! session of that topic.
+//!
+//! A channel costs no task of its own: its broker subscription is a [`Feed`] polled by one of a
+//! few pump tasks per hub (one per runtime worker), which also time the linger of idle channels
+//! (one timer per pump, not one per channel).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::task::AtomicWaker;
 use slab::Slab;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
 use crate::backend::lock;
-use crate::broker::{Broker, Delivery, Envelope};
+use crate::broker::{Broker, Delivery, Envelope, Subscription};
 use crate::error::{Error, Result};
 use crate::id::{EventName, PRESENCE_EVENT, Topic};
 use crate::presence::{Presence, PresenceConfig};
@@ -53,6 +62,10 @@ struct HubShared {
     replay_permits: Arc<tokio::sync::Semaphore>,
     /// Session counts across the cluster.
     presence: Arc<Presence>,
+    /// The pump tasks' command queues, started with the first channel (one per runtime worker).
+    pumps: Mutex<Vec<mpsc::UnboundedSender<Command>>>,
+    /// Assigns new channels to pumps, round robin.
+    next_pump: AtomicUsize,
 }
 
 #[derive(Clone, Debug)]
@@ -70,8 +83,13 @@ pub(crate) struct ChannelInner {
     /// allocates eight wait lists.)
     ready: Mutex<Ready>,
     ready_changed: Notify,
-    /// Signalled when the last session leaves, or when the channel is removed.
-    idle: Notify,
+    /// Wakes the channel's [`Feed`] in its pump, to end it once the channel is removed.
+    feed: AtomicWaker,
+    /// Counts the times the channel became idle: a linger ends the channel only if it has not
+    /// been joined and left again since.
+    idle_since: AtomicU64,
+    /// The pump polling this channel's feed (an index into the hub's pumps).
+    pump: usize,
     removed: AtomicBool,
 }
 
@@ -106,6 +124,8 @@ impl Hub {
                     config.max_concurrent_replays.max(1),
                 )),
                 presence: Presence::new(broker, config.presence),
+                pumps: Mutex::new(Vec::new()),
+                next_pump: AtomicUsize::new(0),
             }),
         };
         if config.presence_events {
@@ -157,10 +177,12 @@ impl Hub {
                     return Err(Error::TooManyChannels { max });
                 }
                 None => {
-                    let c = ChannelInner::new(topic.clone());
+                    let pump = shared.next_pump.fetch_add(1, Ordering::Relaxed);
+                    let pump = pump % shared.pump_count();
+                    let c = ChannelInner::new(topic.clone(), pump);
                     channels.insert(topic.clone(), c.clone());
                     metrics::gauge!(crate::metrics::CHANNELS).increment(1.0);
-                    tokio::spawn(pump(
+                    shared.open_feed(Feed::new(
                         Arc::downgrade(shared),
                         c.clone(),
                         shared.broker.clone(),
@@ -285,14 +307,13 @@ impl Hub {
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        // The hub's owner is gone: stop every pump (dropping its broker subscription).
+        // The hub's owner is gone: end every feed (dropping its broker subscription).
         let channels: Vec<_> = lock(&self.shared.channels)
             .drain()
             .map(|(_, c)| c)
             .collect();
         for c in channels {
             c.mark_removed();
-            c.idle.notify_one();
         }
     }
 }
@@ -302,6 +323,37 @@ fn clone_error(e: &Error) -> Error {
 }
 
 impl HubShared {
+    /// How many pumps this hub runs: one per worker of the runtime that opens its first channel.
+    fn pump_count(self: &Arc<Self>) -> usize {
+        let mut pumps = lock(&self.pumps);
+        if pumps.is_empty() {
+            let workers = tokio::runtime::Handle::current().metrics().num_workers();
+            for _ in 0..workers.clamp(1, 64) {
+                pumps.push(spawn_pump(self));
+            }
+        }
+        pumps.len()
+    }
+
+    /// Hand a new channel's feed to its pump (restarting the pump if its runtime went away).
+    fn open_feed(self: &Arc<Self>, feed: Feed) {
+        let mut pumps = lock(&self.pumps);
+        let i = feed.channel.pump;
+        if let Err(mpsc::error::SendError(Command::Open(feed))) = pumps[i].send(Command::Open(feed))
+        {
+            pumps[i] = spawn_pump(self);
+            let _ = pumps[i].send(Command::Open(feed));
+        }
+    }
+
+    /// Tell `channel`'s pump that it became idle (its linger starts).
+    fn idle(&self, channel: &Arc<ChannelInner>) {
+        let since = channel.idle_since.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(pump) = lock(&self.pumps).get(channel.pump) {
+            let _ = pump.send(Command::Idle(channel.clone(), since));
+        }
+    }
+
     /// Push a control frame (no id) to every session of `topic` on this node, framed once per
     /// transport.
     fn push_control(&self, topic: &Topic, frame_for: &dyn Fn(&dyn Transport) -> Bytes) {
@@ -325,9 +377,7 @@ impl HubShared {
             channels.remove(&channel.topic);
         }
         drop(channels);
-        if channel.mark_removed() {
-            channel.idle.notify_one();
-        }
+        channel.mark_removed();
         true
     }
 
@@ -345,13 +395,15 @@ impl HubShared {
 }
 
 impl ChannelInner {
-    fn new(topic: Topic) -> Arc<Self> {
+    fn new(topic: Topic, pump: usize) -> Arc<Self> {
         Arc::new(ChannelInner {
             topic,
             sessions: Mutex::new(Slab::new()),
             ready: Mutex::new(Ready::Connecting),
             ready_changed: Notify::new(),
-            idle: Notify::new(),
+            feed: AtomicWaker::new(),
+            idle_since: AtomicU64::new(0),
+            pump,
             removed: AtomicBool::new(false),
         })
     }
@@ -361,13 +413,17 @@ impl ChannelInner {
         self.ready_changed.notify_waiters();
     }
 
-    /// Set the removed flag; `true` the first time (the channel gauge counts it once).
-    fn mark_removed(&self) -> bool {
-        let first = !self.removed.swap(true, Ordering::AcqRel);
-        if first {
+    /// Set the removed flag (the channel gauge counts it once) and wake the feed, which then
+    /// ends and drops the broker subscription.
+    fn mark_removed(&self) {
+        if !self.removed.swap(true, Ordering::AcqRel) {
             metrics::gauge!(crate::metrics::CHANNELS).decrement(1.0);
         }
-        first
+        self.feed.wake();
+    }
+
+    fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 
     /// Frame `env` once per transport in use and share the bytes with every session.
@@ -431,75 +487,179 @@ impl Drop for Registration {
         if let Some(hub) = self.hub.upgrade() {
             hub.sessions.fetch_sub(1, Ordering::AcqRel);
             hub.presence.set_local(&self.channel.topic, left);
+            if empty {
+                hub.idle(&self.channel);
+            }
         }
         metrics::gauge!(crate::metrics::SESSIONS).decrement(1.0);
-        if empty {
-            self.channel.idle.notify_one();
+    }
+}
+
+/// What a pump is told.
+enum Command {
+    /// Poll this new channel's feed.
+    Open(Feed),
+    /// The channel became idle (the `idle_since` count it reached): remove it after the linger
+    /// unless it has been joined since.
+    Idle(Arc<ChannelInner>, u64),
+}
+
+/// Start a pump on the current runtime; returns its command queue.
+fn spawn_pump(hub: &Arc<HubShared>) -> mpsc::UnboundedSender<Command> {
+    let (tx, commands) = mpsc::unbounded_channel();
+    tokio::spawn(Pump {
+        hub: Arc::downgrade(hub),
+        commands,
+        feeds: FuturesUnordered::new(),
+        lingering: VecDeque::new(),
+        linger: hub.config.linger,
+        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        armed: None,
+    });
+    tx
+}
+
+/// Deliveries one feed hands out per poll before it lets the pump's other feeds go.
+const FEED_BUDGET: usize = 64;
+
+/// One task that polls the feeds of many channels and times their lingers. It ends when the
+/// hub is gone (its command queue closes), dropping every feed left.
+struct Pump {
+    hub: Weak<HubShared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    feeds: FuturesUnordered<Feed>,
+    /// Idle channels in the order their lingers end (every channel lingers the same time).
+    lingering: VecDeque<(Instant, Arc<ChannelInner>, u64)>,
+    linger: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline `timer` is set to.
+    armed: Option<Instant>,
+}
+
+impl Future for Pump {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        loop {
+            while let Poll::Ready(command) = this.commands.poll_recv(cx) {
+                match command {
+                    Some(Command::Open(feed)) => this.feeds.push(feed),
+                    Some(Command::Idle(channel, since)) => {
+                        let at = crate::session::after(this.linger);
+                        this.lingering.push_back((at, channel, since));
+                    }
+                    None => return Poll::Ready(()),
+                }
+            }
+            let now = Instant::now();
+            while let Some((at, ..)) = this.lingering.front()
+                && *at <= now
+            {
+                let Some((_, channel, since)) = this.lingering.pop_front() else {
+                    break;
+                };
+                if channel.idle_since.load(Ordering::Acquire) == since
+                    && let Some(hub) = this.hub.upgrade()
+                {
+                    hub.remove_if_idle(&channel);
+                }
+            }
+            if let Some(&(at, ..)) = this.lingering.front() {
+                if this.armed != Some(at) {
+                    this.timer.as_mut().reset(at);
+                    this.armed = Some(at);
+                }
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    continue;
+                }
+            }
+            match this.feeds.poll_next_unpin(cx) {
+                Poll::Ready(Some(())) => {}
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }
 
-/// One task per channel: subscribe, fan out, and remove the channel after it has been idle for
-/// the linger time.
-async fn pump(hub: Weak<HubShared>, channel: Arc<ChannelInner>, broker: Arc<dyn Broker>) {
-    let mut sub = match broker.subscribe(&channel.topic).await {
-        Ok(sub) => {
-            channel.set_ready(Ready::Live);
-            sub
+/// A channel's broker subscription as its pump polls it: subscribing, then handing every
+/// delivery to the channel's sessions. It ends when the channel is removed or the subscription
+/// fails or ends.
+struct Feed {
+    hub: Weak<HubShared>,
+    channel: Arc<ChannelInner>,
+    state: FeedState,
+}
+
+enum FeedState {
+    Subscribing(Pin<Box<dyn Future<Output = Result<Subscription>> + Send>>),
+    Live(Subscription),
+}
+
+impl Feed {
+    fn new(hub: Weak<HubShared>, channel: Arc<ChannelInner>, broker: Arc<dyn Broker>) -> Self {
+        let topic = channel.topic.clone();
+        Feed {
+            hub,
+            channel,
+            state: FeedState::Subscribing(Box::pin(async move { broker.subscribe(&topic).await })),
         }
-        Err(e) => {
-            tracing::warn!(topic = %channel.topic, error = %e, "broker subscription failed");
-            if let Some(hub) = hub.upgrade() {
-                hub.remove(&channel);
+    }
+}
+
+impl Future for Feed {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let channel = &this.channel;
+        channel.feed.register(cx.waker());
+        loop {
+            if channel.is_removed() {
+                return Poll::Ready(());
             }
-            channel.set_ready(Ready::Failed(Arc::new(e)));
-            return;
-        }
-    };
-    let linger = match hub.upgrade() {
-        Some(h) => h.config.linger,
-        None => return,
-    };
-    // Boxed, and only while the channel lingers: an idle channel's task stays small.
-    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    loop {
-        if channel.removed.load(Ordering::Acquire) {
-            return;
-        }
-        tokio::select! {
-            biased;
-            () = channel.idle.notified() => {
-                if channel.removed.load(Ordering::Acquire) {
-                    return;
-                }
-                if lock(&channel.sessions).is_empty() {
-                    deadline = Some(Box::pin(tokio::time::sleep(linger)));
-                }
-            }
-            () = async {
-                match deadline.as_mut() {
-                    Some(d) => d.await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                deadline = None;
-                match hub.upgrade() {
-                    Some(h) => if h.remove_if_idle(&channel) { return; },
-                    None => return,
-                }
-            }
-            item = sub.next() => match item {
-                Some(Delivery::Event(env)) => channel.deliver(&env),
-                Some(Delivery::Gap) => channel.deliver_reset(ResetReason::BrokerGap),
-                None => {
-                    tracing::warn!(topic = %channel.topic, "broker subscription ended");
-                    if let Some(h) = hub.upgrade() {
-                        h.remove(&channel);
+            match &mut this.state {
+                FeedState::Subscribing(subscribing) => match subscribing.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(sub)) => {
+                        this.state = FeedState::Live(sub);
+                        channel.set_ready(Ready::Live);
                     }
-                    channel.close_all(CloseReason::BrokerLost);
-                    return;
+                    Poll::Ready(Err(e)) => {
+                        tracing::warn!(topic = %channel.topic, error = %e, "broker subscription failed");
+                        if let Some(hub) = this.hub.upgrade() {
+                            hub.remove(channel);
+                        }
+                        channel.set_ready(Ready::Failed(Arc::new(e)));
+                        return Poll::Ready(());
+                    }
+                },
+                FeedState::Live(sub) => {
+                    for _ in 0..FEED_BUDGET {
+                        match sub.as_mut().poll_next(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Some(Delivery::Event(env))) => channel.deliver(&env),
+                            Poll::Ready(Some(Delivery::Gap)) => {
+                                channel.deliver_reset(ResetReason::BrokerGap);
+                            }
+                            Poll::Ready(None) => {
+                                tracing::warn!(topic = %channel.topic, "broker subscription ended");
+                                if let Some(hub) = this.hub.upgrade() {
+                                    hub.remove(channel);
+                                }
+                                channel.close_all(CloseReason::BrokerLost);
+                                return Poll::Ready(());
+                            }
+                        }
+                        if channel.is_removed() {
+                            return Poll::Ready(());
+                        }
+                    }
+                    // Many deliveries at once: let the pump's other feeds go first.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
-            },
+            }
         }
     }
 }

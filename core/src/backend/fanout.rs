@@ -5,8 +5,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use futures_core::Stream;
 use slab::Slab;
-use tokio::sync::Notify;
 
 use super::lock;
 use crate::broker::{Delivery, Subscription};
@@ -135,7 +138,14 @@ impl Fanout {
         keep: K,
     ) -> Subscription {
         let queue = Arc::new(Queue::default());
-        let key = lock(&self.queues).insert(queue.clone());
+        let key = {
+            let mut queues = lock(&self.queues);
+            if queues.capacity() == 0 {
+                // Most topics have one subscription per node: room for one, growing as needed.
+                queues.reserve_exact(1);
+            }
+            queues.insert(queue.clone())
+        };
         let member = Member {
             fanout: self.clone(),
             key,
@@ -143,10 +153,7 @@ impl Fanout {
             _count: count.track(),
             _keep: keep,
         };
-        Box::pin(futures_util::stream::unfold(member, |member| async move {
-            let delivery = member.queue.next().await?;
-            Some((delivery, member))
-        }))
+        Box::pin(member)
     }
 }
 
@@ -157,6 +164,14 @@ struct Member<K> {
     queue: Arc<Queue>,
     _count: CountGuard,
     _keep: K,
+}
+
+impl<K> Stream for Member<K> {
+    type Item = Delivery;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        self.queue.poll_next(cx)
+    }
 }
 
 impl<K> Drop for Member<K> {
@@ -171,21 +186,23 @@ impl<K> Drop for Member<K> {
     }
 }
 
+/// One subscription's deliveries not yet taken, and the waker of its reader. (A waker under the
+/// queue's own lock, not a `Notify`: the subscription is a plain stream with no future to keep.)
 #[derive(Debug, Default)]
 struct Queue {
     state: Mutex<QueueState>,
-    notify: Notify,
 }
 
 #[derive(Debug, Default)]
 struct QueueState {
     items: VecDeque<Delivery>,
     closed: bool,
+    waker: Option<Waker>,
 }
 
 impl Queue {
     fn push(&self, delivery: Delivery, bound: usize) {
-        {
+        let waker = {
             let mut st = lock(&self.state);
             let last_is_gap = matches!(st.items.back(), Some(Delivery::Gap));
             match delivery {
@@ -199,32 +216,40 @@ impl Queue {
                 }
                 event => st.items.push_back(event),
             }
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
-        self.notify.notify_one();
     }
 
     fn close(&self) {
-        lock(&self.state).closed = true;
-        self.notify.notify_one();
+        let waker = {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
-    async fn next(&self) -> Option<Delivery> {
-        loop {
-            {
-                let mut st = lock(&self.state);
-                if let Some(d) = st.items.pop_front() {
-                    if st.items.is_empty() && st.items.capacity() > 64 {
-                        st.items.shrink_to(64);
-                    }
-                    return Some(d);
-                }
-                if st.closed {
-                    return None;
-                }
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let mut st = lock(&self.state);
+        if let Some(d) = st.items.pop_front() {
+            if st.items.is_empty() && st.items.capacity() > 64 {
+                st.items.shrink_to(64);
             }
-            // notify_one keeps a permit when nobody waits, so no wake-up is lost here.
-            self.notify.notified().await;
+            return Poll::Ready(Some(d));
         }
+        if st.closed {
+            return Poll::Ready(None);
+        }
+        match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 
