@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 use crate::id::{EventName, PRESENCE_EVENT, Topic};
 use crate::presence::{Presence, PresenceConfig};
 use crate::session::{
-    CloseReason, OverflowPolicy, QueueLimits, ReplayLimits, SessionConfig, SessionShared,
+    CloseReason, KeepAlives, OverflowPolicy, QueueLimits, ReplayLimits, SessionConfig,
+    SessionShared,
 };
 use crate::transport::{ResetReason, Transport};
 
@@ -66,6 +67,8 @@ struct HubShared {
     pumps: Mutex<Vec<mpsc::UnboundedSender<Command>>>,
     /// Assigns new channels to pumps, round robin.
     next_pump: AtomicUsize,
+    /// One timer for every session's keep-alive.
+    keep_alives: Arc<KeepAlives>,
 }
 
 #[derive(Clone, Debug)]
@@ -93,10 +96,8 @@ pub(crate) struct ChannelInner {
     removed: AtomicBool,
 }
 
-struct SessionEntry {
-    shared: Arc<SessionShared>,
-    transport: Arc<dyn Transport>,
-}
+/// A session as its channel holds it (its transport is in its shared state).
+type SessionEntry = Arc<SessionShared>;
 
 /// A session's place in a channel; dropping it leaves the channel.
 pub(crate) struct Registration {
@@ -126,6 +127,7 @@ impl Hub {
                 presence: Presence::new(broker, config.presence),
                 pumps: Mutex::new(Vec::new()),
                 next_pump: AtomicUsize::new(0),
+                keep_alives: KeepAlives::new(),
             }),
         };
         if config.presence_events {
@@ -200,10 +202,7 @@ impl Hub {
                 // Most channels have one session or a few: room for one, growing as needed.
                 sessions.reserve_exact(1);
             }
-            let key = sessions.insert(SessionEntry {
-                shared: session.clone(),
-                transport,
-            });
+            let key = sessions.insert(session.clone());
             shared.presence.set_local(topic, sessions.len());
             drop(sessions);
             shared.sessions.fetch_add(1, Ordering::AcqRel);
@@ -264,7 +263,7 @@ impl Hub {
                 h.write_usize(key);
                 h.write_usize(Arc::as_ptr(&c) as usize);
                 let frame = last(entry.transport.as_ref(), h.finish());
-                entry.shared.close(CloseReason::Shutdown, frame, true);
+                entry.close(CloseReason::Shutdown, frame, true);
             }
         }
     }
@@ -291,10 +290,10 @@ impl Hub {
         let mut closed = 0;
         for c in channels {
             for (_, entry) in lock(&c.sessions).iter() {
-                if entry.shared.close_reason().is_none() {
+                if entry.close_reason().is_none() {
                     closed += 1;
                 }
-                entry.shared.close(CloseReason::Revoked, None, false);
+                entry.close(CloseReason::Revoked, None, false);
             }
         }
         closed
@@ -315,6 +314,7 @@ impl Drop for Hub {
         for c in channels {
             c.mark_removed();
         }
+        self.shared.keep_alives.close();
     }
 }
 
@@ -445,7 +445,7 @@ impl ChannelInner {
 
     fn close_all(&self, reason: CloseReason) {
         for (_, s) in lock(&self.sessions).iter() {
-            s.shared.close(reason, None, true);
+            s.close(reason, None, true);
         }
     }
 }
@@ -467,13 +467,21 @@ fn fan_out(
                 f
             }
         };
-        s.shared.push(id, &frame);
+        s.push(id, &frame);
     }
 }
 
 impl Registration {
     pub(crate) fn topic(&self) -> &Topic {
         &self.channel.topic
+    }
+
+    /// Send `session` a keep-alive comment after every `every` without a write (from the hub's
+    /// one keep-alive timer).
+    pub(crate) fn keep_alive(&self, session: &Arc<SessionShared>, every: Duration) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.keep_alives.add(session, every);
+        }
     }
 }
 

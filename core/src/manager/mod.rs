@@ -428,7 +428,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             max_lifetime: self.inner.max_lifetime,
             start_position: start,
         };
-        Ok(Session::new(shared, registration, transport, run))
+        Ok(Session::new(shared, registration, run))
     }
 
     /// End, at once, every open session of the resource's channel on this node; returns how

@@ -26,9 +26,11 @@ use crate::hub::Registration;
 use crate::id::{EventId, Topic};
 use crate::transport::Transport;
 
+mod keep_alive;
 mod queue;
 mod replay;
 
+pub(crate) use keep_alive::KeepAlives;
 pub(crate) use queue::{SessionConfig, SessionShared};
 use replay::PageFuture;
 pub use replay::ReplayLimits;
@@ -113,10 +115,14 @@ pub enum CloseReason {
 pub struct Session {
     shared: Arc<SessionShared>,
     registration: Registration,
-    transport: Arc<dyn Transport>,
-    keep_alive: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// What only some sessions have (a replay to read, a lifetime, a start position): one
+    /// allocation for those, none for a plain live session.
+    more: Option<Box<SessionMore>>,
+}
+
+struct SessionMore {
     /// Reads the next replay page when the queue has drained.
-    replayer: Option<Box<Replayer>>,
+    replayer: Option<Replayer>,
     fetch: Option<PageFuture>,
     /// The retry hint sent when a replay page fails or the lifetime ends.
     retry: Duration,
@@ -138,23 +144,26 @@ impl Session {
     pub(crate) fn new(
         shared: Arc<SessionShared>,
         registration: Registration,
-        transport: Arc<dyn Transport>,
         run: SessionRun,
     ) -> Self {
-        let keep_alive = run
-            .keep_alive
-            .filter(|d| !d.is_zero())
-            .map(|d| (d, Box::pin(tokio::time::sleep(d))));
+        if let Some(every) = run.keep_alive {
+            registration.keep_alive(&shared, every);
+        }
+        let more =
+            (run.replayer.is_some() || run.max_lifetime.is_some() || run.start_position.is_some())
+                .then(|| {
+                    Box::new(SessionMore {
+                        replayer: run.replayer,
+                        fetch: None,
+                        retry: run.retry,
+                        lifetime: run.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
+                        start_position: run.start_position,
+                    })
+                });
         Session {
             shared,
             registration,
-            transport,
-            keep_alive,
-            replayer: run.replayer.map(Box::new),
-            fetch: None,
-            retry: run.retry,
-            lifetime: run.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
-            start_position: run.start_position,
+            more,
         }
     }
 
@@ -171,13 +180,13 @@ impl Session {
     /// `from_tail`, an empty topic, a `reset`).
     #[must_use]
     pub fn start_position(&self) -> Option<&EventId> {
-        self.start_position.as_ref()
+        self.more.as_ref()?.start_position.as_ref()
     }
 
     /// The transport framing this session's bytes.
     #[must_use]
     pub fn transport(&self) -> &Arc<dyn Transport> {
-        &self.transport
+        &self.shared.transport
     }
 
     /// Why the stream ended, once it has (`None` while it runs or when it ended otherwise).
@@ -187,16 +196,16 @@ impl Session {
     }
 
     /// Start reading the next replay page, when one is due and none is being read.
-    fn start_fetch(&mut self) -> bool {
-        if self.fetch.is_some() {
+    fn start_fetch(shared: &SessionShared, more: &mut SessionMore) -> bool {
+        if more.fetch.is_some() {
             return false;
         }
-        let (Some(r), Some(after)) = (self.replayer.as_ref(), self.shared.next_page()) else {
+        let (Some(r), Some(after)) = (more.replayer.as_ref(), shared.next_page()) else {
             return false;
         };
         let (broker, topic, permits) = (r.broker.clone(), r.topic.clone(), r.permits.clone());
-        let page = self.shared.replay_limits().page();
-        self.fetch = Some(Box::pin(async move {
+        let page = shared.replay_limits().page();
+        more.fetch = Some(Box::pin(async move {
             // At most so many replays read at once on this node; the rest wait their turn.
             let _permit = permits.acquire_owned().await;
             broker.replay(&topic, &after, page).await
@@ -216,7 +225,7 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("topic", self.topic())
-            .field("transport", &self.transport.name())
+            .field("transport", &self.shared.transport.name())
             .finish_non_exhaustive()
     }
 }
@@ -228,40 +237,32 @@ impl Stream for Session {
         let this = &mut *self;
         loop {
             match this.shared.poll_frames(cx) {
-                Poll::Ready(Some(chunk)) => {
-                    if let Some((every, sleep)) = this.keep_alive.as_mut() {
-                        sleep.as_mut().reset(after(*every));
-                    }
-                    return Poll::Ready(Some(chunk));
-                }
-                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(chunk) => return Poll::Ready(chunk),
                 Poll::Pending => {}
             }
+            let Some(more) = this.more.as_mut() else {
+                return Poll::Pending;
+            };
             // The queue is empty: the client has taken everything. Time for the next page.
-            if let Some(fetch) = this.fetch.as_mut() {
+            if let Some(fetch) = more.fetch.as_mut() {
                 if let Poll::Ready(answer) = fetch.as_mut().poll(cx) {
-                    this.fetch = None;
-                    this.shared.apply_page(answer, this.retry);
+                    more.fetch = None;
+                    this.shared.apply_page(answer, more.retry);
                     continue;
                 }
-            } else if this.start_fetch() {
+            } else if Self::start_fetch(&this.shared, more) {
                 continue;
             }
             break;
         }
-        if let Some(lifetime) = this.lifetime.as_mut()
+        if let Some(more) = this.more.as_mut()
+            && let Some(lifetime) = more.lifetime.as_mut()
             && lifetime.as_mut().poll(cx).is_ready()
         {
-            this.lifetime = None;
-            let retry = this.transport.retry(this.retry);
+            more.lifetime = None;
+            let retry = this.shared.transport.retry(more.retry);
             this.shared.close(CloseReason::Lifetime, Some(retry), true);
             return this.shared.poll_frames(cx);
-        }
-        if let Some((every, sleep)) = this.keep_alive.as_mut()
-            && sleep.as_mut().poll(cx).is_ready()
-        {
-            sleep.as_mut().reset(after(*every));
-            return Poll::Ready(Some(this.transport.keep_alive()));
         }
         Poll::Pending
     }

@@ -5,8 +5,10 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
 
 use super::replay::{Cursor, ReplayLimits};
 use super::{CloseReason, OverflowPolicy, QueueLimits};
@@ -19,8 +21,8 @@ pub(crate) struct SessionShared {
     /// The bounds and broker every session of the hub shares (one allocation per hub, not
     /// per session).
     pub(super) config: Arc<SessionConfig>,
-    /// Frames the resets and replayed events this session queues itself.
-    pub(super) transport: Arc<dyn Transport>,
+    /// Frames the resets and replayed events this session queues itself, and its keep-alives.
+    pub(crate) transport: Arc<dyn Transport>,
 }
 
 /// What every session of one hub shares.
@@ -46,6 +48,8 @@ pub(super) struct SessionState {
     pub(super) seen_up_to: Option<EventId>,
     pub(super) closed: Option<CloseReason>,
     pub(super) waker: Option<Waker>,
+    /// With a keep-alive: when the client was last handed a chunk.
+    pub(super) last_write: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -68,6 +72,7 @@ impl SessionShared {
                 seen_up_to: None,
                 closed: None,
                 waker: None,
+                last_write: None,
             }),
             config,
             transport,
@@ -191,6 +196,38 @@ impl SessionShared {
         }
     }
 
+    /// Start timing keep-alives from `now` (see [`KeepAlives`](super::keep_alive::KeepAlives)).
+    pub(super) fn keep_alive_from(&self, now: Instant) {
+        self.lock().last_write = Some(now);
+    }
+
+    /// A keep-alive visit at `now`: queue a keep-alive comment if nothing was handed to the
+    /// client for `every` and nothing waits to be. Returns the time the next period counts
+    /// from, or `None` once the session is closed.
+    pub(super) fn keep_alive_due(&self, now: Instant, every: Duration) -> Option<Instant> {
+        let waker = {
+            let mut st = self.lock();
+            if st.closed.is_some() {
+                return None;
+            }
+            let last = st.last_write.unwrap_or(now);
+            if last.checked_add(every).is_some_and(|due| due > now) {
+                return Some(last);
+            }
+            if !st.frames.is_empty() {
+                // Bytes are waiting for the client already: they keep the stream alive.
+                return Some(now);
+            }
+            st.push_raw(self.transport.keep_alive());
+            st.last_write = Some(now);
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Some(now)
+    }
+
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         self.lock().closed
     }
@@ -209,6 +246,9 @@ impl SessionShared {
                 buf.freeze()
             };
             st.bytes = 0;
+            if let Some(at) = st.last_write.as_mut() {
+                *at = Instant::now();
+            }
             return Poll::Ready(Some(chunk));
         }
         if st.closed.is_some() {
