@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use smol_str::SmolStr;
+
 /// The parameters captured by the endpoint's path pattern, e.g. `discussionId`.
 ///
 /// Values are percent-decoded ([`get`](Self::get), [`iter`](Self::iter)): `/sse/%61dmin` and
@@ -12,9 +14,10 @@ pub struct PathParams {
     /// The capture names in pattern order, shared with the endpoint (no allocation per request).
     names: Arc<[Arc<str>]>,
     /// Every capture's decoded value, then its spelling in the request when that differs
-    /// (empty otherwise), each length-prefixed: `4:idle0:`. One allocation per request
-    /// however many captures, since a stream holds its parameters as long as it is open.
-    text: Arc<str>,
+    /// (empty otherwise), each length-prefixed: `4:idle0:`. A stream holds its parameters as
+    /// long as it is open: up to 23 bytes they are inline, with no allocation, and longer ones
+    /// are one shared allocation however many captures.
+    text: SmolStr,
 }
 
 impl std::fmt::Debug for PathParams {

@@ -94,6 +94,8 @@ pub(crate) struct ChannelInner {
     /// The pump polling this channel's feed (an index into the hub's pumps).
     pump: usize,
     removed: AtomicBool,
+    /// The hub it belongs to (held here once, not by each of its sessions and feeds).
+    hub: Weak<HubShared>,
 }
 
 /// A session as its channel holds it (its transport is in its shared state).
@@ -102,7 +104,6 @@ type SessionEntry = Arc<SessionShared>;
 /// A session's place in a channel; dropping it leaves the channel.
 pub(crate) struct Registration {
     channel: Arc<ChannelInner>,
-    hub: Weak<HubShared>,
     key: usize,
 }
 
@@ -181,14 +182,10 @@ impl Hub {
                 None => {
                     let pump = shared.next_pump.fetch_add(1, Ordering::Relaxed);
                     let pump = pump % shared.pump_count();
-                    let c = ChannelInner::new(topic.clone(), pump);
+                    let c = ChannelInner::new(topic.clone(), pump, Arc::downgrade(shared));
                     channels.insert(topic.clone(), c.clone());
                     metrics::gauge!(crate::metrics::CHANNELS).increment(1.0);
-                    shared.open_feed(Feed::new(
-                        Arc::downgrade(shared),
-                        c.clone(),
-                        shared.broker.clone(),
-                    ));
+                    shared.open_feed(Feed::new(c.clone(), shared.broker.clone()));
                     c
                 }
             };
@@ -211,7 +208,6 @@ impl Hub {
         };
         let registration = Registration {
             channel: channel.clone(),
-            hub: Arc::downgrade(shared),
             key,
         };
         loop {
@@ -395,7 +391,7 @@ impl HubShared {
 }
 
 impl ChannelInner {
-    fn new(topic: Topic, pump: usize) -> Arc<Self> {
+    fn new(topic: Topic, pump: usize, hub: Weak<HubShared>) -> Arc<Self> {
         Arc::new(ChannelInner {
             topic,
             sessions: Mutex::new(Slab::new()),
@@ -405,6 +401,7 @@ impl ChannelInner {
             idle_since: AtomicU64::new(0),
             pump,
             removed: AtomicBool::new(false),
+            hub,
         })
     }
 
@@ -479,7 +476,7 @@ impl Registration {
     /// Send `session` a keep-alive comment after every `every` without a write (from the hub's
     /// one keep-alive timer).
     pub(crate) fn keep_alive(&self, session: &Arc<SessionShared>, every: Duration) {
-        if let Some(hub) = self.hub.upgrade() {
+        if let Some(hub) = self.channel.hub.upgrade() {
             hub.keep_alives.add(session, every);
         }
     }
@@ -492,7 +489,7 @@ impl Drop for Registration {
             sessions.try_remove(self.key);
             (sessions.is_empty(), sessions.len())
         };
-        if let Some(hub) = self.hub.upgrade() {
+        if let Some(hub) = self.channel.hub.upgrade() {
             hub.sessions.fetch_sub(1, Ordering::AcqRel);
             hub.presence.set_local(&self.channel.topic, left);
             if empty {
@@ -594,7 +591,6 @@ impl Future for Pump {
 /// delivery to the channel's sessions. It ends when the channel is removed or the subscription
 /// fails or ends.
 struct Feed {
-    hub: Weak<HubShared>,
     channel: Arc<ChannelInner>,
     state: FeedState,
 }
@@ -605,10 +601,9 @@ enum FeedState {
 }
 
 impl Feed {
-    fn new(hub: Weak<HubShared>, channel: Arc<ChannelInner>, broker: Arc<dyn Broker>) -> Self {
+    fn new(channel: Arc<ChannelInner>, broker: Arc<dyn Broker>) -> Self {
         let topic = channel.topic.clone();
         Feed {
-            hub,
             channel,
             state: FeedState::Subscribing(Box::pin(async move { broker.subscribe(&topic).await })),
         }
@@ -635,7 +630,7 @@ impl Future for Feed {
                     }
                     Poll::Ready(Err(e)) => {
                         tracing::warn!(topic = %channel.topic, error = %e, "broker subscription failed");
-                        if let Some(hub) = this.hub.upgrade() {
+                        if let Some(hub) = channel.hub.upgrade() {
                             hub.remove(channel);
                         }
                         channel.set_ready(Ready::Failed(Arc::new(e)));
@@ -652,7 +647,7 @@ impl Future for Feed {
                             }
                             Poll::Ready(None) => {
                                 tracing::warn!(topic = %channel.topic, "broker subscription ended");
-                                if let Some(hub) = this.hub.upgrade() {
+                                if let Some(hub) = channel.hub.upgrade() {
                                     hub.remove(channel);
                                 }
                                 channel.close_all(CloseReason::BrokerLost);

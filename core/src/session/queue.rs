@@ -35,21 +35,28 @@ pub(crate) struct SessionConfig {
 }
 
 pub(super) struct SessionState {
-    pub(super) frames: VecDeque<Bytes>,
+    pub(super) frames: FrameQueue,
     pub(super) bytes: usize,
-    /// `Some` until the session is live (while it joins, and while it replays page by page):
-    /// live frames wait here, with their ids.
-    pub(super) pending: Option<Box<Pending>>,
-    /// While a replay goes on: where the next page starts, and what is left of the budget.
-    pub(super) replay: Option<Box<Cursor>>,
-    /// After a resume, the last id the client has (replayed, or the one it resumed from). The
-    /// hub's feed may lag the broker, so live events up to it are dropped; the first later one
-    /// clears it (live order is publish order).
-    pub(super) seen_up_to: Option<EventId>,
+    /// How the session starts: `Some` while it joins and replays, and after a resume until the
+    /// first live event the client does not have. Boxed: most of a session's life it is `None`.
+    pub(super) start: Option<Box<Start>>,
     pub(super) closed: Option<CloseReason>,
     pub(super) waker: Option<Waker>,
     /// With a keep-alive: when the client was last handed a chunk.
     pub(super) last_write: Option<Instant>,
+}
+
+#[derive(Default)]
+pub(super) struct Start {
+    /// `Some` until the session is live (while it joins, and while it replays page by page):
+    /// live frames wait here, with their ids.
+    pub(super) pending: Option<Pending>,
+    /// While a replay goes on: where the next page starts, and what is left of the budget.
+    pub(super) replay: Option<Cursor>,
+    /// After a resume, the last id the client has (replayed, or the one it resumed from). The
+    /// hub's feed may lag the broker, so live events up to it are dropped; the first later one
+    /// clears it (live order is publish order).
+    pub(super) seen_up_to: Option<EventId>,
 }
 
 #[derive(Default)]
@@ -65,11 +72,12 @@ impl SessionShared {
     pub(crate) fn new(config: Arc<SessionConfig>, transport: Arc<dyn Transport>) -> Self {
         SessionShared {
             state: Mutex::new(SessionState {
-                frames: VecDeque::new(),
+                frames: FrameQueue::Empty,
                 bytes: 0,
-                pending: Some(Box::default()),
-                replay: None,
-                seen_up_to: None,
+                start: Some(Box::new(Start {
+                    pending: Some(Pending::default()),
+                    ..Start::default()
+                })),
                 closed: None,
                 waker: None,
                 last_write: None,
@@ -94,7 +102,7 @@ impl SessionShared {
             if st.closed.is_some() {
                 return;
             }
-            if let Some(pending) = st.pending.as_mut() {
+            if let Some(pending) = st.start.as_mut().and_then(|s| s.pending.as_mut()) {
                 if let Some(newest) = pending.overflow.as_mut() {
                     if id.is_some() {
                         *newest = id.cloned();
@@ -111,7 +119,7 @@ impl SessionShared {
                     // out: it would come back with the same id and overflow again. Instead it
                     // gets a reset at the newest of them, and goes live after it.
                     let newest = pending.frames.iter().rev().find_map(|(id, _)| id.clone());
-                    **pending = Pending {
+                    *pending = Pending {
                         overflow: Some(newest),
                         ..Pending::default()
                     };
@@ -120,9 +128,13 @@ impl SessionShared {
                 return;
             }
             if let Some(id) = id
-                && self.already_sent(&mut st.seen_up_to, id)
+                && let Some(start) = st.start.as_mut()
             {
-                return;
+                if self.already_sent(&mut start.seen_up_to, id) {
+                    return;
+                }
+                // Live, and past what the client had: nothing left of the start.
+                st.start = None;
             }
             self.enqueue(&mut st, frame.clone());
             st.waker.take()
@@ -184,7 +196,11 @@ impl SessionShared {
             }
             if let Some(f) = last {
                 // A final frame is always delivered, bound or not: it is tiny and the last one.
-                if st.pending.is_none() || st.replay.is_some() {
+                if st
+                    .start
+                    .as_ref()
+                    .is_none_or(|s| s.pending.is_none() || s.replay.is_some())
+                {
                     st.push_raw(f);
                 }
             }
@@ -236,15 +252,8 @@ impl SessionShared {
     pub(super) fn poll_frames(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut st = self.lock();
         if !st.frames.is_empty() {
-            let chunk = if st.frames.len() == 1 {
-                st.frames.pop_front().unwrap_or_default()
-            } else {
-                let mut buf = BytesMut::with_capacity(st.bytes);
-                for f in st.frames.drain(..) {
-                    buf.extend_from_slice(&f);
-                }
-                buf.freeze()
-            };
+            let bytes = st.bytes;
+            let chunk = st.frames.take_all(bytes);
             st.bytes = 0;
             if let Some(at) = st.last_write.as_mut() {
                 *at = Instant::now();
@@ -262,6 +271,77 @@ impl SessionShared {
     }
 }
 
+/// A session's frames waiting for the client. Most sessions are idle most of the time with one
+/// frame at most queued (a keep-alive, an event): that one is held inline, with no allocation.
+/// A session that once had two queued has a buffer, grows it as needed and keeps it.
+pub(super) enum FrameQueue {
+    Empty,
+    One(Bytes),
+    Many(VecDeque<Bytes>),
+}
+
+impl FrameQueue {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            FrameQueue::Empty => 0,
+            FrameQueue::One(_) => 1,
+            FrameQueue::Many(q) => q.len(),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push_back(&mut self, frame: Bytes) {
+        match self {
+            FrameQueue::Empty => *self = FrameQueue::One(frame),
+            FrameQueue::One(_) => {
+                let FrameQueue::One(first) = std::mem::replace(self, FrameQueue::Empty) else {
+                    return;
+                };
+                let mut q = VecDeque::with_capacity(2);
+                q.push_back(first);
+                q.push_back(frame);
+                *self = FrameQueue::Many(q);
+            }
+            FrameQueue::Many(q) => q.push_back(frame),
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        match self {
+            FrameQueue::Empty => None,
+            FrameQueue::One(_) => match std::mem::replace(self, FrameQueue::Empty) {
+                FrameQueue::One(f) => Some(f),
+                _ => None,
+            },
+            FrameQueue::Many(q) => q.pop_front(),
+        }
+    }
+
+    /// Everything queued as one chunk (`bytes` long).
+    fn take_all(&mut self, bytes: usize) -> Bytes {
+        match self {
+            FrameQueue::Many(q) if q.len() > 1 => {
+                let mut buf = BytesMut::with_capacity(bytes);
+                for f in q.drain(..) {
+                    buf.extend_from_slice(&f);
+                }
+                buf.freeze()
+            }
+            _ => self.pop_front().unwrap_or_default(),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            FrameQueue::Many(q) => q.clear(),
+            _ => *self = FrameQueue::Empty,
+        }
+    }
+}
+
 impl SessionState {
     /// Queue a frame past the bounds: control frames, and replay pages (bounded by the page).
     pub(super) fn push_raw(&mut self, frame: Bytes) {
@@ -269,13 +349,7 @@ impl SessionState {
         self.push_frame(frame);
     }
 
-    /// Queue a frame. The first one allocates room for one only: most sessions are idle most
-    /// of the time with one frame at most queued (a keep-alive, an event), and a busy one grows
-    /// its queue once and keeps it.
     fn push_frame(&mut self, frame: Bytes) {
-        if self.frames.capacity() == 0 {
-            self.frames.reserve_exact(1);
-        }
         self.frames.push_back(frame);
     }
 
@@ -289,7 +363,6 @@ impl SessionState {
             self.frames.clear();
             self.bytes = 0;
         }
-        self.pending = None;
-        self.replay = None;
+        self.start = None;
     }
 }

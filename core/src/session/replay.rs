@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::CloseReason;
-use super::queue::{SessionShared, SessionState};
+use super::queue::{SessionShared, SessionState, Start};
 use crate::broker::{Broker, Envelope, Replay};
 use crate::id::{EventId, Topic};
 use crate::transport::ResetReason;
@@ -102,15 +102,13 @@ impl SessionShared {
             for f in head {
                 st.push_raw(f);
             }
-            st.seen_up_to = resumed_from.clone();
-            let cursor = resumed_from.map(|after| {
-                Box::new(Cursor {
-                    after,
-                    events_left: self.config.replay_limits.max_events,
-                    bytes_left: self.config.replay_limits.max_bytes,
-                })
+            let start = st.start.get_or_insert_default();
+            start.seen_up_to = resumed_from.clone();
+            start.replay = resumed_from.map(|after| Cursor {
+                after,
+                events_left: self.config.replay_limits.max_events,
+                bytes_left: self.config.replay_limits.max_bytes,
             });
-            st.replay = cursor;
             self.queue_page(&mut st, replayed, more);
             st.waker.take()
         };
@@ -123,7 +121,7 @@ impl SessionShared {
     fn queue_page(&self, st: &mut SessionState, events: Vec<Envelope>, more: bool) {
         let mut spent = false;
         for env in events {
-            let Some(cursor) = st.replay.as_mut() else {
+            let Some(cursor) = st.start.as_mut().and_then(|s| s.replay.as_mut()) else {
                 break;
             };
             if cursor.events_left == 0 || cursor.bytes_left < env.data.len() {
@@ -135,9 +133,15 @@ impl SessionShared {
             cursor.after = env.id.clone();
             let frame = self.transport.event(Some(&env.id), &env.event, &env.data);
             st.push_raw(frame);
-            st.seen_up_to = Some(env.id);
+            if let Some(start) = st.start.as_mut() {
+                start.seen_up_to = Some(env.id);
+            }
         }
-        let overflowed = st.pending.as_ref().is_some_and(|p| p.overflow.is_some());
+        let overflowed = st
+            .start
+            .as_ref()
+            .and_then(|s| s.pending.as_ref())
+            .is_some_and(|p| p.overflow.is_some());
         if spent && !overflowed {
             // (With overflowed live events, going live below sends the one reset, at their id.)
             crate::metrics::resets_sent(ResetReason::Overflow, 1);
@@ -151,12 +155,14 @@ impl SessionShared {
 
     /// End the replay: queue the live frames that waited (or the reset that replaced them).
     fn go_live(&self, st: &mut SessionState) {
-        st.replay = None;
-        let Some(pending) = st.pending.take() else {
+        let Some(start) = st.start.as_mut() else {
             return;
         };
-        let pending = *pending;
-        let mut seen_up_to = st.seen_up_to.take();
+        start.replay = None;
+        let Some(pending) = start.pending.take() else {
+            return;
+        };
+        let mut seen_up_to = start.seen_up_to.take();
         match pending.overflow {
             Some(newest) => {
                 // The replay reads the broker's history, which holds the dropped live events
@@ -185,7 +191,13 @@ impl SessionShared {
                 }
             }
         }
-        st.seen_up_to = seen_up_to;
+        // Live now: what is left of the start is the resume filter, if any.
+        st.start = seen_up_to.map(|id| {
+            Box::new(Start {
+                seen_up_to: Some(id),
+                ..Start::default()
+            })
+        });
     }
 
     /// Where the next page of the replay starts, when one is due.
@@ -194,14 +206,17 @@ impl SessionShared {
         if st.closed.is_some() {
             return None;
         }
-        st.replay.as_ref().map(|c| c.after.clone())
+        st.start
+            .as_ref()
+            .and_then(|s| s.replay.as_ref())
+            .map(|c| c.after.clone())
     }
 
     /// Apply the broker's answer for the next page.
     pub(super) fn apply_page(&self, answer: crate::error::Result<Replay>, retry: Duration) {
         let waker = {
             let mut st = self.lock();
-            if st.closed.is_some() || st.replay.is_none() {
+            if st.closed.is_some() || st.start.as_ref().is_none_or(|s| s.replay.is_none()) {
                 return;
             }
             match answer {
