@@ -84,9 +84,28 @@ pub(crate) enum Commands {
     Cluster(Arc<ClusterCommands>),
 }
 
-impl Commands {
+/// A command connection to one Redis server or a Redis Cluster, as a [`RedisBroker`] uses it:
+/// cheap to clone, reconnecting, and on a cluster following `MOVED`/`ASK` and failovers. Use it
+/// with any [`redis`] command (`query_async(&mut con)`).
+///
+/// [`RedisBroker`]: crate::RedisBroker
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use ssehub_redis::RedisConnection;
+/// let mut con = RedisConnection::open("redis+cluster://127.0.0.1:7000").await?;
+/// let n: u64 = ssehub_redis::redis::cmd("INCR")
+///     .arg("{app}:count")
+///     .query_async(&mut con)
+///     .await?;
+/// # let _ = n; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisConnection(pub(crate) Commands);
+
+impl RedisConnection {
     /// Connect to `target` with `config`'s timeouts.
-    pub(crate) async fn open(
+    pub(crate) async fn connect(
         target: &Target,
         config: &crate::RedisBrokerBuilder,
     ) -> crate::error::RResult<RedisConnection> {
@@ -114,28 +133,7 @@ impl Commands {
             ))),
         }
     }
-}
 
-/// A command connection to one Redis server or a Redis Cluster, as a [`RedisBroker`] uses it:
-/// cheap to clone, reconnecting, and on a cluster following `MOVED`/`ASK` and failovers. Use it
-/// with any [`redis`] command (`query_async(&mut con)`).
-///
-/// [`RedisBroker`]: crate::RedisBroker
-///
-/// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use ssehub_redis::RedisConnection;
-/// let mut con = RedisConnection::open("redis+cluster://127.0.0.1:7000").await?;
-/// let n: u64 = ssehub_redis::redis::cmd("INCR")
-///     .arg("{app}:count")
-///     .query_async(&mut con)
-///     .await?;
-/// # let _ = n; Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct RedisConnection(pub(crate) Commands);
-
-impl RedisConnection {
     /// Connect to `url` (any URL [`RedisBrokerBuilder::new`](crate::RedisBrokerBuilder::new)
     /// takes, `redis+cluster://…` included) with the default timeouts.
     pub async fn open(url: &str) -> ssehub_core::Result<Self> {
@@ -145,7 +143,7 @@ impl RedisConnection {
                 "invalid redis url (not echoed, it may hold a password)",
             ));
         };
-        Ok(Commands::open(&target, &config).await?)
+        Ok(Self::connect(&target, &config).await?)
     }
 }
 

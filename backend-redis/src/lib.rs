@@ -103,7 +103,7 @@ pub const MAX_BATCH_EVENTS: usize = 256;
 /// The most payload bytes `publish_many` appends in one script (a larger event goes alone).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub use crate::connection::RedisConnection;
-use crate::connection::{Commands, Target};
+use crate::connection::Target;
 use crate::history::History;
 use crate::keys::Keys;
 use crate::subscriber::{Actor, Command, Connect, NodeChannels, Probes};
@@ -152,7 +152,7 @@ impl RedisBroker {
         let keys = Keys {
             prefix: config.prefix.clone(),
         };
-        let commands = Commands::open(&target, &config).await?;
+        let commands = RedisConnection::connect(&target, &config).await?;
         let subscriber = match &target {
             Target::Server(info) => {
                 // The subscriber speaks RESP3, so pub/sub messages arrive as pushes on a
