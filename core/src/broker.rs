@@ -225,7 +225,7 @@ pub trait Broker: fmt::Debug + Send + Sync + 'static {
     async fn publish_many(&self, topic: &Topic, messages: Vec<Message>) -> Result<Vec<EventId>> {
         let max = self.capabilities().max_payload;
         for message in &messages {
-            crate::backend::check_payload(message, max)?;
+            check_payload(message, max)?;
         }
         let mut ids = Vec::with_capacity(messages.len());
         for message in messages {
@@ -330,3 +330,12 @@ macro_rules! forward_broker {
 
 forward_broker!(Arc<B>);
 forward_broker!(Box<B>);
+
+/// Refuse a payload over `max` bytes with [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge).
+pub fn check_payload(message: &Message, max: usize) -> Result<()> {
+    let size = message.data.len();
+    if size > max {
+        return Err(crate::Error::PayloadTooLarge { size, max });
+    }
+    Ok(())
+}

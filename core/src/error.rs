@@ -26,31 +26,58 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A resource id (the variable part of a channel key) was refused.
+    /// The application's own configuration was refused, at startup: a path pattern that does
+    /// not parse or lacks a capture ([`SseEndpoint::new`], [`MultiplexEndpoint::channel`] in
+    /// ssehub-axum), a multiplexed channel's name or label, a channel session opened without
+    /// [`SubscribeOptions::for_multiplex`](crate::SubscribeOptions::for_multiplex), a key prefix
+    /// or suffix that is not a valid key part ([`ChannelManagerBuilder::build`](crate::ChannelManagerBuilder::build)).
+    /// Never temporary: fix the code.
+    ///
+    /// [`SseEndpoint::new`]: https://docs.rs/ssehub-axum/latest/ssehub_axum/struct.SseEndpoint.html#method.new
+    /// [`MultiplexEndpoint::channel`]: https://docs.rs/ssehub-axum/latest/ssehub_axum/struct.MultiplexEndpoint.html#method.channel
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong, naming the setting.
+        reason: Cow<'static, str>,
+    },
+    /// A resource id (the variable part of a channel key) was refused: by
+    /// [`validate_key_part`](crate::validate_key_part), and so by every [`ChannelManager`](crate::ChannelManager)
+    /// method that takes a resource id (`publish`, `subscribe`, `channel`, `topic`,
+    /// `close_channel`) and by [`Topic::from_parts`](crate::Topic::from_parts). The HTTP adapter
+    /// answers `400`.
     #[error("invalid resource id: {reason}")]
     InvalidResourceId {
         /// Why it was refused.
         reason: Cow<'static, str>,
     },
-    /// A topic was refused.
+    /// A whole topic was refused by [`Topic::new`](crate::Topic::new): over
+    /// [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN) bytes, or a part that is not a valid key part.
     #[error("invalid topic: {reason}")]
     InvalidTopic {
         /// Why it was refused.
         reason: Cow<'static, str>,
     },
-    /// An event id was refused (for example a malformed `Last-Event-ID`).
+    /// An event id was refused by [`EventId::parse`](crate::EventId::parse) (empty, too long,
+    /// or a byte outside `[A-Za-z0-9._~-]`). A malformed `Last-Event-ID` is not an error: the
+    /// stream starts with a `reset` instead.
     #[error("invalid event id: {reason}")]
     InvalidEventId {
         /// Why it was refused.
         reason: Cow<'static, str>,
     },
-    /// An event name was refused (control characters, empty, too long, or reserved).
+    /// An event name was refused by [`EventName::new`](crate::EventName::new) (control
+    /// characters, empty, too long, or reserved), and so by
+    /// [`ChannelManager::publish_named`](crate::ChannelManager::publish_named) and a manager's
+    /// [`event_name`](crate::ChannelManagerBuilder::event_name).
     #[error("invalid event name: {reason}")]
     InvalidEventName {
         /// Why it was refused.
         reason: Cow<'static, str>,
     },
-    /// A payload is larger than the broker or channel accepts.
+    /// A payload is larger than the broker or channel accepts: a publish over the manager's
+    /// [`max_event_bytes`](crate::ChannelManagerBuilder::max_event_bytes) or the broker's
+    /// `max_payload` ([`Capabilities`](crate::Capabilities)), and an initial event over it
+    /// (the HTTP adapter answers `500`).
     #[error("payload of {size} bytes is over the maximum of {max} bytes")]
     PayloadTooLarge {
         /// Size of the refused payload in bytes.
@@ -58,10 +85,14 @@ pub enum Error {
         /// The maximum in force.
         max: usize,
     },
-    /// The event could not be serialized to JSON.
+    /// The event could not be serialized to JSON, on publish or for an initial event (the HTTP
+    /// adapter answers `500`).
     #[error("event could not be serialized: {0}")]
     Serialize(#[from] serde_json::Error),
-    /// A limit on concurrent sessions was reached.
+    /// A limit on concurrent sessions was reached on subscribe:
+    /// [`max_sessions`](crate::ChannelManagerBuilder::max_sessions) or
+    /// [`max_sessions_per_channel`](crate::ChannelManagerBuilder::max_sessions_per_channel).
+    /// Temporary; the HTTP adapter answers with a retry hint.
     #[error("too many sessions: {0}")]
     TooManySessions(Cow<'static, str>),
     /// The node holds as many channels as it may
@@ -71,10 +102,14 @@ pub enum Error {
         /// The limit in force.
         max: usize,
     },
-    /// The hub or broker has been shut down.
+    /// A subscribe after [`ChannelManager::shutdown`](crate::ChannelManager::shutdown).
+    /// Temporary (another node may answer); the HTTP adapter answers with a retry hint.
     #[error("shut down")]
     Shutdown,
-    /// The broker failed.
+    /// The broker failed: every [`Broker`](crate::Broker) method, and so publishing,
+    /// subscribing (also for every session that waited on the same channel's failed broker
+    /// subscription: the backend, message and temporariness are kept), replays and presence.
+    /// Temporary errors get a retry hint from the HTTP adapter, the others `500`.
     #[error("broker error ({backend}): {message}")]
     Broker {
         /// Which backend raised it, e.g. `"redis"`.
@@ -98,6 +133,54 @@ impl Error {
             Error::Broker { temporary, .. } => *temporary,
             Error::TooManySessions(_) | Error::TooManyChannels { .. } | Error::Shutdown => true,
             _ => false,
+        }
+    }
+
+    /// The same error again, for a failure that several callers wait on (a channel's broker
+    /// subscription that failed while several sessions joined it): the variant, its fields and
+    /// whether it is temporary are kept; a source error, which cannot be cloned, is kept as
+    /// text in the message.
+    pub(crate) fn replicate(&self) -> Error {
+        match self {
+            Error::InvalidConfig { reason } => Error::InvalidConfig {
+                reason: reason.clone(),
+            },
+            Error::InvalidResourceId { reason } => Error::InvalidResourceId {
+                reason: reason.clone(),
+            },
+            Error::InvalidTopic { reason } => Error::InvalidTopic {
+                reason: reason.clone(),
+            },
+            Error::InvalidEventId { reason } => Error::InvalidEventId {
+                reason: reason.clone(),
+            },
+            Error::InvalidEventName { reason } => Error::InvalidEventName {
+                reason: reason.clone(),
+            },
+            Error::PayloadTooLarge { size, max } => Error::PayloadTooLarge {
+                size: *size,
+                max: *max,
+            },
+            Error::Serialize(e) => {
+                Error::Serialize(<serde_json::Error as serde::ser::Error>::custom(e))
+            }
+            Error::TooManySessions(why) => Error::TooManySessions(why.clone()),
+            Error::TooManyChannels { max } => Error::TooManyChannels { max: *max },
+            Error::Shutdown => Error::Shutdown,
+            Error::Broker {
+                backend,
+                message,
+                temporary,
+                source,
+            } => Error::Broker {
+                backend,
+                message: match source {
+                    Some(source) => format!("{message}: {source}"),
+                    None => message.clone(),
+                },
+                temporary: *temporary,
+                source: None,
+            },
         }
     }
 

@@ -26,20 +26,26 @@
 //! assert_eq!(frame, format!("id: {id}\ndata: {{\"hello\":\"world\"}}\n\n"));
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
 mod broker;
 #[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 mod error;
 mod hub;
 mod id;
 mod manager;
-pub mod metrics;
+pub mod metric_names;
 pub mod multiplex;
 mod presence;
 mod session;
 #[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod sse_parser;
 mod transport;
 
@@ -55,3 +61,8 @@ pub use manager::{Channel, ChannelManager, ChannelManagerBuilder, SubscribeOptio
 pub use presence::PresenceConfig;
 pub use session::{CloseReason, OverflowPolicy, QueueLimits, ReplayLimits, Session};
 pub use transport::{Ndjson, ResetPayload, ResetReason, Sse, Transport};
+
+// The README's Rust code blocks (the crate's page on crates.io) compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -37,14 +37,38 @@ impl std::fmt::Debug for Browser {
 /// otherwise a skip message, or a panic under `SSEHUB_REQUIRE_BROWSER=1` (CI sets it).
 #[must_use]
 pub fn available() -> bool {
-    let Some(missing) = missing() else {
+    available_with(&[])
+}
+
+/// [`available`], with more prerequisites of one test: each is what it is (named in the skip
+/// message, e.g. "the React demo build (clients/typescript/demo/dist): npm run build:demo") and
+/// whether it is there. A test whose prerequisites are missing skips with a message naming
+/// every one, or panics under `SSEHUB_REQUIRE_BROWSER=1`: a browser test never passes silently
+/// having tested nothing.
+#[must_use]
+pub fn available_with(prerequisites: &[(&str, bool)]) -> bool {
+    let mut missing: Vec<String> = Vec::new();
+    if binary().is_none() {
+        missing.push("chromium (Debian: chromium)".into());
+    }
+    if driver().is_none() {
+        missing.push("chromedriver (Debian: chromium-driver)".into());
+    }
+    missing.extend(
+        prerequisites
+            .iter()
+            .filter(|(_, there)| !there)
+            .map(|(what, _)| (*what).to_owned()),
+    );
+    if missing.is_empty() {
         return true;
-    };
+    }
+    let missing = missing.join("; ");
     assert!(
         std::env::var("SSEHUB_REQUIRE_BROWSER").as_deref() != Ok("1"),
-        "SSEHUB_REQUIRE_BROWSER=1 but {missing} is not installed"
+        "SSEHUB_REQUIRE_BROWSER=1 but this browser test lacks: {missing}"
     );
-    eprintln!("skipped: {missing} is not installed");
+    eprintln!("skipped: this browser test lacks: {missing}");
     false
 }
 

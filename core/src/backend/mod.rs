@@ -35,7 +35,6 @@ pub use fanout::{CountGuard, Fanout, SubscriptionCount};
 pub use position::{MAX_EPOCH_LEN, Offset, StreamPosition, is_epoch, parse_canonical};
 
 use crate::broker::{Message, Signals};
-use crate::error::{Error, Result};
 
 /// The [`Signals`] stream of a backend that hands the signals it receives to a
 /// `tokio::sync::broadcast` channel: a receiver that falls behind skips what it missed
@@ -53,14 +52,7 @@ pub fn signal_stream(rx: tokio::sync::broadcast::Receiver<bytes::Bytes>) -> Sign
     }))
 }
 
-/// Refuse a payload over `max` bytes with [`Error::PayloadTooLarge`].
-pub fn check_payload(message: &Message, max: usize) -> Result<()> {
-    let size = message.data.len();
-    if size > max {
-        return Err(Error::PayloadTooLarge { size, max });
-    }
-    Ok(())
-}
+pub use crate::broker::check_payload;
 
 /// `messages` as consecutive batches of at most `max_events` events and `max_bytes` of payload
 /// each (a batch holds at least one event, whatever its size), for a backend's

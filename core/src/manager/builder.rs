@@ -95,7 +95,7 @@ impl<E> ChannelManagerBuilder<E> {
     /// Most channels with sessions at once on this node (for this manager). Each costs a broker
     /// subscription, so without an `authorize` hook a client could otherwise make the server
     /// hold as many as it can name. Past it a new channel is refused with
-    /// [`Error::TooManySessions`] (the HTTP adapter answers `503` with `Retry-After`).
+    /// [`Error::TooManyChannels`](crate::Error::TooManyChannels) (the HTTP adapter answers `503` with `Retry-After`).
     /// Default: 10,000.
     pub fn max_channels(mut self, max: usize) -> Self {
         self.hub.max_channels = Some(max);
@@ -141,11 +141,22 @@ impl<E> ChannelManagerBuilder<E> {
     }
 
     /// Validate the key parts and build the manager.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) when the key prefix or suffix is
+    /// not a valid key part ([`validate_key_part`](crate::validate_key_part)).
     pub fn build(self) -> Result<ChannelManager<E>> {
         let key_prefix = self.key_prefix.filter(|p| !p.is_empty());
         let key_suffix = self.key_suffix.filter(|s| !s.is_empty());
-        for part in key_prefix.iter().chain(key_suffix.iter()) {
-            validate_key_part(part)?;
+        for (which, part) in key_prefix
+            .iter()
+            .map(|p| ("key prefix", p))
+            .chain(key_suffix.iter().map(|s| ("key suffix", s)))
+        {
+            validate_key_part(part).map_err(|e| crate::Error::InvalidConfig {
+                reason: format!("{which}: {e}").into(),
+            })?;
         }
         let broker_max = self.broker.capabilities().max_payload;
         let max_event_bytes = self.max_event_bytes.unwrap_or(broker_max).min(broker_max);

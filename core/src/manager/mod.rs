@@ -187,9 +187,9 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         let n = messages.len() as u64;
         let result = self.inner.hub.broker().publish_many(&topic, messages).await;
         match &result {
-            Ok(_) => metrics::counter!(crate::metrics::EVENTS_PUBLISHED).increment(n),
+            Ok(_) => metrics::counter!(crate::metric_names::EVENTS_PUBLISHED).increment(n),
             Err(e) => {
-                metrics::counter!(crate::metrics::PUBLISH_ERRORS).increment(1);
+                metrics::counter!(crate::metric_names::PUBLISH_ERRORS).increment(1);
                 tracing::debug!(%topic, error = %e, "batch publish failed");
             }
         }
@@ -209,11 +209,11 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         let result = self.inner.hub.broker().publish(topic, message).await;
         match &result {
             Ok(id) => {
-                metrics::counter!(crate::metrics::EVENTS_PUBLISHED).increment(1);
+                metrics::counter!(crate::metric_names::EVENTS_PUBLISHED).increment(1);
                 tracing::trace!(%topic, %id, "published");
             }
             Err(e) => {
-                metrics::counter!(crate::metrics::PUBLISH_ERRORS).increment(1);
+                metrics::counter!(crate::metric_names::PUBLISH_ERRORS).increment(1);
                 tracing::debug!(%topic, error = %e, "publish failed");
             }
         }
@@ -344,7 +344,10 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
     ) -> Result<Session> {
         let transport = options.transport;
         let hub = &self.inner.hub;
-        let (shared, registration) = hub.join(topic, transport.clone()).await?;
+        let (shared, membership) = hub.join(topic, transport.clone()).await?;
+        if let Some(every) = options.keep_alive {
+            hub.keep_alive(&shared, every);
+        }
         let mut head = Vec::with_capacity(3);
         if let Some(retry) = options.retry {
             head.push(transport.retry(retry));
@@ -367,8 +370,8 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
                     };
                     match answer {
                         Ok(Replay::Events(events)) => {
-                            metrics::counter!(crate::metrics::REPLAYS).increment(1);
-                            metrics::counter!(crate::metrics::REPLAYED_EVENTS)
+                            metrics::counter!(crate::metric_names::REPLAYS).increment(1);
+                            metrics::counter!(crate::metric_names::REPLAYED_EVENTS)
                                 .increment(events.len() as u64);
                             more = events.len() >= page;
                             first_page = events;
@@ -392,7 +395,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             }
         }
         if let Some(reason) = reset {
-            crate::metrics::resets_sent(reason, 1);
+            crate::metric_names::resets_sent(reason, 1);
             head.push(transport.reset(reason, None));
         }
         // A fresh start may still get a position: the topic's newest event, read before the
@@ -422,13 +425,12 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             permits: hub.replay_permits().clone(),
         });
         let run = SessionRun {
-            keep_alive: options.keep_alive,
             replayer,
             retry: options.retry.unwrap_or(Duration::from_secs(1)),
             max_lifetime: self.inner.max_lifetime,
             start_position: start,
         };
-        Ok(Session::new(shared, registration, run))
+        Ok(Session::new(shared, membership, run))
     }
 
     /// End, at once, every open session of the resource's channel on this node; returns how

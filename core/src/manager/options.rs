@@ -83,6 +83,15 @@ impl<E> SubscribeOptions<E> {
         self
     }
 
+    /// Open this session as one channel of a
+    /// [`MultiplexedSession`](crate::multiplex::MultiplexedSession), which re-frames its events
+    /// with the channel's label and the connection's id. Replaces [`transport`](Self::transport):
+    /// the session's own frames are an internal record format, never sent to a client as they
+    /// are.
+    pub fn for_multiplex(self) -> Self {
+        self.transport(Arc::new(crate::multiplex::Tagged))
+    }
+
     /// Resume after this untrusted id (a `Last-Event-ID`). A malformed, unknown or too old id
     /// starts the stream with a `reset` event instead. Default: none (live events only).
     pub fn last_event_id(mut self, id: Option<impl Into<String>>) -> Self {
@@ -91,7 +100,7 @@ impl<E> SubscribeOptions<E> {
     }
 
     /// Send this event first (without an id, so it never moves the client's resume point),
-    /// unless the session resumes exactly (see [`ChannelManager::subscribe`]).
+    /// unless the session resumes exactly (see [`ChannelManager::subscribe`](crate::ChannelManager::subscribe)).
     pub fn initial_event(mut self, event: Option<E>) -> Self {
         self.initial_event = event.map(Initial::Value);
         self

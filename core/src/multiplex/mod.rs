@@ -2,8 +2,9 @@
 //! the server resume every channel of the set exactly.
 //!
 //! A [`MultiplexedSession`] merges one [`Session`] per channel into one stream framed by an outer
-//! [`Transport`]. The channels' sessions are opened as usual ([`ChannelManager::subscribe`]) but
-//! with the [`Tagged`] transport, whose frames this module reads back; everything else — resume,
+//! [`Transport`]. The channels' sessions are opened as usual ([`ChannelManager::subscribe`](crate::ChannelManager::subscribe)) but
+//! with [`SubscribeOptions::for_multiplex`](crate::SubscribeOptions::for_multiplex) (an
+//! internal transport whose frames this module reads back); everything else — resume,
 //! replay pages, the snapshot rule, queue bounds, presence events — is the single-channel
 //! machinery, per channel.
 //!
@@ -27,7 +28,7 @@
 //! use std::sync::Arc;
 //! use futures_util::StreamExt;
 //! use ssehub_core::{ChannelManager, Sse, SubscribeOptions};
-//! use ssehub_core::multiplex::{MultiplexedSession, Tagged};
+//! use ssehub_core::multiplex::MultiplexedSession;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> ssehub_core::Result<()> {
 //! let broker = ssehub_memory::MemoryBroker::new();
@@ -36,7 +37,7 @@
 //! let votes = ChannelManager::<serde_json::Value>::builder(broker)
 //!     .key_prefix("votes").build()?;
 //!
-//! let tagged = || SubscribeOptions::new().transport(Arc::new(Tagged)).from_tail(true);
+//! let tagged = || SubscribeOptions::new().for_multiplex().from_tail(true);
 //! let mut stream = MultiplexedSession::new(Arc::new(Sse), None, None)
 //!     .channel("comments/123", comments.subscribe("123", tagged()).await?)?
 //!     .channel("votes/123", votes.subscribe("123", tagged()).await?)?;
@@ -66,6 +67,9 @@ use crate::transport::Transport;
 mod tagged;
 
 use tagged::Record;
+// Public only for the HTTP adapter, which builds the channel sessions of a multiplexed stream:
+// its bytes are an internal record format, never a wire format, so it stays out of the docs.
+#[doc(hidden)]
 pub use tagged::Tagged;
 
 /// The first byte of a multiplexed id.
@@ -257,7 +261,7 @@ impl MultiplexedSession {
     }
 
     /// Add the channel labelled `label` (the `event` field of its events): its `session`,
-    /// opened with the [`Tagged`] transport (and [`from_tail`](crate::SubscribeOptions::from_tail),
+    /// opened with [`SubscribeOptions::for_multiplex`](crate::SubscribeOptions::for_multiplex) (and [`from_tail`](crate::SubscribeOptions::from_tail),
     /// so a fresh channel has a position too). The channel's position starts at
     /// [`Session::start_position`]; a channel without one (an empty topic, a `reset`) has none
     /// until its first event. The label must be non-empty, without `:` and
@@ -268,14 +272,16 @@ impl MultiplexedSession {
             || label.contains(':')
             || label.chars().any(char::is_control)
         {
-            return Err(Error::InvalidEventName {
+            return Err(Error::InvalidConfig {
                 reason: "a channel label is not empty and holds no ':' and no control character"
                     .into(),
             });
         }
         if session.transport().name() != Tagged.name() {
-            return Err(Error::InvalidEventName {
-                reason: "a multiplexed channel's session must use the Tagged transport".into(),
+            return Err(Error::InvalidConfig {
+                reason:
+                    "a multiplexed channel's session is opened with SubscribeOptions::for_multiplex"
+                        .into(),
             });
         }
         let position = session.start_position().cloned();
@@ -309,7 +315,7 @@ impl MultiplexedSession {
         EventId::from_trusted(encode(self.parts.iter().map(|p| p.position.as_ref())))
     }
 
-    /// Re-frame one channel's chunk of [`Tagged`] records into `out`.
+    /// Re-frame one channel's chunk of `Tagged` records into `out`.
     fn reframe(&mut self, index: usize, chunk: &[u8], out: &mut BytesMut) {
         for record in tagged::records(chunk) {
             match record {

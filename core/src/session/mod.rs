@@ -22,7 +22,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_core::Stream;
 
-use crate::hub::Registration;
 use crate::id::{EventId, Topic};
 use crate::transport::Transport;
 
@@ -114,7 +113,7 @@ pub enum CloseReason {
 /// channel; the last session leaving lets the channel go after a short linger.
 pub struct Session {
     shared: Arc<SessionShared>,
-    registration: Registration,
+    membership: Membership,
     /// What only some sessions have (a replay to read, a lifetime, a start position): one
     /// allocation for those, none for a plain live session.
     more: Option<Box<SessionMore>>,
@@ -131,9 +130,39 @@ struct SessionMore {
     start_position: Option<EventId>,
 }
 
+/// The channel a session belongs to, as the session sees it: its topic, and how to leave it.
+/// The hub's channels implement it, so a session knows nothing of the hub.
+pub(crate) trait Joined: Send + Sync {
+    /// The channel's topic.
+    fn topic(&self) -> &Topic;
+    /// The session at `key` is gone: take it out of the channel.
+    fn leave(self: Arc<Self>, key: usize);
+}
+
+/// A session's place in its channel; dropping it leaves the channel.
+pub(crate) struct Membership {
+    channel: Arc<dyn Joined>,
+    key: usize,
+}
+
+impl Membership {
+    pub(crate) fn new(channel: Arc<dyn Joined>, key: usize) -> Self {
+        Membership { channel, key }
+    }
+
+    fn topic(&self) -> &Topic {
+        self.channel.topic()
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.channel.clone().leave(self.key);
+    }
+}
+
 /// How a [`Session`] runs, besides its queue.
 pub(crate) struct SessionRun {
-    pub(crate) keep_alive: Option<Duration>,
     pub(crate) replayer: Option<Replayer>,
     pub(crate) retry: Duration,
     pub(crate) max_lifetime: Option<Duration>,
@@ -141,14 +170,7 @@ pub(crate) struct SessionRun {
 }
 
 impl Session {
-    pub(crate) fn new(
-        shared: Arc<SessionShared>,
-        registration: Registration,
-        run: SessionRun,
-    ) -> Self {
-        if let Some(every) = run.keep_alive {
-            registration.keep_alive(&shared, every);
-        }
+    pub(crate) fn new(shared: Arc<SessionShared>, membership: Membership, run: SessionRun) -> Self {
         let more =
             (run.replayer.is_some() || run.max_lifetime.is_some() || run.start_position.is_some())
                 .then(|| {
@@ -162,7 +184,7 @@ impl Session {
                 });
         Session {
             shared,
-            registration,
+            membership,
             more,
         }
     }
@@ -170,7 +192,7 @@ impl Session {
     /// The topic this session listens to.
     #[must_use]
     pub fn topic(&self) -> &Topic {
-        self.registration.topic()
+        self.membership.topic()
     }
 
     /// Where this session's stream starts in its topic's history: the id it resumed from

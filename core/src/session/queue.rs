@@ -355,7 +355,7 @@ impl SessionState {
 
     pub(super) fn close(&mut self, reason: CloseReason, discard: bool) {
         if reason == CloseReason::Overflow {
-            metrics::counter!(crate::metrics::SLOW_CONSUMER_DISCONNECTS).increment(1);
+            metrics::counter!(crate::metric_names::SLOW_CONSUMER_DISCONNECTS).increment(1);
             tracing::debug!("session queue overflowed: disconnecting a slow consumer");
         }
         self.closed = Some(reason);

@@ -144,7 +144,7 @@ impl SessionShared {
             .is_some_and(|p| p.overflow.is_some());
         if spent && !overflowed {
             // (With overflowed live events, going live below sends the one reset, at their id.)
-            crate::metrics::resets_sent(ResetReason::Overflow, 1);
+            crate::metric_names::resets_sent(ResetReason::Overflow, 1);
             tracing::debug!("a replay went past its budget: the session gets a reset");
             st.push_raw(self.transport.reset(ResetReason::Overflow, None));
         }
@@ -175,7 +175,7 @@ impl SessionShared {
                     _ => false,
                 };
                 if !covered {
-                    crate::metrics::resets_sent(ResetReason::Overflow, 1);
+                    crate::metric_names::resets_sent(ResetReason::Overflow, 1);
                     st.push_raw(self.transport.reset(ResetReason::Overflow, newest.as_ref()));
                     seen_up_to = newest;
                 }
@@ -226,7 +226,7 @@ impl SessionShared {
                 }
                 Ok(Replay::Gap) => {
                     // History was trimmed past the cursor while the client read.
-                    crate::metrics::resets_sent(ResetReason::OutOfWindow, 1);
+                    crate::metric_names::resets_sent(ResetReason::OutOfWindow, 1);
                     st.push_raw(self.transport.reset(ResetReason::OutOfWindow, None));
                     self.go_live(&mut st);
                 }

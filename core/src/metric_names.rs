@@ -21,7 +21,7 @@
 //! # Example
 //!
 //! ```
-//! assert_eq!(ssehub_core::metrics::SESSIONS, "ssehub_sessions");
+//! assert_eq!(ssehub_core::metric_names::SESSIONS, "ssehub_sessions");
 //! ```
 
 /// Open sessions on this node.
@@ -94,12 +94,12 @@ const BACKENDS: [&str; 3] = ["memory", "redis", "nats"];
 /// }
 ///
 /// let names = Names::default();
-/// metrics::with_local_recorder(&names, ssehub_core::metrics::describe);
+/// metrics::with_local_recorder(&names, ssehub_core::metric_names::describe);
 /// let names = names.0.into_inner().unwrap();
-/// assert!(names.iter().any(|n| n == ssehub_core::metrics::SESSIONS));
-/// assert!(names.iter().any(|n| n == ssehub_core::metrics::BROKER_GAPS));
+/// assert!(names.iter().any(|n| n == ssehub_core::metric_names::SESSIONS));
+/// assert!(names.iter().any(|n| n == ssehub_core::metric_names::BROKER_GAPS));
 /// // `ssehub_resets_total` once per reason, `ssehub_broker_reconnects_total` once per backend.
-/// assert_eq!(names.iter().filter(|n| *n == ssehub_core::metrics::RESETS).count(), 5);
+/// assert_eq!(names.iter().filter(|n| *n == ssehub_core::metric_names::RESETS).count(), 5);
 /// ```
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge};

@@ -5,33 +5,31 @@
 //! few pump tasks per hub (one per runtime worker), which also time the linger of idle channels
 //! (one timer per pump, not one per channel).
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use futures_util::task::AtomicWaker;
 use slab::Slab;
 use tokio::sync::{Notify, mpsc};
-use tokio::time::Instant;
 
 use crate::backend::lock;
-use crate::broker::{Broker, Delivery, Envelope, Subscription};
+use crate::broker::{Broker, Envelope};
 use crate::error::{Error, Result};
 use crate::id::{EventName, PRESENCE_EVENT, Topic};
 use crate::presence::{Presence, PresenceConfig};
 use crate::session::{
-    CloseReason, KeepAlives, OverflowPolicy, QueueLimits, ReplayLimits, SessionConfig,
-    SessionShared,
+    CloseReason, Joined, KeepAlives, Membership, OverflowPolicy, QueueLimits, ReplayLimits,
+    SessionConfig, SessionShared,
 };
+
+mod pump;
+
 use crate::transport::{ResetReason, Transport};
+use pump::{Command, Feed, spawn_pump};
 
 /// Settings of the hub, set through the [`ChannelManager`](crate::ChannelManager) builder.
 #[derive(Clone, Debug)]
@@ -101,12 +99,6 @@ pub(crate) struct ChannelInner {
 /// A session as its channel holds it (its transport is in its shared state).
 type SessionEntry = Arc<SessionShared>;
 
-/// A session's place in a channel; dropping it leaves the channel.
-pub(crate) struct Registration {
-    channel: Arc<ChannelInner>,
-    key: usize,
-}
-
 impl Hub {
     pub(crate) fn new(broker: Arc<dyn Broker>, config: HubConfig) -> Self {
         let hub = Hub {
@@ -147,13 +139,19 @@ impl Hub {
         &self.shared.broker
     }
 
+    /// Send `session` a keep-alive comment after every `every` without a write (from the hub's
+    /// one keep-alive timer).
+    pub(crate) fn keep_alive(&self, session: &Arc<SessionShared>, every: Duration) {
+        self.shared.keep_alives.add(session, every);
+    }
+
     /// Join `topic`'s channel, creating it (and the broker subscription) when it is the first.
     /// Returns once the broker subscription is live, so a replay made afterwards misses nothing.
     pub(crate) async fn join(
         &self,
         topic: &Topic,
         transport: Arc<dyn Transport>,
-    ) -> Result<(Arc<SessionShared>, Registration)> {
+    ) -> Result<(Arc<SessionShared>, Membership)> {
         let shared = &self.shared;
         let session = Arc::new(SessionShared::new(
             shared.session_config.clone(),
@@ -184,7 +182,7 @@ impl Hub {
                     let pump = pump % shared.pump_count();
                     let c = ChannelInner::new(topic.clone(), pump, Arc::downgrade(shared));
                     channels.insert(topic.clone(), c.clone());
-                    metrics::gauge!(crate::metrics::CHANNELS).increment(1.0);
+                    metrics::gauge!(crate::metric_names::CHANNELS).increment(1.0);
                     shared.open_feed(Feed::new(c.clone(), shared.broker.clone()));
                     c
                 }
@@ -203,13 +201,10 @@ impl Hub {
             shared.presence.set_local(topic, sessions.len());
             drop(sessions);
             shared.sessions.fetch_add(1, Ordering::AcqRel);
-            metrics::gauge!(crate::metrics::SESSIONS).increment(1.0);
+            metrics::gauge!(crate::metric_names::SESSIONS).increment(1.0);
             (channel, key)
         };
-        let registration = Registration {
-            channel: channel.clone(),
-            key,
-        };
+        let membership = Membership::new(channel.clone(), key);
         loop {
             // Registered before the state is read, so a change in between still wakes it.
             let changed = channel.ready_changed.notified();
@@ -217,8 +212,8 @@ impl Hub {
             changed.as_mut().enable();
             match &*lock(&channel.ready) {
                 Ready::Connecting => {}
-                Ready::Live => return Ok((session, registration)),
-                Ready::Failed(e) => return Err(clone_error(e)),
+                Ready::Live => return Ok((session, membership)),
+                Ready::Failed(e) => return Err(e.replicate()),
             }
             changed.await;
         }
@@ -312,10 +307,6 @@ impl Drop for Hub {
         }
         self.shared.keep_alives.close();
     }
-}
-
-fn clone_error(e: &Error) -> Error {
-    Error::broker("hub", e.is_temporary(), e.to_string(), None)
 }
 
 impl HubShared {
@@ -414,7 +405,7 @@ impl ChannelInner {
     /// ends and drops the broker subscription.
     fn mark_removed(&self) {
         if !self.removed.swap(true, Ordering::AcqRel) {
-            metrics::gauge!(crate::metrics::CHANNELS).decrement(1.0);
+            metrics::gauge!(crate::metric_names::CHANNELS).decrement(1.0);
         }
         self.feed.wake();
     }
@@ -427,16 +418,16 @@ impl ChannelInner {
     fn deliver(&self, env: &Envelope) {
         let sessions = lock(&self.sessions);
         let _span = tracing::trace_span!("ssehub.deliver", topic = %self.topic, id = %env.id, sessions = sessions.len()).entered();
-        metrics::counter!(crate::metrics::EVENTS_DELIVERED).increment(sessions.len() as u64);
+        metrics::counter!(crate::metric_names::EVENTS_DELIVERED).increment(sessions.len() as u64);
         fan_out(&sessions, Some(&env.id), |t| {
             t.event(Some(&env.id), &env.event, &env.data)
         });
     }
 
     fn deliver_reset(&self, reason: ResetReason) {
-        metrics::counter!(crate::metrics::BROKER_GAPS).increment(1);
+        metrics::counter!(crate::metric_names::BROKER_GAPS).increment(1);
         let sessions = lock(&self.sessions);
-        crate::metrics::resets_sent(reason, sessions.len());
+        crate::metric_names::resets_sent(reason, sessions.len());
         fan_out(&sessions, None, |t| t.reset(reason, None));
     }
 
@@ -468,201 +459,24 @@ fn fan_out(
     }
 }
 
-impl Registration {
-    pub(crate) fn topic(&self) -> &Topic {
-        &self.channel.topic
+impl Joined for ChannelInner {
+    fn topic(&self) -> &Topic {
+        &self.topic
     }
 
-    /// Send `session` a keep-alive comment after every `every` without a write (from the hub's
-    /// one keep-alive timer).
-    pub(crate) fn keep_alive(&self, session: &Arc<SessionShared>, every: Duration) {
-        if let Some(hub) = self.channel.hub.upgrade() {
-            hub.keep_alives.add(session, every);
-        }
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
+    fn leave(self: Arc<Self>, key: usize) {
         let (empty, left) = {
-            let mut sessions = lock(&self.channel.sessions);
-            sessions.try_remove(self.key);
+            let mut sessions = lock(&self.sessions);
+            sessions.try_remove(key);
             (sessions.is_empty(), sessions.len())
         };
-        if let Some(hub) = self.channel.hub.upgrade() {
+        if let Some(hub) = self.hub.upgrade() {
             hub.sessions.fetch_sub(1, Ordering::AcqRel);
-            hub.presence.set_local(&self.channel.topic, left);
+            hub.presence.set_local(&self.topic, left);
             if empty {
-                hub.idle(&self.channel);
+                hub.idle(&self);
             }
         }
-        metrics::gauge!(crate::metrics::SESSIONS).decrement(1.0);
-    }
-}
-
-/// What a pump is told.
-enum Command {
-    /// Poll this new channel's feed.
-    Open(Feed),
-    /// The channel became idle (the `idle_since` count it reached): remove it after the linger
-    /// unless it has been joined since.
-    Idle(Arc<ChannelInner>, u64),
-}
-
-/// Start a pump on the current runtime; returns its command queue.
-fn spawn_pump(hub: &Arc<HubShared>) -> mpsc::UnboundedSender<Command> {
-    let (tx, commands) = mpsc::unbounded_channel();
-    tokio::spawn(Pump {
-        hub: Arc::downgrade(hub),
-        commands,
-        feeds: FuturesUnordered::new(),
-        lingering: VecDeque::new(),
-        linger: hub.config.linger,
-        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-        armed: None,
-    });
-    tx
-}
-
-/// Deliveries one feed hands out per poll before it lets the pump's other feeds go.
-const FEED_BUDGET: usize = 64;
-
-/// One task that polls the feeds of many channels and times their lingers. It ends when the
-/// hub is gone (its command queue closes), dropping every feed left.
-struct Pump {
-    hub: Weak<HubShared>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    feeds: FuturesUnordered<Feed>,
-    /// Idle channels in the order their lingers end (every channel lingers the same time).
-    lingering: VecDeque<(Instant, Arc<ChannelInner>, u64)>,
-    linger: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
-    /// The deadline `timer` is set to.
-    armed: Option<Instant>,
-}
-
-impl Future for Pump {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        loop {
-            while let Poll::Ready(command) = this.commands.poll_recv(cx) {
-                match command {
-                    Some(Command::Open(feed)) => this.feeds.push(feed),
-                    Some(Command::Idle(channel, since)) => {
-                        let at = crate::session::after(this.linger);
-                        this.lingering.push_back((at, channel, since));
-                    }
-                    None => return Poll::Ready(()),
-                }
-            }
-            let now = Instant::now();
-            while let Some((at, ..)) = this.lingering.front()
-                && *at <= now
-            {
-                let Some((_, channel, since)) = this.lingering.pop_front() else {
-                    break;
-                };
-                if channel.idle_since.load(Ordering::Acquire) == since
-                    && let Some(hub) = this.hub.upgrade()
-                {
-                    hub.remove_if_idle(&channel);
-                }
-            }
-            if let Some(&(at, ..)) = this.lingering.front() {
-                if this.armed != Some(at) {
-                    this.timer.as_mut().reset(at);
-                    this.armed = Some(at);
-                }
-                if this.timer.as_mut().poll(cx).is_ready() {
-                    continue;
-                }
-            }
-            match this.feeds.poll_next_unpin(cx) {
-                Poll::Ready(Some(())) => {}
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-/// A channel's broker subscription as its pump polls it: subscribing, then handing every
-/// delivery to the channel's sessions. It ends when the channel is removed or the subscription
-/// fails or ends.
-struct Feed {
-    channel: Arc<ChannelInner>,
-    state: FeedState,
-}
-
-enum FeedState {
-    Subscribing(Pin<Box<dyn Future<Output = Result<Subscription>> + Send>>),
-    Live(Subscription),
-}
-
-impl Feed {
-    fn new(channel: Arc<ChannelInner>, broker: Arc<dyn Broker>) -> Self {
-        let topic = channel.topic.clone();
-        Feed {
-            channel,
-            state: FeedState::Subscribing(Box::pin(async move { broker.subscribe(&topic).await })),
-        }
-    }
-}
-
-impl Future for Feed {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        let channel = &this.channel;
-        channel.feed.register(cx.waker());
-        loop {
-            if channel.is_removed() {
-                return Poll::Ready(());
-            }
-            match &mut this.state {
-                FeedState::Subscribing(subscribing) => match subscribing.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(sub)) => {
-                        this.state = FeedState::Live(sub);
-                        channel.set_ready(Ready::Live);
-                    }
-                    Poll::Ready(Err(e)) => {
-                        tracing::warn!(topic = %channel.topic, error = %e, "broker subscription failed");
-                        if let Some(hub) = channel.hub.upgrade() {
-                            hub.remove(channel);
-                        }
-                        channel.set_ready(Ready::Failed(Arc::new(e)));
-                        return Poll::Ready(());
-                    }
-                },
-                FeedState::Live(sub) => {
-                    for _ in 0..FEED_BUDGET {
-                        match sub.as_mut().poll_next(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(Some(Delivery::Event(env))) => channel.deliver(&env),
-                            Poll::Ready(Some(Delivery::Gap)) => {
-                                channel.deliver_reset(ResetReason::BrokerGap);
-                            }
-                            Poll::Ready(None) => {
-                                tracing::warn!(topic = %channel.topic, "broker subscription ended");
-                                if let Some(hub) = channel.hub.upgrade() {
-                                    hub.remove(channel);
-                                }
-                                channel.close_all(CloseReason::BrokerLost);
-                                return Poll::Ready(());
-                            }
-                        }
-                        if channel.is_removed() {
-                            return Poll::Ready(());
-                        }
-                    }
-                    // Many deliveries at once: let the pump's other feeds go first.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-            }
-        }
+        metrics::gauge!(crate::metric_names::SESSIONS).decrement(1.0);
     }
 }
