@@ -9,7 +9,29 @@ use http_body::{Body, Frame, SizeHint};
 use ssehub_core::Session;
 use ssehub_core::multiplex::MultiplexedSession;
 
-use crate::endpoint::OnDrop;
+use std::sync::Arc;
+
+use crate::params::PathParams;
+
+/// An endpoint's `on_disconnect` hook.
+pub(crate) type DisconnectFn = dyn Fn(&PathParams) + Send + Sync;
+
+/// What runs when a response body is dropped: an endpoint's `on_disconnect` with the params it
+/// was opened with, or several (a multiplexed stream's channels). No closure is boxed per
+/// stream: the hook is shared, the params are an `Arc`.
+pub(crate) enum OnDrop {
+    Call(Arc<DisconnectFn>, PathParams),
+    Each(Vec<OnDrop>),
+}
+
+impl OnDrop {
+    pub(crate) fn run(self) {
+        match self {
+            OnDrop::Call(f, params) => f(&params),
+            OnDrop::Each(all) => all.into_iter().for_each(OnDrop::run),
+        }
+    }
+}
 
 /// The body of an SSE response: the session's frames (one channel's, or several channels'
 /// multiplexed), then the end. Runs the endpoint's

@@ -1,21 +1,17 @@
 //! The SSE endpoint: path pattern, hooks, and the answer to one request.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde::Serialize;
-use ssehub_core::{ChannelManager, Error, Ndjson, Sse, SubscribeOptions, Transport};
+use ssehub_core::{ChannelManager, Error, SubscribeOptions, Transport};
 
-use crate::body::SseBody;
+use crate::body::{DisconnectFn, OnDrop, SseBody};
 use crate::params::{PathParams, RequestInfo};
+use crate::response::{choose_transport, method_not_allowed, resume_point, stream_headers, text};
 use crate::settings::StreamSettings;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -41,7 +37,6 @@ impl Clone for ResourceFn {
     }
 }
 type InitialFn<E> = dyn Fn(PathParams) -> BoxFuture<Option<E>> + Send + Sync;
-type DisconnectFn = dyn Fn(&PathParams) + Send + Sync;
 
 /// The `{name}` / `{*name}` captures of a matchit pattern, in order.
 pub(crate) fn capture_names(pattern: &str) -> Vec<Arc<str>> {
@@ -58,25 +53,6 @@ pub(crate) fn capture_names(pattern: &str) -> Vec<Arc<str>> {
         rest = &rest[start + len + 1..];
     }
     names
-}
-
-/// The longest retry hint, retry jitter and keep-alive interval an [`SseEndpoint`] uses: 24 hours.
-/// Longer settings are clamped to it when set, so no hint or timer computed from them can
-/// overflow (`Duration::MAX` is a valid way to say "as long as possible").
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-
-/// How to answer when no stream can be opened for a temporary reason (session limits reached,
-/// server shutting down, broker unavailable). A full channel table
-/// ([`Error::TooManyChannels`]) is always answered `503` with `Retry-After`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Unavailable {
-    /// `200` with a `retry:` hint (base plus jitter) and an immediate end of stream. A browser's
-    /// `EventSource` then reconnects after the hint; it would give up for good on a non-200.
-    #[default]
-    RetryLater,
-    /// `503 Service Unavailable` with `Retry-After`, for clients that retry on their own.
-    ServiceUnavailable,
 }
 
 /// Serves one path pattern (e.g. `/api/sse/comments/{discussionId}`) as SSE streams of a
@@ -150,7 +126,7 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
         let mut router = matchit::Router::new();
         router
             .insert(pattern.clone(), ())
-            .map_err(|e| Error::InvalidTopic {
+            .map_err(|e| Error::InvalidConfig {
                 reason: format!("bad path pattern: {e}").into(),
             })?;
         Ok(SseEndpoint {
@@ -337,16 +313,6 @@ impl<E: Serialize + Send + Sync + 'static> SseEndpoint<E> {
     }
 }
 
-pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<SseBody> {
-    let mut res = Response::new(SseBody::once(body.into()));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
-}
-
 impl<E: Serialize + Send + Sync + 'static> Config<E> {
     async fn respond(&self, parts: http::request::Parts) -> Response<SseBody> {
         let params = match self.router.at(parts.uri.path()) {
@@ -467,32 +433,44 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
     }
 
     /// The answer to a failed `subscribe` that is not temporary; `None` for "try again later".
-    pub(crate) fn refusal(&self, e: &Error, resource: &str) -> Option<(StatusCode, &'static str)> {
+    pub(crate) fn refusal(&self, e: &Error, resource: &str) -> Option<(StatusCode, String)> {
         match e {
             Error::InvalidResourceId { .. } | Error::InvalidTopic { .. } => {
                 tracing::debug!(error = %e, "refused");
-                Some((StatusCode::BAD_REQUEST, "invalid resource id\n"))
+                Some((StatusCode::BAD_REQUEST, "invalid resource id\n".into()))
             }
             // The initial event could not be encoded (serialization failed, too large, a bad
-            // event name): it would fail the same way on every retry, so no retry hint. A 500
-            // makes a browser's `EventSource` stop instead of reconnecting forever.
+            // event name), or the app is misconfigured: it would fail the same way on every
+            // retry, so no retry hint. A 500 makes a browser's `EventSource` stop instead of
+            // reconnecting forever.
             Error::Serialize(_)
             | Error::PayloadTooLarge { .. }
-            | Error::InvalidEventName { .. } => {
+            | Error::InvalidEventName { .. }
+            | Error::InvalidConfig { .. } => {
                 tracing::error!(
                     error = %e,
                     pattern = %self.pattern,
                     resource = %resource,
-                    "initial event could not be encoded; answering 500"
+                    "stream could not open (initial event or configuration); answering 500"
                 );
-                Some((StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"))
+                Some((
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal server error\n".into(),
+                ))
             }
-            _ => {
-                if !e.is_temporary() {
-                    tracing::warn!(error = %e, "stream not opened");
-                }
-                None
+            // A broker error that retrying cannot fix (a wrong key type, a permission, the
+            // broker's configuration): a 500 naming it, so a browser stops instead of retrying
+            // forever and the operator sees the cause in the log and the response.
+            _ if !e.is_temporary() => {
+                tracing::error!(
+                    error = %e,
+                    pattern = %self.pattern,
+                    resource = %resource,
+                    "stream could not open (permanent error); answering 500"
+                );
+                Some((StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")))
             }
+            _ => None,
         }
     }
 }
@@ -501,100 +479,4 @@ impl<E: Serialize + Send + Sync + 'static> Config<E> {
 pub(crate) struct Admitted {
     pub(crate) resource: String,
     pub(crate) params: PathParams,
-}
-
-/// What runs when a response body is dropped: an endpoint's `on_disconnect` with the params it
-/// was opened with, or several (a multiplexed stream's channels). No closure is boxed per
-/// stream: the hook is shared, the params are an `Arc`.
-pub(crate) enum OnDrop {
-    Call(Arc<DisconnectFn>, PathParams),
-    Each(Vec<OnDrop>),
-}
-
-impl OnDrop {
-    pub(crate) fn run(self) {
-        match self {
-            OnDrop::Call(f, params) => f(&params),
-            OnDrop::Each(all) => all.into_iter().for_each(OnDrop::run),
-        }
-    }
-}
-
-/// `405` with `Allow` for anything but `GET` and `HEAD`.
-pub(crate) fn method_not_allowed(parts: &http::request::Parts) -> Option<Response<SseBody>> {
-    if parts.method == Method::GET || parts.method == Method::HEAD {
-        return None;
-    }
-    let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-    res.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-    Some(res)
-}
-
-/// The id a `GET` resumes from (`Last-Event-ID`, else `?lastEventId=`); for `HEAD`, the
-/// answer itself: a stream's headers and no body.
-pub(crate) fn resume_point(
-    parts: &http::request::Parts,
-    transport: &dyn Transport,
-) -> Result<Option<String>, Box<Response<SseBody>>> {
-    if parts.method == Method::HEAD {
-        let mut res = Response::new(SseBody::once(Bytes::new()));
-        stream_headers(&mut res, transport);
-        return Err(Box::new(res));
-    }
-    Ok(crate::resume::last_event_id(
-        parts
-            .headers
-            .get("last-event-id")
-            .map(HeaderValue::as_bytes),
-        parts.uri.query(),
-    ))
-}
-
-/// NDJSON when the client asks for it and not for SSE; SSE otherwise.
-pub(crate) fn choose_transport(parts: &http::request::Parts) -> Arc<dyn Transport> {
-    // One shared instance of each: a stream holds a clone, not an allocation of its own.
-    static SSE: std::sync::LazyLock<Arc<dyn Transport>> =
-        std::sync::LazyLock::new(|| Arc::new(Sse));
-    static NDJSON: std::sync::LazyLock<Arc<dyn Transport>> =
-        std::sync::LazyLock::new(|| Arc::new(Ndjson));
-    match parts.headers.get(header::ACCEPT) {
-        Some(a)
-            if a.to_str().is_ok_and(|a| {
-                a.contains("application/x-ndjson") && !a.contains("text/event-stream")
-            }) =>
-        {
-            NDJSON.clone()
-        }
-        _ => SSE.clone(),
-    }
-}
-
-pub(crate) fn stream_headers(res: &mut Response<SseBody>, transport: &dyn Transport) {
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(transport.content_type()),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-}
-
-impl<E, B> tower_service::Service<Request<B>> for SseEndpoint<E>
-where
-    E: Serialize + Send + Sync + 'static,
-{
-    type Response = Response<SseBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<SseBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (parts, _body) = req.into_parts();
-        let fut = self.respond(parts);
-        Box::pin(async move { Ok(fut.await) })
-    }
 }

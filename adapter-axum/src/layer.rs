@@ -6,45 +6,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use serde::Serialize;
 
-use crate::body::{ResponseBody, SseBody};
-use crate::endpoint::SseEndpoint;
-use crate::multiplex::MultiplexEndpoint;
+use crate::body::ResponseBody;
+use crate::service::{SseFuture, SseRoutes};
 
-type SseFuture = Pin<Box<dyn Future<Output = Response<SseBody>> + Send + 'static>>;
-
-/// What an [`SseLayer`] serves: the paths it answers itself, and its answer to one of them.
-/// Implemented by [`SseEndpoint`] and [`MultiplexEndpoint`].
-pub trait SseRoutes: Clone + Send + Sync + 'static {
-    /// Whether this answers `path`.
-    fn matches(&self, path: &str) -> bool;
-
-    /// The answer to a request for one of its paths (the body is ignored).
-    fn respond(&self, parts: http::request::Parts) -> SseFuture;
-}
-
-impl<E: Serialize + Send + Sync + 'static> SseRoutes for SseEndpoint<E> {
-    fn matches(&self, path: &str) -> bool {
-        SseEndpoint::matches(self, path)
-    }
-
-    fn respond(&self, parts: http::request::Parts) -> SseFuture {
-        SseEndpoint::respond(self, parts)
-    }
-}
-
-impl SseRoutes for MultiplexEndpoint {
-    fn matches(&self, path: &str) -> bool {
-        MultiplexEndpoint::matches(self, path)
-    }
-
-    fn respond(&self, parts: http::request::Parts) -> SseFuture {
-        MultiplexEndpoint::respond(self, parts)
-    }
-}
-
-/// Layer that serves an [`SseEndpoint`] (or a [`MultiplexEndpoint`]) in front of any service.
+/// Layer that serves an [`SseEndpoint`](crate::SseEndpoint) (or a
+/// [`MultiplexEndpoint`](crate::MultiplexEndpoint)) in front of any service.
 /// Layer it twice to serve both.
 #[derive(Clone, Debug)]
 #[must_use]

@@ -48,7 +48,9 @@
 //!   hook sees them; access rules belong on them, not on the raw `parts.uri` (see
 //!   [`SseEndpoint::authorize`]).
 //! - An initial event that cannot be encoded (serialization fails, too large, bad event name):
-//!   `500` and an error in the log; a retry hint would make the browser retry forever.
+//!   `500` and an error in the log; a retry hint would make the browser retry forever. A broker
+//!   error that retrying cannot fix (`Error::is_temporary` is false: a wrong key type, a
+//!   permission) is answered the same way, `500` with the error in the body and the log.
 //! - Resume from the `Last-Event-ID` header, or the `lastEventId` query parameter for polyfills
 //!   (the header wins); a malformed, unknown or too old id starts the stream with a `reset` event.
 //! - Over capacity, shutting down, or broker unavailable: by default `200` with a `retry:` hint
@@ -73,12 +75,21 @@ mod layer;
 mod listener;
 mod multiplex;
 mod params;
+mod response;
 mod resume;
+mod service;
 mod settings;
 
 pub use body::{ResponseBody, SseBody};
-pub use endpoint::{MAX_DURATION, SseEndpoint, Unavailable};
-pub use layer::{ResponseFuture, SseLayer, SseRoutes, SseService};
+pub use endpoint::SseEndpoint;
+pub use layer::{ResponseFuture, SseLayer, SseService};
 pub use listener::{WriteTimeoutIo, WriteTimeoutListener};
 pub use multiplex::{DEFAULT_MAX_CHANNELS, MultiplexEndpoint};
 pub use params::{PathParams, RequestInfo};
+pub use service::SseRoutes;
+pub use settings::{MAX_DURATION, Unavailable};
+
+// The README's Rust code blocks (the crate's page on crates.io) compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,24 +1,21 @@
 //! [`MultiplexEndpoint`]: several channels, of any registered endpoints, on one SSE response.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde::Serialize;
 use ssehub_core::multiplex::{MultiplexedSession, Tagged, decode_positions};
 use ssehub_core::{Error, Session, SubscribeOptions};
 
-use crate::body::SseBody;
-use crate::endpoint::{
-    Admitted, OnDrop, SseEndpoint, choose_transport, method_not_allowed, stream_headers, text,
-};
+use crate::body::{OnDrop, SseBody};
+use crate::endpoint::{Admitted, SseEndpoint};
 use crate::params::PathParams;
+use crate::response::{choose_transport, method_not_allowed, stream_headers, text};
 use crate::settings::StreamSettings;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -37,7 +34,7 @@ pub(crate) trait MuxChannel: Send + Sync + 'static {
         last_event_id: Option<String>,
     ) -> BoxFuture<'static, Result<Session, Error>>;
 
-    fn refusal(&self, e: &Error, resource: &str) -> Option<(StatusCode, &'static str)>;
+    fn refusal(&self, e: &Error, resource: &str) -> Option<(StatusCode, String)>;
 
     fn on_drop(&self, params: PathParams) -> Option<OnDrop>;
 }
@@ -67,7 +64,7 @@ impl<E: Serialize + Send + Sync + 'static> MuxChannel for SseEndpoint<E> {
         Box::pin(async move { manager.subscribe(&resource, options).await })
     }
 
-    fn refusal(&self, e: &Error, resource: &str) -> Option<(StatusCode, &'static str)> {
+    fn refusal(&self, e: &Error, resource: &str) -> Option<(StatusCode, String)> {
         self.config().refusal(e, resource)
     }
 
@@ -186,7 +183,7 @@ impl MultiplexEndpoint {
         name: &str,
         endpoint: SseEndpoint<E>,
     ) -> Result<Self, Error> {
-        let bad = |reason: String| Error::InvalidTopic {
+        let bad = |reason: String| Error::InvalidConfig {
             reason: reason.into(),
         };
         if name.is_empty()
@@ -205,6 +202,9 @@ impl MultiplexEndpoint {
                 endpoint.pattern()
             ))
         })?;
+        if self.config.channels.contains_key(name) {
+            return Err(bad(format!("channel name {name:?} is registered twice")));
+        }
         self.config_mut().channels.insert(
             name.to_owned(),
             Arc::new(Registered {
@@ -320,7 +320,7 @@ impl MuxConfig {
             }
         }
         let transport = choose_transport(&parts);
-        let last_event_id = match crate::endpoint::resume_point(&parts, transport.as_ref()) {
+        let last_event_id = match crate::response::resume_point(&parts, transport.as_ref()) {
             Ok(id) => id,
             Err(head) => return *head,
         };
@@ -383,22 +383,6 @@ impl MuxConfig {
         let mut res = Response::new(SseBody::multiplexed(stream, on_drop));
         stream_headers(&mut res, transport.as_ref());
         res
-    }
-}
-
-impl<B> tower_service::Service<Request<B>> for MultiplexEndpoint {
-    type Response = Response<SseBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<SseBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (parts, _body) = req.into_parts();
-        let fut = self.respond(parts);
-        Box::pin(async move { Ok(fut.await) })
     }
 }
 

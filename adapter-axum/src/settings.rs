@@ -11,7 +11,27 @@ use http::{Response, StatusCode};
 use ssehub_core::{Error, Transport};
 
 use crate::body::SseBody;
-use crate::endpoint::{Unavailable, stream_headers, text};
+use crate::response::{stream_headers, text};
+
+/// The longest retry hint, retry jitter and keep-alive interval an [`SseEndpoint`](crate::SseEndpoint) or a
+/// [`MultiplexEndpoint`](crate::MultiplexEndpoint) uses: 24 hours.
+/// Longer settings are clamped to it when set, so no hint or timer computed from them can
+/// overflow (`Duration::MAX` is a valid way to say "as long as possible").
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// How to answer when no stream can be opened for a temporary reason (session limits reached,
+/// server shutting down, broker unavailable). A full channel table
+/// ([`Error::TooManyChannels`]) is always answered `503` with `Retry-After`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// `200` with a `retry:` hint (base plus jitter) and an immediate end of stream. A browser's
+    /// `EventSource` then reconnects after the hint; it would give up for good on a non-200.
+    #[default]
+    RetryLater,
+    /// `503 Service Unavailable` with `Retry-After`, for clients that retry on their own.
+    ServiceUnavailable,
+}
 
 #[derive(Clone, Debug)]
 pub(crate) struct StreamSettings {
