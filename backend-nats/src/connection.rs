@@ -134,7 +134,7 @@ fn on_event(
             let ev = match event {
                 async_nats::Event::Connected => {
                     if was_disconnected.swap(false, Ordering::AcqRel) {
-                        ssehub_core::metrics::broker_reconnected("nats");
+                        ssehub_core::metric_names::broker_reconnected("nats");
                     }
                     Some(ConnEvent::Connected)
                 }

@@ -387,3 +387,8 @@ impl Broker for NatsBroker {
             .map_err(|_| Error::from(NatsError::ProbeTimeout))?
     }
 }
+
+// The README's Rust code blocks (the crate's page on crates.io) compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

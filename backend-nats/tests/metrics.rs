@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use ssehub_core::Broker;
-use ssehub_core::metrics::BROKER_RECONNECTS;
+use ssehub_core::metric_names::BROKER_RECONNECTS;
 use ssehub_nats::{Mode, NatsBroker};
 use ssehub_test_support::nats::{NatsOptions, NatsServer};
 use ssehub_test_support::or_skip;

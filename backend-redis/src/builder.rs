@@ -7,8 +7,8 @@ use redis::{ConnectionInfo, IntoConnectionInfo};
 use ssehub_core::{Result, Topic};
 
 use crate::RedisBroker;
-use crate::connection::{Target, parse_cluster_url};
 use crate::error::config_error;
+use crate::target::{Target, parse_cluster_url};
 
 /// Builds a [`RedisBroker`]; every setter documents its default, [`build`](Self::build)
 /// connects.

@@ -78,6 +78,7 @@ mod keys;
 mod pushes;
 mod reply;
 mod subscriber;
+mod target;
 
 use std::fmt;
 use std::sync::Arc;
@@ -103,10 +104,10 @@ pub const MAX_BATCH_EVENTS: usize = 256;
 /// The most payload bytes `publish_many` appends in one script (a larger event goes alone).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub use crate::connection::RedisConnection;
-use crate::connection::Target;
 use crate::history::History;
 use crate::keys::Keys;
 use crate::subscriber::{Actor, Command, Connect, NodeChannels, Probes};
+use crate::target::Target;
 
 /// A [`Broker`] over Redis pub/sub and streams. Cheap to clone (clones share connections).
 #[derive(Clone)]
@@ -362,3 +363,8 @@ mod tests {
         assert!(!err.to_string().contains("secret"));
     }
 }
+
+// The README's Rust code blocks (the crate's page on crates.io) compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -160,7 +160,7 @@ impl Actor {
                     Ok(Some(c)) => {
                         replaced = true;
                         backoff.reset();
-                        ssehub_core::metrics::broker_reconnected("redis");
+                        ssehub_core::metric_names::broker_reconnected("redis");
                         c
                     }
                     Ok(None) => return,

@@ -269,7 +269,7 @@ async fn hub_stats(State(h): State<Hub>) -> Json<Stats> {
     let slow_disconnects = h.metrics.as_ref().map_or(0, |m| {
         m.render()
             .lines()
-            .find(|l| l.starts_with(ssehub_core::metrics::SLOW_CONSUMER_DISCONNECTS))
+            .find(|l| l.starts_with(ssehub_core::metric_names::SLOW_CONSUMER_DISCONNECTS))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
             .map_or(0, |v| v as u64)
