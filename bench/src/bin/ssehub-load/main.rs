@@ -1,0 +1,74 @@
+//! `ssehub-load`: the load generator. See `BENCHMARKS.md` at the repository root.
+//!
+//! ```text
+//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7,8,9,10] [--json FILE] [--chart FILE.png]
+//! ssehub-load --serve ssehub|baseline --port P [--backend memory|redis://..|nats://..] [--metrics]
+//! ```
+//!
+//! `--smoke` runs every scenario tiny and exits non-zero only on lost or duplicated events or
+//! errors, never on timing.
+
+// A command-line tool: its report goes to stdout.
+#![allow(clippy::print_stdout)]
+
+mod backends;
+mod cli;
+mod fleet;
+mod report;
+mod single;
+mod sizes;
+mod targets;
+
+use ssehub_bench::driver::Run;
+use ssehub_bench::server;
+
+use crate::cli::Args;
+use crate::sizes::Sizes;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), Error> {
+    let a = cli::args()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Some(kind) = a.serve {
+        return rt
+            .block_on(server::serve(kind, a.port, &a.backend, a.metrics))
+            .map_err(|e| e.to_string().into());
+    }
+    rt.block_on(drive(a))
+}
+
+/// Run the scenarios of `a` (then the chart's runs), print and write the report; exit non-zero
+/// on any lost or duplicated event or error.
+async fn drive(a: Args) -> Result<(), Error> {
+    let nofile = ssehub_bench::raise_fd_limit();
+    let exe = std::env::current_exe()?;
+    let z = Sizes::new(a.smoke);
+    let mut runs: Vec<Run> = Vec::new();
+    eprintln!(
+        "ssehub-load: {} (soft fd limit {nofile})",
+        report::machine()
+    );
+    for &sc in &a.scenarios {
+        eprintln!("scenario {sc}");
+        match sc {
+            1 => runs.extend(single::scenario1(&exe, &z).await?),
+            2 => runs.extend(single::scenario2(&exe, &z).await?),
+            3 => runs.extend(single::scenario3(&exe, &z).await?),
+            4 => runs.extend(single::scenario4(&exe, &z).await?),
+            5 => runs.extend(backends::scenario5(&exe, &z).await?),
+            6 => runs.extend(single::scenario6(&exe, &z).await?),
+            7 => runs.extend(single::scenario7(&exe, &z).await?),
+            8 => runs.extend(backends::scenario8(&exe, &z).await?),
+            9 => runs.extend(single::scenario9(&exe, &z).await?),
+            10 => runs.extend(fleet::scenario10(&exe, &z).await?),
+            other => return Err(format!("no scenario {other}").into()),
+        }
+    }
+    if let Some(path) = &a.chart {
+        runs.extend(single::chart(&exe, &z, path).await?);
+    }
+    report::finish(&a, &runs)
+}

@@ -1,0 +1,176 @@
+//! The report: the Markdown table on stdout, the JSON file, the machine description, and the
+//! exit status.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use ssehub_bench::driver::Run;
+
+use crate::Error;
+use crate::cli::Args;
+use crate::targets::{Target, find, targets};
+
+/// The JSON report.
+#[derive(Serialize)]
+struct Report<'a> {
+    smoke: bool,
+    machine: String,
+    runs: &'a [Run],
+    targets: &'a [Target],
+}
+
+/// CPUs, CPU model and RAM of this machine.
+pub(crate) fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    format!("{cpus} CPUs ({model}), {} MiB RAM", mem / 1024)
+}
+
+/// Check the targets, print the table, write the JSON report to `a.json`; exit with status 1 if
+/// any run lost or duplicated events or had errors.
+pub(crate) fn finish(a: &Args, runs: &[Run]) -> Result<(), Error> {
+    let targets = targets(runs);
+    println!("{}", table(runs, &targets));
+    let report = Report {
+        smoke: a.smoke,
+        machine: machine(),
+        runs,
+        targets: &targets,
+    };
+    std::fs::write(&a.json, serde_json::to_string_pretty(&report)?)?;
+    println!("JSON written to {}", a.json.display());
+    let bad: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.lost > 0 || r.duplicates > 0 || r.errors > 0)
+        .collect();
+    if !bad.is_empty() {
+        for r in bad {
+            eprintln!(
+                "FAILED: scenario {} {} {}: lost {}, duplicates {}, errors {} {}",
+                r.scenario, r.server, r.label, r.lost, r.duplicates, r.errors, r.note
+            );
+        }
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `a / b` as `1.23x`, or `-` when `b` is zero.
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+/// The Markdown tables: every run, then the targets.
+#[allow(clippy::cast_precision_loss)]
+fn table(runs: &[Run], targets: &[Target]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| sc | server | run | subs | delivered/expected | deliveries/s | ratio | server CPU s | deliveries/CPU-s | ratio | kernel share | writes/delivery | p50 us | p99 us | p99.9 us | peak RSS MiB |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in runs {
+        let base = if r.server == "ssehub" {
+            find(runs, r.scenario, "baseline", &r.label)
+        } else {
+            None
+        };
+        let (r1, r2) = base.map_or(("".into(), "".into()), |b| {
+            (
+                ratio(r.deliveries_per_s, b.deliveries_per_s),
+                ratio(r.deliveries_per_cpu_s, b.deliveries_per_cpu_s),
+            )
+        });
+        if matches!(r.scenario, 3 | 8 | 9) {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | - | - | - | - | - | - | - | - | - | - | - | {:.1} |",
+                r.scenario,
+                r.server,
+                r.label,
+                r.subscribers,
+                r.peak_rss_kib as f64 / 1024.0
+            );
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {}/{} | {:.0} | {} | {:.2} | {:.0} | {} | {:.0}% | {:.2} | {} | {} | {} | {:.1} |",
+            r.scenario,
+            r.server,
+            r.label,
+            r.subscribers,
+            r.delivered,
+            r.expected,
+            r.deliveries_per_s,
+            r1,
+            r.cpu_s,
+            r.deliveries_per_cpu_s,
+            r2,
+            r.sys_share * 100.0,
+            r.writes_per_delivery,
+            r.p50_us,
+            r.p99_us,
+            r.p999_us,
+            r.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    for r in runs.iter().filter(|r| r.scenario == 5) {
+        #[allow(clippy::cast_precision_loss)]
+        let per = r.publish_secs * 1e6 / r.events.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "\nscenario 5 {}: publishing took {:.3} s ({per:.0} us per event, one publisher {})",
+            r.label,
+            r.publish_secs,
+            if r.label.contains("publish_many") {
+                "with publish_many batches"
+            } else {
+                "awaiting each publish"
+            }
+        );
+    }
+    for r in runs.iter().filter(|r| !r.note.is_empty()) {
+        let _ = writeln!(
+            s,
+            "\nscenario {} {} {}: {}",
+            r.scenario, r.server, r.label, r.note
+        );
+    }
+    let _ = writeln!(s, "\n| sc | target | measured | holds |\n|---|---|---|---|");
+    for t in targets {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            t.scenario,
+            t.target,
+            t.measured,
+            if t.holds { "yes" } else { "**no**" }
+        );
+    }
+    s
+}
