@@ -214,7 +214,7 @@ async fn two_tabs_on_two_nodes_see_the_same_page() {
         tokio::spawn(async move { axum::serve(listener, app).await });
         nodes.push(addr);
     }
-    let id = ssehub::conformance::unique_id("tabs");
+    let id = ssehub_core::conformance::unique_id("tabs");
     let tab_a = Browser::launch(&format!("http://{}/?discussion={id}", nodes[0]))
         .await
         .unwrap();

@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;
-use ssehub::sse_parser::{SseParser, parse_all};
 use ssehub::{EventId, EventName, Ndjson, Sse, Topic, Transport};
+use ssehub_core::sse_parser::{SseParser, parse_all};
 
 #[derive(serde::Deserialize)]
 struct Vectors {
@@ -180,7 +180,7 @@ proptest! {
     /// A multiplexed id gives back every channel's position, and is itself a valid id text.
     #[test]
     fn multiplexed_ids_round_trip(positions in proptest::collection::vec(position_strategy(), 0..40)) {
-        use ssehub::multiplex::{decode_positions, encode_positions, max_positions_len};
+        use ssehub_core::multiplex::{decode_positions, encode_positions, max_positions_len};
         let text = encode_positions(&positions);
         prop_assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)));
         prop_assert!(text.len() <= max_positions_len(positions.len()));
@@ -194,7 +194,7 @@ proptest! {
     /// entries as channels.
     #[test]
     fn multiplexed_id_decoding_takes_any_input(text in any::<String>(), channels in 0usize..40) {
-        if let Some(entries) = ssehub::multiplex::decode_positions(&text, channels) {
+        if let Some(entries) = ssehub_core::multiplex::decode_positions(&text, channels) {
             prop_assert_eq!(entries.len(), channels);
         }
     }

@@ -21,8 +21,8 @@ use std::time::Duration;
 use axum::Router;
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
-use ssehub::sse_parser::SseParser;
 use ssehub::{Broker, Capabilities, EventId, MemoryBroker, Message, Replay, Subscription, Topic};
+use ssehub_core::sse_parser::SseParser;
 use ssehub_test_support::wait_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -77,7 +77,7 @@ async fn next(events: &mut Events) -> Event {
 struct Raw {
     body: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     parser: SseParser,
-    events: std::collections::VecDeque<ssehub::sse_parser::ParsedEvent>,
+    events: std::collections::VecDeque<ssehub_core::sse_parser::ParsedEvent>,
 }
 
 impl Raw {
@@ -106,7 +106,7 @@ impl Raw {
         }
     }
 
-    async fn next_event(&mut self) -> ssehub::sse_parser::ParsedEvent {
+    async fn next_event(&mut self) -> ssehub_core::sse_parser::ParsedEvent {
         while self.events.is_empty() {
             assert!(self.pump().await, "stream ended");
         }
@@ -359,11 +359,11 @@ async fn compression_in_the_stack_leaves_the_stream_alone() {
     assert_eq!(res.headers()["content-encoding"], "gzip");
 }
 
-/// Every metric name `core/src/metrics.rs` defines (its `pub const NAME: &str = "ssehub_…"`
+/// Every metric name `core/src/metric_names.rs` defines (its `pub const NAME: &str = "ssehub_…"`
 /// lines), read from the source so that a metric added there is checked here too.
 fn metric_names() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/core/src/metrics.rs");
-    let source = std::fs::read_to_string(path).expect("core/src/metrics.rs");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/core/src/metric_names.rs");
+    let source = std::fs::read_to_string(path).expect("core/src/metric_names.rs");
     let names: Vec<String> = source
         .lines()
         .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \"ssehub_"))
@@ -791,7 +791,7 @@ async fn two_nodes_share_counts(url: &str, a: Arc<dyn Broker>, b: Arc<dyn Broker
         serve(comments::app(state)).await
     };
     let (a, b) = (node(a).await, node(b).await);
-    let id = ssehub::conformance::unique_id("shared-counts");
+    let id = ssehub_core::conformance::unique_id("shared-counts");
     assert_eq!(post(a, &id).await["commentCount"], 1);
     assert_eq!(post(a, &id).await["commentCount"], 2);
     let (status, v) = get_json(format!("http://{b}/api/comments/{id}")).await;

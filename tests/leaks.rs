@@ -148,12 +148,12 @@ async fn redis_releases_every_subscription() {
     broker_cycles(broker, 2_000, 200, 1_000).await;
     // And on the server: no topic channel of ours is still subscribed (the broker's own health
     // channel, `<prefix>:health:<node>`, stays while the broker lives).
-    let client = ssehub::redis::redis::Client::open(url.as_str()).unwrap();
+    let client = ssehub::backends::redis::redis::Client::open(url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let pattern = format!("{prefix}:*:events");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let left = loop {
-        let left: Vec<String> = ssehub::redis::redis::cmd("PUBSUB")
+        let left: Vec<String> = ssehub::backends::redis::redis::cmd("PUBSUB")
             .arg("CHANNELS")
             .arg(&pattern)
             .query_async(&mut con)
@@ -175,7 +175,7 @@ async fn nats_releases_every_subscription() {}
 
 #[cfg(feature = "nats")]
 async fn nats_releases_every_subscription() {
-    use ssehub::nats::Mode;
+    use ssehub::backends::nats::Mode;
     let Some(url) = ssehub_test_support::nats::nats_url().await else {
         return;
     };

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ssehub::Broker;
-use ssehub::sse_parser::ParsedEvent;
+use ssehub_core::sse_parser::ParsedEvent;
 use ssehub_test_support::sse_client::SseClient;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -66,7 +66,7 @@ async fn post(addr: SocketAddr, id: &str) -> u64 {
 async fn two_nodes_share_events_and_resume(a: Arc<dyn Broker>, b: Arc<dyn Broker>) {
     let (addr_a, state_a) = node(a).await;
     let (addr_b, _state_b) = node(b).await;
-    let id = ssehub::conformance::unique_id("multinode");
+    let id = ssehub_core::conformance::unique_id("multinode");
     let mut on_a = open(addr_a, &id, None).await;
     // Published on B, received on A, in order.
     let mut sent = Vec::new();
@@ -132,7 +132,7 @@ async fn open_multiplexed(addr: SocketAddr, id: &str, last: Option<&str>) -> Sse
 async fn multiplexed_resume_across_nodes(a: Arc<dyn Broker>, b: Arc<dyn Broker>) {
     let (addr_a, state_a) = node(a).await;
     let (addr_b, _state_b) = node(b).await;
-    let id = ssehub::conformance::unique_id("mux");
+    let id = ssehub_core::conformance::unique_id("mux");
     // Both topics have history before the client comes; on this connection only comments will
     // arrive, so the votes channel's position is the one it got at connect (its topic's tail).
     post_vote(addr_b, &id).await;
@@ -309,7 +309,7 @@ async fn sessions(addr: SocketAddr, id: &str) -> u64 {
 async fn presence_survives_a_killed_node(backend: &str) {
     let a = node_process(backend).await;
     let mut b = node_process(backend).await;
-    let id = ssehub::conformance::unique_id("presence");
+    let id = ssehub_core::conformance::unique_id("presence");
     // A viewer of A's live presence channel (which is not itself a comments stream).
     let mut viewers = SseClient::connect(a.addr, &format!("/api/sse?channel=presence/{id}"), &[])
         .await
@@ -378,7 +378,7 @@ async fn redis_cluster_demo_processes_share_events_and_counts() {
     };
     let a = node_process(&url).await;
     let b = node_process(&url).await;
-    let id = ssehub::conformance::unique_id("cluster-demo");
+    let id = ssehub_core::conformance::unique_id("cluster-demo");
     let mut on_b = open(b.addr, &id, None).await;
     for _ in 0..5 {
         let n = post(a.addr, &id).await;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use ssehub::axum::WriteTimeoutListener;
+use ssehub::adapter::WriteTimeoutListener;
 use ssehub::{Broker, ChannelManager, MemoryBroker, PathParams, SseEndpoint};
 use ssehub_test_support::proxy::TcpProxy;
 use ssehub_test_support::sse_client::SseClient;
@@ -87,7 +87,7 @@ async fn resume_under_churn(broker: Arc<dyn Broker>, max_quota: u64) {
     let rate = env_u64("SSEHUB_CHURN_RATE", 250);
     let total = secs * rate;
     let server = serve::<u64>(broker, |e| e).await;
-    let rid = ssehub::conformance::unique_id("churn");
+    let rid = ssehub_core::conformance::unique_id("churn");
     let path = format!("/events/{rid}");
     // Reconnect as often per second of events at any rate: the quota scales with the rate.
     let max_quota = (max_quota * rate / 250).max(1);
@@ -583,7 +583,7 @@ async fn payloads_at_and_over_the_maximum() {
         Err(ssehub::Error::PayloadTooLarge { .. })
     ));
     use futures_util::StreamExt;
-    let mut p = ssehub::sse_parser::SseParser::new();
+    let mut p = ssehub_core::sse_parser::SseParser::new();
     let mut events = Vec::new();
     while events.is_empty() {
         let chunk = tokio::time::timeout(LIMIT, s.next())

@@ -3,8 +3,8 @@
 //!
 //! - the library's wire types, `ResetReason` and `ResetPayload` (ssehub-core's `ts` feature), in
 //!   `clients/typescript/src/generated/`;
-//! - the demo's events, `CommentEvent`, `VoteEvent` and `PresenceEvent` (`examples/comments.rs`), in
-//!   `clients/typescript/demo/generated/`.
+//! - the demo's events, `CommentEvent`, `VoteEvent` and `PresenceEvent`
+//!   (`examples/comments/events.rs`), in `clients/typescript/demo/generated/`.
 //!
 //! `SSEHUB_WRITE_TS=1 cargo test --test ts_types` writes them; without it this test fails when a
 //! committed file differs from what would be generated (so CI catches a stale file).

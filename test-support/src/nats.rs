@@ -27,7 +27,7 @@ use crate::which;
 pub const ENV_URL: &str = "SSEHUB_NATS_URL";
 
 /// The NATS URL for ordinary tests: `SSEHUB_NATS_URL`, else one own server with JetStream shared
-/// by the whole test process, else `None` after [`skip`]. Never a server a test may kill.
+/// by the whole test process, else `None` after [`skip`](crate::skip). Never a server a test may kill.
 pub async fn nats_url() -> Option<String> {
     static SHARED: OnceCell<Result<String, String>> = OnceCell::const_new();
     let env = std::env::var(ENV_URL).ok();
@@ -132,7 +132,7 @@ pub struct NatsServer(Server);
 impl NatsServer {
     /// Start a server and wait until it is ready (with JetStream: until the JetStream API
     /// answers). `Err` names everything tried or why it did not start; callers usually pass it
-    /// to [`skip`].
+    /// to [`skip`](crate::skip).
     pub async fn start(options: NatsOptions) -> Result<Self, String> {
         Server::start(spec(&options)).await.map(NatsServer)
     }

@@ -35,7 +35,7 @@ use crate::which;
 pub const ENV_URL: &str = "SSEHUB_REDIS_URL";
 
 /// The Redis URL for ordinary tests: `SSEHUB_REDIS_URL`, else a process-wide shared server of
-/// our own, else `None` after [`skip`] (which panics under `SSEHUB_REQUIRE_BROKERS=1`).
+/// our own, else `None` after [`skip`](crate::skip) (which panics under `SSEHUB_REQUIRE_BROKERS=1`).
 ///
 /// Tests using it must use unique topic names and must never kill, pause or flush it.
 pub async fn redis_url() -> Option<String> {
@@ -135,7 +135,7 @@ pub struct RedisServer(Server);
 impl RedisServer {
     /// Start a server and wait until it answers `PING`. `Err` names everything tried (no binary
     /// on `PATH`, no Docker engine) or why it did not start; callers usually pass it to
-    /// [`skip`].
+    /// [`skip`](crate::skip).
     pub async fn start(options: RedisOptions) -> Result<Self, String> {
         Server::start(spec(&options)).await.map(RedisServer)
     }

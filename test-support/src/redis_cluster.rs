@@ -36,7 +36,7 @@ pub const ENV_URL: &str = "SSEHUB_REDIS_CLUSTER_URL";
 const FORM_LIMIT: Duration = Duration::from_secs(30);
 
 /// The cluster URL for ordinary tests: `SSEHUB_REDIS_CLUSTER_URL`, else a cluster of this test
-/// process (3 masters), else `None` after [`skip`].
+/// process (3 masters), else `None` after [`skip`](crate::skip).
 ///
 /// Tests using it must use unique topic names and must never kill or pause its nodes.
 pub async fn redis_cluster_url() -> Option<String> {
