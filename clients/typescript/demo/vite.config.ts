@@ -10,9 +10,18 @@ export default defineConfig({
   base: '/react/',
   plugins: [react()],
   resolve: {
-    alias: {
-      '@ssehub/client': fileURLToPath(new URL('../src/index.ts', import.meta.url)),
-    },
+    // The package's entries, from source (exact matches: `@ssehub/client` is a prefix of
+    // `@ssehub/client/react`).
+    alias: [
+      {
+        find: /^@ssehub\/client$/,
+        replacement: fileURLToPath(new URL('../src/index.ts', import.meta.url)),
+      },
+      {
+        find: /^@ssehub\/client\/react$/,
+        replacement: fileURLToPath(new URL('../src/react.ts', import.meta.url)),
+      },
+    ],
   },
   build: {
     outDir: 'dist',

@@ -1,6 +1,8 @@
 /**
- * React hooks over the shared connections of {@link connect}: `useSSEConnection` (a callback per
- * event) and `useSSEQueryInvalidation` (TanStack Query invalidation).
+ * `@ssehub/client/react`: React hooks over the shared connections of {@link connect}:
+ * `useSSEConnection` (a callback per event) and `useSSEQueryInvalidation` (TanStack Query
+ * invalidation). Needs the optional peer dependencies `react` and `@tanstack/react-query`;
+ * `connect` and the types are exported by the package root, `@ssehub/client`.
  */
 
 import { hashKey, useQueryClient, type QueryKey } from '@tanstack/react-query';

@@ -57,6 +57,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
+  // A missing binary or `cargo` (ENOENT): reported by waitUp, with this, as an exit.
+  child.on('error', (err) => keep(Buffer.from(`${cmd}: ${err.message}\n`)));
   const base = `http://${addr}`;
   // Compiling from scratch can take minutes on a small machine.
   await waitUp(`${base}/healthz`, child, bin ? 30_000 : 600_000, () => output);

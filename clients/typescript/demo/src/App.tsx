@@ -2,7 +2,8 @@
 import { useQuery } from '@tanstack/react-query';
 import { useState } from 'react';
 
-import { useSSEConnection, useSSEQueryInvalidation, type ResetInfo } from '@ssehub/client';
+import type { ResetInfo } from '@ssehub/client';
+import { useSSEConnection, useSSEQueryInvalidation } from '@ssehub/client/react';
 
 // The comments example's events, generated from their Rust definitions.
 import type { CommentEvent } from '../generated/CommentEvent';
