@@ -405,3 +405,8 @@ mod tests {
         assert_eq!(b.replay(&t, &old, usize::MAX).await.unwrap(), Replay::Gap);
     }
 }
+
+// The README's Rust code blocks (the crate's page on crates.io) compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
