@@ -61,11 +61,11 @@
 
 pub use ssehub_core::{
     BoxError, Broker, Capabilities, Channel, ChannelManager, ChannelManagerBuilder, CloseReason,
-    Delivery, Envelope, Error, EventId, EventName, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN,
-    MAX_RESOURCE_ID_LEN, MAX_TOPIC_LEN, Message, Ndjson, OverflowPolicy, PRESENCE_EVENT,
-    PresenceConfig, QueueLimits, RESET_EVENT, Replay, ReplayLimits, ResetPayload, ResetReason,
-    Result, Session, Signals, Sse, SubscribeOptions, Subscription, Topic, Transport,
-    validate_key_part,
+    DEFAULT_IDEMPOTENCY_WINDOW, Delivery, Envelope, Error, EventId, EventName, IdempotencyKey,
+    MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_RESOURCE_ID_LEN, MAX_TOPIC_LEN, Message, Ndjson,
+    OverflowPolicy, PRESENCE_EVENT, PresenceConfig, PublishOptions, QueueLimits, RESET_EVENT,
+    Replay, ReplayLimits, ResetPayload, ResetReason, Result, Session, Signals, Sse,
+    SubscribeOptions, Subscription, Topic, Transport, validate_key_part,
 };
 
 /// Several channels on one stream without the HTTP adapter: [`MultiplexedSession`] labels each

@@ -31,11 +31,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ssehub_core::backend::{
-    Fanout, Offset, StreamPosition, SubscriptionCount, check_payload, lock, signal_stream,
+    Fanout, IdempotencyWindow, Offset, StreamPosition, SubscriptionCount, check_payload, lock,
+    signal_stream,
 };
 use ssehub_core::{
-    Broker, Capabilities, Delivery, Envelope, EventId, Message, Replay, Result, Signals,
-    Subscription, Topic,
+    Broker, Capabilities, DEFAULT_IDEMPOTENCY_WINDOW, Delivery, Envelope, EventId, Message, Replay,
+    Result, Signals, Subscription, Topic,
 };
 use tokio::sync::broadcast;
 
@@ -47,6 +48,7 @@ pub struct MemoryBrokerBuilder {
     max_payload: usize,
     history_ttl: Duration,
     subscriber_buffer: usize,
+    idempotency_window: Duration,
 }
 
 impl Default for MemoryBrokerBuilder {
@@ -56,6 +58,7 @@ impl Default for MemoryBrokerBuilder {
             max_payload: 1024 * 1024,
             history_ttl: Duration::from_secs(600),
             subscriber_buffer: 4096,
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
         }
     }
 }
@@ -87,8 +90,16 @@ impl MemoryBrokerBuilder {
         self
     }
 
+    /// How long a publish's idempotency key is remembered per topic: a repeat within it stores
+    /// nothing and answers the first id. Default: 2 minutes. Zero remembers none.
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window;
+        self
+    }
+
     /// Build the broker with a new random epoch.
     pub fn build(self) -> MemoryBroker {
+        let keys = IdempotencyWindow::new(self.idempotency_window);
         MemoryBroker {
             inner: Arc::new(Inner {
                 epoch: format!("{:x}", rand::random::<u32>() | 1),
@@ -97,6 +108,7 @@ impl MemoryBrokerBuilder {
                     seq: 0,
                     topics: HashMap::new(),
                     last_sweep: Instant::now(),
+                    keys,
                 }),
                 subscriptions: SubscriptionCount::new(),
                 signals: broadcast::channel(1024).0,
@@ -126,6 +138,8 @@ struct State {
     seq: u64,
     topics: HashMap<Topic, TopicState>,
     last_sweep: Instant,
+    /// The idempotency keys published with recently, and their ids.
+    keys: IdempotencyWindow,
 }
 
 struct TopicState {
@@ -225,6 +239,11 @@ impl Broker for MemoryBroker {
         let history = self.inner.config.history;
         let mut state = self.lock();
         self.sweep(&mut state, now);
+        if let Some(key) = &message.idempotency_key
+            && let Some(id) = state.keys.get(topic.as_str(), key)
+        {
+            return Ok(id);
+        }
         state.seq += 1;
         let seq = state.seq;
         let Some(pos) = self.position(seq) else {
@@ -247,6 +266,9 @@ impl Broker for MemoryBroker {
             t.floor = seq;
         }
         t.fanout.send(Delivery::Event(env.clone()));
+        if let Some(key) = &message.idempotency_key {
+            state.keys.insert(topic.as_str(), key, env.id.clone());
+        }
         Ok(env.id)
     }
 
@@ -301,6 +323,7 @@ impl Broker for MemoryBroker {
             .with_history((history > 0).then_some(history))
             .with_max_payload(self.inner.config.max_payload)
             .with_presence(true)
+            .with_idempotency(Some(self.inner.config.idempotency_window).filter(|w| !w.is_zero()))
     }
 
     fn id_order(&self, a: &EventId, b: &EventId) -> Option<std::cmp::Ordering> {

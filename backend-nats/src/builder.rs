@@ -49,6 +49,7 @@ pub struct NatsBrokerBuilder {
     pub(crate) history: usize,
     pub(crate) max_payload: usize,
     pub(crate) history_ttl: Duration,
+    pub(crate) idempotency_window: Duration,
     pub(crate) max_bytes: u64,
     pub(crate) mode: Mode,
     pub(crate) token: Option<String>,
@@ -113,6 +114,7 @@ impl NatsBrokerBuilder {
             history: 1000,
             max_payload: 1024 * 1024,
             history_ttl: Duration::from_secs(24 * 3600),
+            idempotency_window: ssehub_core::DEFAULT_IDEMPOTENCY_WINDOW,
             max_bytes: 1 << 30,
             mode: Mode::JetStream,
             token: None,
@@ -161,6 +163,17 @@ impl NatsBrokerBuilder {
     /// A session resuming from an id older than this gets a `reset`.
     pub fn history_ttl(mut self, ttl: Duration) -> Self {
         self.history_ttl = ttl;
+        self
+    }
+
+    /// How long a publish's idempotency key is remembered. JetStream: the stream's
+    /// `duplicate_window` when the broker creates it, and each publish's `Nats-Msg-Id` is its
+    /// topic and key, so a repeat within it, from any node, is stored once and answers the
+    /// first id. Core mode: each node remembers its own publishes (a repeat through the same
+    /// node sends nothing; through another node it is sent again: core NATS shares no state).
+    /// Default: 2 minutes. Zero remembers none.
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window;
         self
     }
 

@@ -40,6 +40,9 @@ pub(crate) trait Carrier: Send + Sync + 'static {
     /// Events kept per topic; `None` without history.
     fn history(&self) -> Option<usize>;
 
+    /// How long a publish's idempotency key is remembered; `None` when it is not.
+    fn idempotency(&self) -> Option<std::time::Duration>;
+
     /// The epoch of the ids this mode gives now.
     fn epoch(&self) -> String;
 

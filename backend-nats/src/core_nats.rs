@@ -11,11 +11,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use ssehub_core::backend::{Fanout, Offset, StreamPosition};
+use ssehub_core::backend::{Fanout, IdempotencyWindow, Offset, StreamPosition};
 use ssehub_core::{Delivery, Envelope, EventId, Message, Replay, Result};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -32,19 +33,20 @@ pub(crate) struct CoreNats {
     /// The epoch of this node's ids.
     node: String,
     counter: AtomicU64,
-    /// Ids are given in publish order.
-    publish_lock: tokio::sync::Mutex<()>,
+    /// Ids are given in publish order; the idempotency keys this node published with, checked
+    /// and recorded under the same lock.
+    publish_lock: tokio::sync::Mutex<IdempotencyWindow>,
     probes: Probes,
 }
 
 impl CoreNats {
-    pub(crate) async fn new(conn: Connection, node: String) -> Result<Self> {
+    pub(crate) async fn new(conn: Connection, node: String, window: Duration) -> Result<Self> {
         Ok(CoreNats {
             probes: Probes::start(&conn).await?,
             conn,
             node,
             counter: AtomicU64::new(0),
-            publish_lock: tokio::sync::Mutex::new(()),
+            publish_lock: tokio::sync::Mutex::new(IdempotencyWindow::new(window)),
         })
     }
 }
@@ -125,13 +127,20 @@ impl Probes {
 impl Carrier for CoreNats {
     async fn publish_many(&self, subject: String, messages: Vec<Message>) -> Result<Vec<EventId>> {
         let (ids, generation) = {
-            let _order = self.publish_lock.lock().await;
+            let mut keys = self.publish_lock.lock().await;
             if !self.conn.connected() {
                 return Err(NatsError::NotConnected.into());
             }
             let generation = self.conn.generation();
             let mut ids = Vec::with_capacity(messages.len());
             for message in messages {
+                let key = message.idempotency_key.as_ref();
+                if let Some(key) = key
+                    && let Some(id) = keys.get(&subject, key)
+                {
+                    ids.push(id);
+                    continue;
+                }
                 let n = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
                 let Some(pos) = StreamPosition::new(&self.node, Offset::Seq(n)) else {
                     unreachable!("the node id is hex digits")
@@ -143,6 +152,9 @@ impl Carrier for CoreNats {
                     .publish_with_headers(subject.clone(), headers, message.data)
                     .await
                     .map_err(|e| NatsError::Publish(boxed(e)))?;
+                if let Some(key) = key {
+                    keys.insert(&subject, key, id.clone());
+                }
                 ids.push(id);
             }
             (ids, generation)
@@ -178,6 +190,10 @@ impl Carrier for CoreNats {
     }
 
     fn history(&self) -> Option<usize> {
+        None
+    }
+
+    fn idempotency(&self) -> Option<Duration> {
         None
     }
 

@@ -208,7 +208,9 @@ impl NatsBroker {
         let node = node_id();
         let carrier: Arc<dyn Carrier> = match config.mode {
             Mode::JetStream => JetStream::open(conn.clone(), &config).await?,
-            Mode::Core => Arc::new(CoreNats::new(conn.clone(), node.clone()).await?),
+            Mode::Core => Arc::new(
+                CoreNats::new(conn.clone(), node.clone(), config.idempotency_window).await?,
+            ),
         };
         let inner = Arc::new(Inner {
             config,
@@ -276,12 +278,15 @@ impl Broker for NatsBroker {
         let subject = self.subject_for(topic);
         let mut ids = Vec::with_capacity(messages.len());
         for batch in ssehub_core::backend::batches(&messages, MAX_BATCH_EVENTS, usize::MAX) {
-            ids.extend(
-                self.inner
-                    .carrier
-                    .publish_many(subject.clone(), batch.to_vec())
-                    .await?,
-            );
+            match self
+                .inner
+                .carrier
+                .publish_many(subject.clone(), batch.to_vec())
+                .await
+            {
+                Ok(more) => ids.extend(more),
+                Err(e) => return Err(ssehub_core::backend::partly_published(ids, e)),
+            }
         }
         Ok(ids)
     }
@@ -342,6 +347,7 @@ impl Broker for NatsBroker {
             .with_history(self.inner.carrier.history())
             .with_max_payload(self.inner.max_payload)
             .with_presence(true)
+            .with_idempotency(self.inner.carrier.idempotency())
     }
 
     fn id_order(&self, a: &EventId, b: &EventId) -> Option<std::cmp::Ordering> {

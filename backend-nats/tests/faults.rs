@@ -338,3 +338,23 @@ async fn jetstream_subscriber_disconnected_for_reading_too_slowly_loses_nothing(
         "slow reader: nats-server cut the subscriber {cut} time(s); 1000/1000 events arrived in order"
     );
 }
+
+/// A JetStream publish whose acknowledgement is lost (stored by the server, the ack thrown away
+/// by the proxy) and then retried with its idempotency key is stored once: the stream's
+/// duplicate window knows its `Nats-Msg-Id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_retried_after_a_lost_ack_is_stored_once() {
+    let Some(server) = own_server(NatsOptions::default()).await else {
+        return;
+    };
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], server.port()));
+    let proxy = ssehub_test_support::proxy::TcpProxy::start(upstream)
+        .await
+        .expect("proxy");
+    let publisher = broker(&format!("nats://{}", proxy.addr()), Mode::JetStream).await;
+    let observer = broker(&server.url(), Mode::JetStream).await;
+    let id =
+        ssehub_test_support::faults::retry_after_a_lost_reply(&publisher, &observer, &proxy, WAIT)
+            .await;
+    eprintln!("lost ack: the retry answered {id}, stored once");
+}

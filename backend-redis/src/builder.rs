@@ -27,6 +27,7 @@ pub struct RedisBrokerBuilder {
     pub(crate) history: usize,
     pub(crate) max_payload: usize,
     pub(crate) history_ttl: Duration,
+    pub(crate) idempotency_window: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) health_timeout: Duration,
@@ -110,6 +111,7 @@ impl RedisBrokerBuilder {
             history: 1000,
             max_payload: 1024 * 1024,
             history_ttl: Duration::from_secs(24 * 3600),
+            idempotency_window: ssehub_core::DEFAULT_IDEMPOTENCY_WINDOW,
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             health_timeout: Duration::from_secs(2),
@@ -140,6 +142,15 @@ impl RedisBrokerBuilder {
     /// forever.
     pub fn history_ttl(mut self, ttl: Duration) -> Self {
         self.history_ttl = ttl;
+        self
+    }
+
+    /// How long a publish's idempotency key is remembered (a key `{topic}:idem:<key>` holding
+    /// the first id, set in the publish script, in the topic's slot): a repeat within it, from
+    /// any node, stores nothing and answers the first id. Default: 2 minutes. Zero remembers
+    /// none.
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window;
         self
     }
 

@@ -24,6 +24,8 @@ pub(crate) struct History {
     /// Entries kept per topic.
     pub(crate) len: usize,
     ttl: Duration,
+    /// How long an idempotency key is remembered; zero: not at all.
+    idempotency: Duration,
     pub(crate) limit: Duration,
 }
 
@@ -54,12 +56,14 @@ impl History {
             script: Script::new(include_str!("scripts/publish.lua")),
             len: config.history,
             ttl: config.history_ttl,
+            idempotency: config.idempotency_window,
             limit: config.op_timeout(),
         }
     }
 
     /// Append `messages` to `topic`'s history and publish them live, in order, in one script
-    /// (atomic: all or none), so every node sees the same ids; answers them in order.
+    /// (atomic: all or none), so every node sees the same ids; answers them in order. A message
+    /// whose idempotency key is still remembered is not appended: its first id answers.
     pub(crate) async fn append(
         &self,
         topic: &Topic,
@@ -67,6 +71,7 @@ impl History {
     ) -> RResult<Vec<EventId>> {
         let t = topic.as_str();
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let window_ms = u64::try_from(self.idempotency.as_millis()).unwrap_or(u64::MAX);
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(self.keys.stream(t))
@@ -75,11 +80,25 @@ impl History {
             .arg(self.len)
             .arg(self.keys.channel(t))
             .arg(ttl_ms)
-            .arg(self.publish);
+            .arg(self.publish)
+            .arg(window_ms);
+        // The idempotency keys are KEYS[3..] (so a cluster routes them: they share the topic's
+        // slot); each event names its key's index, 0 for none.
+        let mut next_key = 3;
         for message in messages {
+            let key = message.idempotency_key.as_ref().filter(|_| window_ms > 0);
+            let index = match key {
+                Some(key) => {
+                    invocation.key(self.keys.idempotency(t, key.as_str()));
+                    next_key += 1;
+                    next_key - 1
+                }
+                None => 0,
+            };
             invocation
                 .arg(message.event.as_str())
-                .arg(&message.data[..]);
+                .arg(&message.data[..])
+                .arg(index);
         }
         let mut con = self.con.clone();
         let reply: Value = timed(self.limit, "publish", invocation.invoke_async(&mut con)).await?;
@@ -99,9 +118,11 @@ impl History {
         parts
             .map(|id| {
                 let id = bulk_string(&id)?.ok_or(RedisError::Protocol("publish: no entry id"))?;
+                // A remembered key answers `<epoch> <entry id>` as it was stored.
+                let (epoch, id) = id.split_once(' ').unwrap_or((epoch.as_str(), id.as_str()));
                 let offset =
-                    parse_entry_id(&id).ok_or(RedisError::Protocol("publish: bad entry id"))?;
-                StreamPosition::new(&epoch, offset)
+                    parse_entry_id(id).ok_or(RedisError::Protocol("publish: bad entry id"))?;
+                StreamPosition::new(epoch, offset)
                     .map(|p| p.to_event_id())
                     .ok_or(RedisError::Protocol("publish: bad epoch"))
             })

@@ -16,6 +16,10 @@ impl Keys {
     pub(crate) fn epoch(&self, topic: &str) -> String {
         self.key(topic, "epoch")
     }
+    /// The id a publish with this idempotency key got (for the idempotency window).
+    pub(crate) fn idempotency(&self, topic: &str, key: &str) -> String {
+        self.key(topic, &format!("idem:{key}"))
+    }
     pub(crate) fn channel(&self, topic: &str) -> String {
         self.key(topic, "events")
     }

@@ -280,7 +280,10 @@ impl Broker for RedisBroker {
         }
         let mut ids = Vec::with_capacity(messages.len());
         for batch in ssehub_core::backend::batches(&messages, MAX_BATCH_EVENTS, MAX_BATCH_BYTES) {
-            ids.extend(self.inner.history.append(topic, batch).await?);
+            match self.inner.history.append(topic, batch).await {
+                Ok(more) => ids.extend(more),
+                Err(e) => return Err(ssehub_core::backend::partly_published(ids, e.into())),
+            }
         }
         Ok(ids)
     }
@@ -309,6 +312,7 @@ impl Broker for RedisBroker {
             .with_history(Some(self.inner.config.history))
             .with_presence(true)
             .with_max_payload(self.inner.config.max_payload)
+            .with_idempotency(Some(self.inner.config.idempotency_window).filter(|w| !w.is_zero()))
     }
 
     fn id_order(&self, a: &EventId, b: &EventId) -> Option<std::cmp::Ordering> {

@@ -340,3 +340,22 @@ async fn a_subscriber_disconnected_for_reading_too_slowly_loses_nothing() {
         "slow reader: redis disconnected the subscriber {dropped} time(s); 1000/1000 events arrived in order"
     );
 }
+
+/// A publish whose reply is lost (carried out by Redis, the answer thrown away by the proxy) and
+/// then retried with its idempotency key is stored once: the publish script finds the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_retried_after_a_lost_reply_is_stored_once() {
+    let Some(server) = own_server(false).await else {
+        return;
+    };
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], server.port()));
+    let proxy = ssehub_test_support::proxy::TcpProxy::start(upstream)
+        .await
+        .expect("proxy");
+    let publisher = broker(&format!("redis://{}", proxy.addr())).await;
+    let observer = broker(&server.url()).await;
+    let id =
+        ssehub_test_support::faults::retry_after_a_lost_reply(&publisher, &observer, &proxy, WAIT)
+            .await;
+    eprintln!("lost reply: the retry answered {id}, stored once");
+}

@@ -68,25 +68,39 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_core::Stream;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{EventId, EventName, Topic};
+use crate::idempotency::IdempotencyKey;
 
-/// An event on its way to a broker: a name and an already-serialized payload.
+/// An event on its way to a broker: a name, an already-serialized payload, and the key that
+/// makes its publish idempotent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     /// The SSE event name; [`EventName::MESSAGE`] by default.
     pub event: EventName,
     /// The serialized payload (JSON when it comes from a [`ChannelManager`](crate::ChannelManager)).
     pub data: Bytes,
+    /// A publish of a key the broker has seen for the same topic within its window
+    /// ([`Capabilities::idempotency`]) stores nothing and answers the first one's id. `None`:
+    /// every publish stores (a [`ChannelManager`](crate::ChannelManager) always sets one).
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 impl Message {
-    /// A `message` event with this payload.
+    /// A `message` event with this payload and no idempotency key.
     pub fn new(data: impl Into<Bytes>) -> Self {
         Message {
             event: EventName::MESSAGE,
             data: data.into(),
+            idempotency_key: None,
         }
+    }
+
+    /// The same message with this idempotency key.
+    #[must_use]
+    pub fn with_idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
     }
 
     /// The same message with another event name.
@@ -146,6 +160,9 @@ pub struct Capabilities {
     pub presence: bool,
     /// Largest payload `publish` accepts, in bytes.
     pub max_payload: usize,
+    /// How long the broker remembers a message's
+    /// [`idempotency_key`](Message::idempotency_key) per topic; `None` when it does not.
+    pub idempotency: Option<std::time::Duration>,
 }
 
 impl Capabilities {
@@ -175,6 +192,13 @@ impl Capabilities {
         self.max_payload = max_payload;
         self
     }
+
+    /// Set [`Capabilities::idempotency`].
+    #[must_use]
+    pub fn with_idempotency(mut self, window: Option<std::time::Duration>) -> Self {
+        self.idempotency = window;
+        self
+    }
 }
 
 impl Default for Capabilities {
@@ -183,6 +207,7 @@ impl Default for Capabilities {
             history: None,
             presence: false,
             max_payload: 1024 * 1024,
+            idempotency: None,
         }
     }
 }
@@ -195,6 +220,9 @@ impl Default for Capabilities {
 ///   is accepted (visible to `replay` and on its way to every current subscriber), and returns an
 ///   error — never `Ok` — when the event may be lost. Payloads larger than
 ///   [`Capabilities::max_payload`] are refused with [`Error::PayloadTooLarge`](crate::Error).
+/// - A message whose [`idempotency_key`](Message::idempotency_key) the broker has stored for
+///   the same topic within [`Capabilities::idempotency`] is not stored or delivered again:
+///   `publish` answers the first one's id. Keys are scoped to the topic.
 /// - [`subscribe`](Broker::subscribe) returns once the subscription is live: every event
 ///   published after it returns is delivered, in publish order per topic, or a
 ///   [`Delivery::Gap`] says that some were lost. Topics are isolated: a subscription sees its own
@@ -218,10 +246,11 @@ pub trait Broker: fmt::Debug + Send + Sync + 'static {
     /// a broker round trip per event (Redis appends the batch in one script, NATS pipelines the
     /// publishes and then awaits the acknowledgements).
     ///
-    /// `Ok` means every event was accepted. On `Err` a part of the batch may have been
-    /// accepted, in order, as a failed `publish` may have been: the caller cannot tell which,
-    /// exactly as with one publish whose answer was lost. Payloads are checked before anything
-    /// is sent. The default publishes one event after the other.
+    /// `Ok` means every event was accepted. An error after some events were accepted is
+    /// [`Error::PartlyPublished`] with their ids (the next one may or may not have been stored,
+    /// as a failed `publish` may have been); any other error means none is known to be stored.
+    /// Payloads are checked before anything is sent. The default publishes one event after the
+    /// other.
     async fn publish_many(&self, topic: &Topic, messages: Vec<Message>) -> Result<Vec<EventId>> {
         let max = self.capabilities().max_payload;
         for message in &messages {
@@ -229,7 +258,10 @@ pub trait Broker: fmt::Debug + Send + Sync + 'static {
         }
         let mut ids = Vec::with_capacity(messages.len());
         for message in messages {
-            ids.push(self.publish(topic, message).await?);
+            match self.publish(topic, message).await {
+                Ok(id) => ids.push(id),
+                Err(e) => return Err(partly_published(ids, e)),
+            }
         }
         Ok(ids)
     }
@@ -335,7 +367,26 @@ forward_broker!(Box<B>);
 pub fn check_payload(message: &Message, max: usize) -> Result<()> {
     let size = message.data.len();
     if size > max {
-        return Err(crate::Error::PayloadTooLarge { size, max });
+        return Err(Error::PayloadTooLarge { size, max });
     }
     Ok(())
+}
+
+/// The error of a batch that failed after `published` events were stored: `error` itself when
+/// none was, else [`Error::PartlyPublished`] (never nested: the ids add up).
+pub fn partly_published(mut published: Vec<EventId>, error: Error) -> Error {
+    match error {
+        Error::PartlyPublished {
+            published: more,
+            source,
+        } => {
+            published.extend(more);
+            Error::PartlyPublished { published, source }
+        }
+        e if published.is_empty() => e,
+        e => Error::PartlyPublished {
+            published,
+            source: Box::new(e),
+        },
+    }
 }

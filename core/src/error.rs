@@ -74,6 +74,25 @@ pub enum Error {
         /// Why it was refused.
         reason: Cow<'static, str>,
     },
+    /// An idempotency key was refused by [`IdempotencyKey::new`](crate::IdempotencyKey::new):
+    /// empty, over 255 bytes, or a character outside visible ASCII.
+    #[error("invalid idempotency key: {reason}")]
+    InvalidIdempotencyKey {
+        /// Why it was refused.
+        reason: Cow<'static, str>,
+    },
+    /// A batch ([`Broker::publish_many`](crate::Broker::publish_many),
+    /// [`ChannelManager::publish_many`](crate::ChannelManager::publish_many)) failed part-way:
+    /// its first `published.len()` events are stored, with these ids; the rest may or may not
+    /// be. Publishing the rest again with the same idempotency keys stores each at most once.
+    #[error("{} event(s) of the batch published, then: {source}", published.len())]
+    PartlyPublished {
+        /// The ids of the leading events that were stored, in order.
+        published: Vec<crate::EventId>,
+        /// Why the next one failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// A payload is larger than the broker or channel accepts: a publish over the manager's
     /// [`max_event_bytes`](crate::ChannelManagerBuilder::max_event_bytes) or the broker's
     /// `max_payload` ([`Capabilities`](crate::Capabilities)), and an initial event over it
@@ -132,6 +151,7 @@ impl Error {
         match self {
             Error::Broker { temporary, .. } => *temporary,
             Error::TooManySessions(_) | Error::TooManyChannels { .. } | Error::Shutdown => true,
+            Error::PartlyPublished { source, .. } => source.is_temporary(),
             _ => false,
         }
     }
@@ -156,6 +176,13 @@ impl Error {
             },
             Error::InvalidEventName { reason } => Error::InvalidEventName {
                 reason: reason.clone(),
+            },
+            Error::InvalidIdempotencyKey { reason } => Error::InvalidIdempotencyKey {
+                reason: reason.clone(),
+            },
+            Error::PartlyPublished { published, source } => Error::PartlyPublished {
+                published: published.clone(),
+                source: Box::new(source.replicate()),
             },
             Error::PayloadTooLarge { size, max } => Error::PayloadTooLarge {
                 size: *size,

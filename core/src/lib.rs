@@ -39,6 +39,7 @@ pub mod conformance;
 mod error;
 mod hub;
 mod id;
+mod idempotency;
 mod manager;
 pub mod metric_names;
 pub mod multiplex;
@@ -57,7 +58,10 @@ pub use id::{
     EventId, EventName, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_RESOURCE_ID_LEN, MAX_TOPIC_LEN,
     PRESENCE_EVENT, RESET_EVENT, Topic, validate_key_part,
 };
-pub use manager::{Channel, ChannelManager, ChannelManagerBuilder, SubscribeOptions};
+pub use idempotency::{DEFAULT_IDEMPOTENCY_WINDOW, IdempotencyKey};
+pub use manager::{
+    Channel, ChannelManager, ChannelManagerBuilder, PublishOptions, SubscribeOptions,
+};
 pub use presence::PresenceConfig;
 pub use session::{CloseReason, OverflowPolicy, QueueLimits, ReplayLimits, Session};
 pub use transport::{Ndjson, ResetPayload, ResetReason, Sse, Transport};

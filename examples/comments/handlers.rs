@@ -5,12 +5,13 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse};
-use ssehub::BoxError;
+use ssehub::{BoxError, IdempotencyKey, PublishOptions};
 
 use super::app::{AppState, now_ms};
 use super::events::{CommentEvent, Vote, VoteEvent};
+use super::once::Once;
 
 /// The page served at `/`: one `EventSource` on the multiplexing endpoint.
 const PAGE: &str = include_str!("page.html");
@@ -85,40 +86,87 @@ pub(super) async fn get_count(
     ))
 }
 
+/// The request's `Idempotency-Key`: none, or 1 to 255 visible ASCII characters (else `400`).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(IdempotencyKey::new)
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            api_error(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key: 1 to 255 visible ASCII characters",
+            )
+        })?;
+    Ok(Some(key))
+}
+
+/// How to publish a request's event: under its idempotency key, so that a repeat (which
+/// publishes again) stores nothing new.
+fn publish_options(key: Option<&IdempotencyKey>) -> PublishOptions {
+    match key {
+        Some(key) => PublishOptions::new().idempotency_key(key.clone()),
+        None => PublishOptions::new(),
+    }
+}
+
 /// 3. Publish: add a comment, then tell every connected client.
+///
+/// With an `Idempotency-Key`, a repeat within the window (on any node) counts nothing and
+/// answers the first response.
 pub(super) async fn add_comment(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<CommentEvent>, (StatusCode, String)> {
     let text = |(status, Json(body)): ApiError| {
         let msg = body["error"].as_str().unwrap_or_default().to_owned();
         (status, format!("{msg}\n"))
     };
+    let key = idempotency_key(&headers).map_err(text)?;
     state.comments.topic(&id).map_err(hub_error).map_err(text)?;
-    let count = state
-        .store
-        .add_comment(&id)
-        .await
-        .map_err(store_error)
-        .map_err(text)?;
+    let now = now_ms();
+    let (count, timestamp) = match &key {
+        Some(key) => {
+            state
+                .store
+                .add_comment_once(
+                    &id,
+                    Once {
+                        key: key.as_str(),
+                        at: now,
+                    },
+                )
+                .await
+        }
+        None => state.store.add_comment(&id).await.map(|count| (count, now)),
+    }
+    .map_err(store_error)
+    .map_err(text)?;
     let event = CommentEvent {
         discussion_id: id.clone(),
         comment_count: count,
-        timestamp: now_ms(),
+        timestamp,
     };
     state
         .comments
-        .publish(&id, &event)
+        .publish_with(&id, &event, publish_options(key.as_ref()))
         .await
         .map_err(hub_error)
         .map_err(text)?;
     Ok(Json(event))
 }
 
-/// `POST /api/votes/{id}`: count the vote, then publish the totals on the votes channel.
+/// `POST /api/votes/{id}`: count the vote, then publish the totals on the votes channel. With
+/// an `Idempotency-Key`, as [`add_comment`].
 pub(super) async fn cast_vote(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Json<VoteEvent>, ApiError> {
     // Every other body is a 400: not `application/json`, not JSON, or not one of the two.
@@ -131,15 +179,35 @@ pub(super) async fn cast_vote(
     })?;
     let vote =
         Vote::from_body(&body).ok_or_else(|| api_error(StatusCode::BAD_REQUEST, EXPECTED))?;
+    let key = idempotency_key(&headers)?;
     state.votes.topic(&id).map_err(hub_error)?;
-    let totals = state.store.vote(&id, vote).await.map_err(store_error)?;
+    let now = now_ms();
+    let (totals, timestamp) = match &key {
+        Some(key) => {
+            let once = Once {
+                key: key.as_str(),
+                at: now,
+            };
+            state.store.vote_once(&id, vote, once).await
+        }
+        None => state
+            .store
+            .vote(&id, vote)
+            .await
+            .map(|totals| (totals, now)),
+    }
+    .map_err(store_error)?;
     let event = VoteEvent {
         discussion_id: id.clone(),
         up: totals.up,
         down: totals.down,
-        timestamp: now_ms(),
+        timestamp,
     };
-    state.votes.publish(&id, &event).await.map_err(hub_error)?;
+    state
+        .votes
+        .publish_with(&id, &event, publish_options(key.as_ref()))
+        .await
+        .map_err(hub_error)?;
     Ok(Json(event))
 }
 

@@ -51,10 +51,12 @@
 mod app;
 mod events;
 mod handlers;
+mod once;
 mod store;
 
 pub use app::{AppState, app, install_metrics, react_dist};
 pub use events::{CommentEvent, PresenceEvent, Vote, VoteEvent, Votes};
+pub use once::{ONCE_WINDOW, Once};
 pub use store::{MemoryData, STORE_PREFIX, Store, broker};
 
 use std::time::Duration;

@@ -24,8 +24,9 @@ use super::events::{Vote, Votes};
 pub enum Store {
     /// In this process only.
     Memory(Arc<Mutex<MemoryData>>),
-    /// Redis: `ssehub-demo:comments:{id}` (a counter) and `ssehub-demo:votes:{id}` (a hash with
-    /// the fields `up` and `down`).
+    /// Redis: `ssehub-demo:{comments:ID}` (a counter) and `ssehub-demo:{votes:ID}` (a hash with
+    /// the fields `up` and `down`); what a request with an idempotency key counted under
+    /// `ssehub-demo:{comments:ID}:once:KEY` (in the counter's cluster slot).
     #[cfg(feature = "redis")]
     Redis(RedisConnection),
     /// NATS: the keys `comments.{id}` (a number) and `votes.{id}` (`{"up":n,"down":m}`) in the
@@ -37,8 +38,23 @@ pub enum Store {
 /// The in-memory store's data.
 #[derive(Debug, Default)]
 pub struct MemoryData {
-    comments: HashMap<String, u64>,
-    votes: HashMap<String, Votes>,
+    pub(super) comments: HashMap<String, u64>,
+    pub(super) votes: HashMap<String, Votes>,
+    /// What requests with an idempotency key counted (`kind:id:key`), and when.
+    once: HashMap<String, (std::time::Instant, String)>,
+}
+
+impl MemoryData {
+    /// What the request with this key counted, if within `window`.
+    pub(super) fn seen(&mut self, key: &str, window: std::time::Duration) -> Option<String> {
+        self.once.retain(|_, (at, _)| at.elapsed() < window);
+        self.once.get(key).map(|(_, counted)| counted.clone())
+    }
+
+    /// Remember what the request with this key counted.
+    pub(super) fn remember(&mut self, key: String, counted: String) {
+        self.once.insert(key, (std::time::Instant::now(), counted));
+    }
 }
 
 /// The prefix of the demo's Redis keys, and the name of its NATS key-value bucket.
@@ -207,24 +223,46 @@ fn is_redis(url: &str) -> bool {
     .any(|scheme| url.starts_with(scheme))
 }
 
+/// The counter of `kind` for `id`, in the `{kind:id}` hash tag's slot.
 #[cfg(feature = "redis")]
-fn redis_key(kind: &str, id: &str) -> String {
-    format!("{STORE_PREFIX}:{kind}:{id}")
+pub(super) fn redis_key(kind: &str, id: &str) -> String {
+    format!("{STORE_PREFIX}:{{{kind}:{id}}}")
+}
+
+/// What the request with idempotency key `key` counted, in the counter's slot.
+#[cfg(feature = "redis")]
+pub(super) fn redis_once_key(kind: &str, id: &str, key: &str) -> String {
+    format!("{}:once:{key}", redis_key(kind, id))
 }
 
 /// `kind.id`, the id escaped to what NATS keys allow (`-/_=.a-zA-Z0-9`, no `.` at either end):
 /// letters, digits, `-` and `_` stay, every other byte becomes `=XX`.
 #[cfg(feature = "nats")]
-fn nats_key(kind: &str, id: &str) -> String {
+pub(super) fn nats_key(kind: &str, id: &str) -> String {
     let mut key = format!("{kind}.");
-    for b in id.bytes() {
+    escape_nats(id, &mut key);
+    key
+}
+
+/// `once.kind.id.key`: what the request with idempotency key `key` counted.
+#[cfg(feature = "nats")]
+pub(super) fn nats_once_key(kind: &str, id: &str, key: &str) -> String {
+    let mut out = format!("once.{kind}.");
+    escape_nats(id, &mut out);
+    out.push('.');
+    escape_nats(key, &mut out);
+    out
+}
+
+#[cfg(feature = "nats")]
+fn escape_nats(text: &str, out: &mut String) {
+    for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            key.push(char::from(b));
+            out.push(char::from(b));
         } else {
-            key.push_str(&format!("={b:02X}"));
+            out.push_str(&format!("={b:02X}"));
         }
     }
-    key
 }
 
 /// Find or create the bucket [`STORE_PREFIX`]. The bucket's stream is set up directly, as a
@@ -274,7 +312,11 @@ async fn nats_read<T: Default + serde::de::DeserializeOwned>(
 /// Change the JSON value under `key` with `change`, compare-and-set: read it with its revision,
 /// write it only if the revision is still the latest, else read again. The value written.
 #[cfg(feature = "nats")]
-async fn nats_update<T>(kv: &kv::Store, key: &str, change: impl Fn(&mut T)) -> Result<T, BoxError>
+pub(super) async fn nats_update<T>(
+    kv: &kv::Store,
+    key: &str,
+    change: impl Fn(&mut T),
+) -> Result<T, BoxError>
 where
     T: Default + Serialize + serde::de::DeserializeOwned,
 {

@@ -150,3 +150,75 @@ pub fn payload_number(data: &[u8]) -> u64 {
         .parse()
         .expect("number")
 }
+
+/// A publish whose reply is lost (the broker carried it out; [`TcpProxy::drop_replies`] threw
+/// the answer away), retried with its idempotency key until it answers: the broker stores the
+/// event once. `publisher` reaches the broker through `proxy`; `observer` directly. Checks that
+/// the observer receives exactly `before`, the retried event, `after`, in order, and that the
+/// retry answers the id the event was stored under; returns that id.
+///
+/// [`TcpProxy::drop_replies`]: crate::proxy::TcpProxy::drop_replies
+pub async fn retry_after_a_lost_reply(
+    publisher: &dyn Broker,
+    observer: &dyn Broker,
+    proxy: &crate::proxy::TcpProxy,
+    limit: Duration,
+) -> EventId {
+    let topic = ssehub_core::conformance::unique_topic("lost-reply");
+    let mut sub = observer.subscribe(&topic).await.expect("subscribe");
+    let before = observer
+        .publish(&topic, Message::new("before"))
+        .await
+        .expect("publish before");
+    let key = ssehub_core::IdempotencyKey::generate();
+    let once = || Message::new("once").with_idempotency_key(key.clone());
+
+    proxy.drop_replies(true);
+    let lost = tokio::time::timeout(limit, publisher.publish(&topic, once())).await;
+    match lost {
+        Ok(Ok(id)) => panic!("the publish answered {id} although its reply was thrown away"),
+        Ok(Err(e)) => assert!(e.is_temporary(), "a lost reply is a temporary error: {e}"),
+        Err(_) => panic!("the publish did not fail within {limit:?}"),
+    }
+    // The event was stored: the observer sees it.
+    let stored = match next_delivery(&mut sub, limit).await {
+        Delivery::Event(env) => {
+            assert_eq!(env.id, before, "the first delivery is the event before");
+            match next_delivery(&mut sub, limit).await {
+                Delivery::Event(env) => env,
+                Delivery::Gap => panic!("a gap instead of the event whose reply was lost"),
+            }
+        }
+        Delivery::Gap => panic!("a gap instead of the event before"),
+    };
+    assert_eq!(&stored.data[..], b"once");
+    proxy.drop_replies(false);
+    proxy.drop_all();
+
+    let deadline = tokio::time::Instant::now() + limit;
+    let retried = loop {
+        match publisher.publish(&topic, once()).await {
+            Ok(id) => break id,
+            Err(e) if e.is_temporary() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the retry failed: {e}"),
+        }
+    };
+    assert_eq!(
+        retried, stored.id,
+        "the retry answers the stored event's id"
+    );
+    let after = observer
+        .publish(&topic, Message::new("after"))
+        .await
+        .expect("publish after");
+    match next_delivery(&mut sub, limit).await {
+        Delivery::Event(env) => assert_eq!(
+            env.id, after,
+            "the retry stored nothing new: the next event is the one after"
+        ),
+        Delivery::Gap => panic!("a gap after the retry"),
+    }
+    retried
+}

@@ -1,6 +1,6 @@
 //! A loopback TCP proxy that injects faults between two peers: drop every connection, refuse
-//! new ones, add latency, throttle bandwidth, or blackhole (keep the sockets open but forward
-//! nothing, like a network gone silent). It records the first bytes each client sent.
+//! new ones, add latency, throttle bandwidth, blackhole (keep the sockets open but forward
+//! nothing, like a network gone silent), or lose the server's replies. It records the first bytes each client sent.
 //!
 //! # Example
 //!
@@ -25,6 +25,8 @@ use tokio::task::JoinHandle;
 struct Shared {
     refuse: AtomicBool,
     blackhole: AtomicBool,
+    /// Read and discard what the server sends.
+    drop_replies: AtomicBool,
     latency_ms: AtomicU64,
     /// Bytes per second in each direction; 0 = unlimited.
     bandwidth: AtomicU64,
@@ -114,6 +116,14 @@ impl TcpProxy {
         self.shared.blackhole.store(on, Ordering::Release);
     }
 
+    /// While set, what clients send reaches the server, but what the server sends back is read
+    /// and thrown away: a request is carried out and its reply is lost (the case idempotency
+    /// keys are for). The connections then hold a reply stream with a hole: drop them
+    /// ([`drop_all`](Self::drop_all)) before relying on them again.
+    pub fn drop_replies(&self, on: bool) {
+        self.shared.drop_replies.store(on, Ordering::Release);
+    }
+
     /// Limit each direction of each connection to `bytes_per_second` (0: unlimited).
     pub fn bandwidth(&self, bytes_per_second: u64) {
         self.shared
@@ -176,6 +186,9 @@ async fn pipe(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
                 Ok(n) => n,
             };
             delay(&shared, n).await;
+            if shared.drop_replies.load(Ordering::Acquire) {
+                continue;
+            }
             if cw.write_all(&buf[..n]).await.is_err() {
                 break;
             }

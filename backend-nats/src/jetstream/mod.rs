@@ -124,6 +124,10 @@ impl Epoch {
     }
 }
 
+/// JetStream's de-duplication header: a message id seen within the stream's `duplicate_window`
+/// is not stored again.
+const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+
 pub(crate) struct JetStream {
     /// This broker's own handle, for the feeds' tasks.
     me: Weak<JetStream>,
@@ -169,7 +173,14 @@ impl JetStream {
             // one round trip for the batch, and the stream stores them in this order.
             let mut pending = Vec::with_capacity(messages.len());
             for message in &messages {
-                let headers = headers_for(&message.event, (EPOCH_HEADER, &epoch));
+                let mut headers = headers_for(&message.event, (EPOCH_HEADER, &epoch));
+                if let Some(key) = &message.idempotency_key
+                    && !self.stream_config.duplicate_window.is_zero()
+                {
+                    // The stream de-duplicates by message id across all its subjects: the id
+                    // names the topic too, so keys stay scoped to their topic.
+                    headers.insert(MSG_ID_HEADER, format!("{subject} {key}").as_str());
+                }
                 let ack = self
                     .js
                     .publish_with_headers(subject.to_owned(), headers, message.data.clone())
@@ -217,7 +228,9 @@ impl JetStream {
             .epoch
             .high_water
             .fetch_max(ack.sequence, Ordering::AcqRel);
-        if ack.sequence <= high && self.epoch.get() == epoch {
+        // A duplicate (a repeated idempotency key) answers its first publish's sequence, which
+        // is rightly behind the high water.
+        if !ack.duplicate && ack.sequence <= high && self.epoch.get() == epoch {
             // Sequences only grow within one stream: this one was created again. The event is
             // stored under the old epoch (its id says so, consistently); later ones get the new
             // one.
@@ -362,6 +375,10 @@ impl Carrier for JetStream {
 
     fn history(&self) -> Option<usize> {
         Some(self.history)
+    }
+
+    fn idempotency(&self) -> Option<Duration> {
+        Some(self.stream_config.duplicate_window).filter(|w| !w.is_zero())
     }
 
     fn epoch(&self) -> String {

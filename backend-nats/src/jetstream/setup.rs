@@ -24,6 +24,8 @@ pub(super) fn stream_config(config: &NatsBrokerBuilder) -> stream::Config {
         discard: stream::DiscardPolicy::Old,
         storage: stream::StorageType::File,
         republish: Some(republish(&config.prefix)),
+        // Zero asks for the server's default (2 minutes); the broker then sends no msg id.
+        duplicate_window: config.idempotency_window,
         ..Default::default()
     }
 }
@@ -177,6 +179,14 @@ pub(super) fn differences(have: &stream::Config, want: &stream::Config) -> Vec<S
         format!("{:?}", want.discard),
         "always Old",
     );
+    if !want.duplicate_window.is_zero() {
+        differ(
+            "duplicate_window",
+            age(have.duplicate_window),
+            age(want.duplicate_window),
+            "idempotency_window",
+        );
+    }
     differ(
         "retention",
         format!("{:?}", have.retention),

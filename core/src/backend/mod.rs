@@ -52,7 +52,8 @@ pub fn signal_stream(rx: tokio::sync::broadcast::Receiver<bytes::Bytes>) -> Sign
     }))
 }
 
-pub use crate::broker::check_payload;
+pub use crate::broker::{check_payload, partly_published};
+pub use crate::idempotency::IdempotencyWindow;
 
 /// `messages` as consecutive batches of at most `max_events` events and `max_bytes` of payload
 /// each (a batch holds at least one event, whatever its size), for a backend's

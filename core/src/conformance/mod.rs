@@ -30,8 +30,10 @@ use crate::manager::{ChannelManager, SubscribeOptions};
 use crate::sse_parser::SseParser;
 
 mod batch;
+mod idempotency;
 mod presence;
 pub use batch::{publish_many_keeps_order, tail_is_the_newest_event};
+pub use idempotency::idempotent_publish;
 pub use presence::{presence_across_nodes, signals_reach_every_node};
 
 /// Longest any single wait in the suite may take before the case fails.
@@ -518,6 +520,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case $make, event_names_preserved, ref);
         $crate::conformance_tests!(@case $make, order_kept_per_topic, ref);
         $crate::conformance_tests!(@case $make, publish_many_keeps_order, ref);
+        $crate::conformance_tests!(@case $make, idempotent_publish, ref);
         $crate::conformance_tests!(@case $make, tail_is_the_newest_event, ref);
         $crate::conformance_tests!(@case $make, topics_isolated, ref);
         $crate::conformance_tests!(@case $make, fan_out_to_many_subscribers, ref);

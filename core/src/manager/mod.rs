@@ -37,6 +37,7 @@ use crate::broker::{Broker, Message, Replay};
 use crate::error::{Error, Result};
 use crate::hub::{Hub, HubConfig};
 use crate::id::{EventId, EventName, Topic};
+use crate::idempotency::IdempotencyKey;
 use crate::presence::PresenceConfig;
 use crate::session::{OverflowPolicy, QueueLimits, ReplayLimits, Replayer, Session, SessionRun};
 use crate::transport::ResetReason;
@@ -45,7 +46,7 @@ mod builder;
 mod options;
 
 pub use builder::ChannelManagerBuilder;
-pub use options::SubscribeOptions;
+pub use options::{PublishOptions, SubscribeOptions};
 
 /// The resource id of `topic` when it has this prefix and suffix.
 fn resource_of<'a>(
@@ -151,26 +152,39 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
     }
 
     /// Serialize `event` once and publish it to every session of the resource, on every node.
-    /// Returns the broker-assigned id.
+    /// Returns the broker-assigned id. The publish carries a fresh idempotency key, so a client
+    /// library that resends it stores it once.
     pub async fn publish(&self, resource_id: &str, event: &E) -> Result<EventId> {
-        let topic = self.topic(resource_id)?;
-        self.publish_to(&topic, event, None).await
+        self.publish_with(resource_id, event, PublishOptions::new())
+            .await
     }
 
     /// Publish with this SSE event name, whatever the builder's
     /// [`event_name`](ChannelManagerBuilder::event_name) would say. The name is validated
     /// ([`EventName::new`]: no control characters, not `reset`).
     pub async fn publish_named(&self, resource_id: &str, event: &E, name: &str) -> Result<EventId> {
+        self.publish_with(resource_id, event, PublishOptions::new().event(name))
+            .await
+    }
+
+    /// Publish with these [`PublishOptions`]: an event name, an idempotency key. A repeat of
+    /// a key within the broker's window (a retry after a lost reply, on any node) stores
+    /// nothing and answers the first publish's id.
+    pub async fn publish_with(
+        &self,
+        resource_id: &str,
+        event: &E,
+        options: PublishOptions,
+    ) -> Result<EventId> {
         let topic = self.topic(resource_id)?;
-        let name = EventName::new(name)?;
-        self.publish_to(&topic, event, Some(name)).await
+        self.publish_to(&topic, event, options).await
     }
 
     /// Publish `events` to the resource, in this order, as one batch
     /// ([`Broker::publish_many`]): the same events and ids as publishing them one after the
     /// other, without a broker round trip each. Every event is serialized (and checked against
-    /// the size limit) before any is sent. On `Err` from the broker, a part of the batch may
-    /// have been published, as with a failed [`publish`](Self::publish).
+    /// the size limit) before any is sent, and each carries a fresh idempotency key. A broker
+    /// error after some events were stored is [`Error::PartlyPublished`], with their ids.
     pub async fn publish_many<'a>(
         &self,
         resource_id: &str,
@@ -179,16 +193,49 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
     where
         E: 'a,
     {
+        self.publish_many_with(resource_id, events, PublishOptions::new())
+            .await
+    }
+
+    /// [`publish_many`](Self::publish_many) with these [`PublishOptions`]: the event name of
+    /// every event, and a batch key whose [`part(i)`](IdempotencyKey::part) is event `i`'s, so
+    /// publishing the same batch again under the same key stores nothing twice and answers the
+    /// same ids (also after [`Error::PartlyPublished`]).
+    pub async fn publish_many_with<'a>(
+        &self,
+        resource_id: &str,
+        events: impl IntoIterator<Item = &'a E>,
+        options: PublishOptions,
+    ) -> Result<Vec<EventId>>
+    where
+        E: 'a,
+    {
         let topic = self.topic(resource_id)?;
+        let name = options.event_name()?;
         let messages = events
             .into_iter()
-            .map(|e| self.encode(e))
+            .enumerate()
+            .map(|(i, e)| {
+                let mut message = self.encode(e)?;
+                if let Some(name) = &name {
+                    message.event = name.clone();
+                }
+                message.idempotency_key = Some(match &options.idempotency_key {
+                    Some(key) => key.part(i),
+                    None => IdempotencyKey::generate(),
+                });
+                Ok(message)
+            })
             .collect::<Result<Vec<Message>>>()?;
         let n = messages.len() as u64;
         let result = self.inner.hub.broker().publish_many(&topic, messages).await;
         match &result {
             Ok(_) => metrics::counter!(crate::metric_names::EVENTS_PUBLISHED).increment(n),
             Err(e) => {
+                if let Error::PartlyPublished { published, .. } = e {
+                    metrics::counter!(crate::metric_names::EVENTS_PUBLISHED)
+                        .increment(published.len() as u64);
+                }
                 metrics::counter!(crate::metric_names::PUBLISH_ERRORS).increment(1);
                 tracing::debug!(%topic, error = %e, "batch publish failed");
             }
@@ -200,12 +247,17 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         &self,
         topic: &Topic,
         event: &E,
-        name: Option<EventName>,
+        options: PublishOptions,
     ) -> Result<EventId> {
         let mut message = self.encode(event)?;
-        if let Some(name) = name {
+        if let Some(name) = options.event_name()? {
             message.event = name;
         }
+        message.idempotency_key = Some(
+            options
+                .idempotency_key
+                .unwrap_or_else(IdempotencyKey::generate),
+        );
         let result = self.inner.hub.broker().publish(topic, message).await;
         match &result {
             Ok(id) => {
@@ -235,6 +287,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         Ok(Message {
             event: name,
             data: Bytes::from(data),
+            idempotency_key: None,
         })
     }
 
@@ -471,16 +524,19 @@ impl<E: Serialize + Send + Sync + 'static> Channel<E> {
 
     /// Publish to this channel.
     pub async fn publish(&self, event: &E) -> Result<EventId> {
-        self.manager.publish_to(&self.topic, event, None).await
+        self.publish_with(event, PublishOptions::new()).await
     }
 
     /// Publish to this channel with this SSE event name
     /// ([`ChannelManager::publish_named`]).
     pub async fn publish_named(&self, event: &E, name: &str) -> Result<EventId> {
-        let name = EventName::new(name)?;
-        self.manager
-            .publish_to(&self.topic, event, Some(name))
+        self.publish_with(event, PublishOptions::new().event(name))
             .await
+    }
+
+    /// Publish to this channel with these options ([`ChannelManager::publish_with`]).
+    pub async fn publish_with(&self, event: &E, options: PublishOptions) -> Result<EventId> {
+        self.manager.publish_to(&self.topic, event, options).await
     }
 
     /// Sessions of this channel on this node.

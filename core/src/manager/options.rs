@@ -1,4 +1,4 @@
-//! [`SubscribeOptions`]: how one session starts.
+//! [`SubscribeOptions`]: how one session starts; [`PublishOptions`]: how one publish goes.
 
 use std::fmt;
 use std::future::Future;
@@ -6,6 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::Result;
+use crate::id::EventName;
+use crate::idempotency::IdempotencyKey;
 use crate::transport::{Sse, Transport};
 
 type InitialFuture<E> = Pin<Box<dyn Future<Output = Option<E>> + Send>>;
@@ -139,5 +142,44 @@ impl<E> SubscribeOptions<E> {
     pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
         self.keep_alive = every;
         self
+    }
+}
+
+/// How one publish goes ([`ChannelManager::publish_with`](crate::ChannelManager::publish_with),
+/// [`publish_many_with`](crate::ChannelManager::publish_many_with)): its SSE event name and its
+/// idempotency key.
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct PublishOptions {
+    pub(crate) event: Option<String>,
+    pub(crate) idempotency_key: Option<IdempotencyKey>,
+}
+
+impl PublishOptions {
+    /// The manager's event name, a fresh idempotency key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Publish with this SSE event name, whatever the builder's
+    /// [`event_name`](crate::ChannelManagerBuilder::event_name) would say. Validated when
+    /// published ([`EventName::new`]: no control characters, not `reset`).
+    pub fn event(mut self, name: impl Into<String>) -> Self {
+        self.event = Some(name.into());
+        self
+    }
+
+    /// Publish under this key: a publish of the same key to the same resource within the
+    /// broker's window ([`Capabilities::idempotency`](crate::Capabilities::idempotency), 2
+    /// minutes by default) stores nothing and answers the first one's id, on any node. For a
+    /// batch, event `i` gets [`key.part(i)`](IdempotencyKey::part). Default: a fresh key per
+    /// publish ([`IdempotencyKey::generate`]), which makes a client library's own retries safe.
+    pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+
+    pub(crate) fn event_name(&self) -> Result<Option<EventName>> {
+        self.event.as_deref().map(EventName::new).transpose()
     }
 }
