@@ -171,7 +171,8 @@ impl NatsBrokerBuilder {
     /// topic and key, so a repeat within it, from any node, is stored once and answers the
     /// first id. Core mode: each node remembers its own publishes (a repeat through the same
     /// node sends nothing; through another node it is sent again: core NATS shares no state).
-    /// Default: 2 minutes. Zero remembers none.
+    /// Default: 2 minutes, and at most [`history_ttl`](Self::history_ttl) (the server refuses
+    /// a longer window). Zero remembers none.
     pub fn idempotency_window(mut self, window: Duration) -> Self {
         self.idempotency_window = window;
         self

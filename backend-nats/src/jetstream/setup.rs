@@ -24,8 +24,12 @@ pub(super) fn stream_config(config: &NatsBrokerBuilder) -> stream::Config {
         discard: stream::DiscardPolicy::Old,
         storage: stream::StorageType::File,
         republish: Some(republish(&config.prefix)),
-        // Zero asks for the server's default (2 minutes); the broker then sends no msg id.
-        duplicate_window: config.idempotency_window,
+        // Zero asks for the server's default (2 minutes); the broker then sends no msg id. The
+        // server refuses a window longer than the history's age.
+        duplicate_window: match config.history_ttl {
+            ttl if ttl.is_zero() => config.idempotency_window,
+            ttl => config.idempotency_window.min(ttl),
+        },
         ..Default::default()
     }
 }

@@ -16,6 +16,12 @@ use super::super::lookup;
 use super::super::{JetStream, Stored, replay};
 use super::{Check, Control, Registration, republished};
 
+/// Events a hole's fill reads at once.
+const FILL_PAGE: usize = 256;
+
+/// How long a feed asks the server again (a fill, a look-up) before it gives the topic a reset.
+const ASK_BUDGET: Duration = Duration::from_secs(30);
+
 /// The live feed of one topic.
 pub(super) struct TopicFeed {
     pub(super) registration: Registration,
@@ -125,17 +131,27 @@ impl TopicFeed {
         }
     }
 
-    /// A hole before `stored`: read what is missing, then deliver it.
+    /// A hole before `stored`: read what is missing, a page at a time, delivering each page
+    /// before the next is read; then deliver `stored`.
     async fn fill(&mut self, stored: Stored) {
-        match self.missing().await {
-            Some(events) => {
-                for event in events {
-                    if event.seq > self.last {
-                        self.deliver(event);
+        loop {
+            match self.missing_page().await {
+                Some(page) => {
+                    let full = page.len() >= FILL_PAGE;
+                    for event in page {
+                        if event.seq > self.last {
+                            self.deliver(event);
+                        }
+                    }
+                    if !full || self.last + 1 >= stored.seq {
+                        break;
                     }
                 }
+                None => {
+                    self.gap(stored.epoch.clone());
+                    break;
+                }
             }
-            None => self.gap(stored.epoch.clone()),
         }
         if stored.seq > self.last {
             self.deliver(stored);
@@ -143,16 +159,18 @@ impl TopicFeed {
         self.drain_pending();
     }
 
-    /// Ask until the server answers: a look-up that fails for a temporary reason (a timeout, a
-    /// 503 while a stream leader is elected) is asked again, never taken for "absent", which
-    /// would be a spurious gap. `None` when the stream was created again meanwhile (the broker's
-    /// epoch moved on: a gap) or the broker is gone.
+    /// Ask until the server answers, within [`ASK_BUDGET`]: a look-up that fails for a
+    /// temporary reason (a timeout, a 503 while a stream leader is elected) is asked again,
+    /// never taken for "absent", which would be a spurious gap. `None` (a gap for the caller)
+    /// when the budget is spent, the error is permanent, the stream was created again
+    /// meanwhile (the broker's epoch moved on) or the broker is gone.
     async fn ask<T, F, Fut>(&self, what: &'static str, mut attempt: F) -> Option<T>
     where
         F: FnMut(Arc<JetStream>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let deadline = tokio::time::Instant::now() + ASK_BUDGET;
         loop {
             let js = self.js.upgrade()?;
             if js.epoch.get() != self.epoch {
@@ -162,6 +180,14 @@ impl TopicFeed {
             let permit = live.reads.acquire().await.ok()?;
             match attempt(js).await {
                 Ok(value) => return Some(value),
+                Err(e) if !e.is_temporary() => {
+                    tracing::warn!(error = %e, what, subject = %self.registration.subject, "nats: a feed's look-up failed for good; the topic gets a reset");
+                    return None;
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(error = %e, what, subject = %self.registration.subject, budget = ?ASK_BUDGET, "nats: a feed's look-up kept failing; the topic gets a reset");
+                    return None;
+                }
                 Err(e) => {
                     drop(permit);
                     tracing::debug!(error = %e, what, subject = %self.registration.subject, "nats: a feed's look-up failed; asking again");
@@ -171,8 +197,9 @@ impl TopicFeed {
         }
     }
 
-    /// The topic's events after `last`; `None` when they cannot be told (a gap).
-    async fn missing(&self) -> Option<Vec<Stored>> {
+    /// The next page of the topic's events after `last` (at most [`FILL_PAGE`]); `None` when
+    /// they cannot be told (a gap).
+    async fn missing_page(&self) -> Option<Vec<Stored>> {
         if self.last == 0 {
             return None;
         }
@@ -180,7 +207,7 @@ impl TopicFeed {
         let subject = &self.registration.subject;
         self.ask("fill", |js| {
             let after = after.clone();
-            async move { replay::read_after(&js, subject, &after, usize::MAX).await }
+            async move { replay::read_after(&js, subject, &after, FILL_PAGE).await }
         })
         .await?
     }

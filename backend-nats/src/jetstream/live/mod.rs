@@ -252,9 +252,20 @@ impl Live {
                     }
                 }
                 _ = tick.tick() => {
+                    let Some(js) = js.upgrade() else { return };
+                    // A reconnect whose `Connected` event never reached us (the client library
+                    // drops events when its own queue is full): the connection's generation
+                    // says so. Recovery never waits on an event that can be lost.
+                    if js.conn.connected()
+                        && js.conn.generation() != self.recovered_on.load(Ordering::Acquire)
+                    {
+                        tracing::debug!("nats: a reconnect seen by its generation; scanning");
+                        self.tell_all(|| Control::Hold);
+                        self.recover(&js).await;
+                        continue;
+                    }
                     let due = lock(&self.marked_at).elapsed() >= MARK_EVERY;
                     if due && !lock(&self.topics).is_empty() {
-                        let Some(js) = js.upgrade() else { return };
                         self.mark(&js).await;
                     }
                 }
@@ -297,7 +308,7 @@ impl Live {
     }
 
     /// After a reconnect: scan what every live topic missed, trying again while the server cannot
-    /// answer; each topic resumes afterwards.
+    /// answer (5 attempts, then a reset for every live topic); each topic resumes afterwards.
     async fn recover(&self, js: &JetStream) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         for attempt in 1.. {
@@ -311,8 +322,12 @@ impl Live {
                     backoff.wait().await;
                 }
                 Err(e) => {
+                    // The budget is spent: a reset for every live topic, and this connection
+                    // counts as recovered (the tick does not scan it again).
                     tracing::warn!(error = %e, "nats: the reconnect scan failed; live topics get a reset");
                     self.tell_all(unknown);
+                    self.recovered_on
+                        .store(js.conn.generation(), Ordering::Release);
                     return;
                 }
             }
