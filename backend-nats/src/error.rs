@@ -41,10 +41,65 @@ pub(crate) enum NatsError {
 
 impl NatsError {
     fn temporary(&self) -> bool {
-        !matches!(
-            self,
-            NatsError::Config(_) | NatsError::WrongStream(_) | NatsError::StreamTooLarge { .. }
-        )
+        match self {
+            NatsError::Config(_) | NatsError::WrongStream(_) | NatsError::StreamTooLarge { .. } => {
+                false
+            }
+            NatsError::Stream(e)
+            | NatsError::Publish(e)
+            | NatsError::Subscribe(e)
+            | NatsError::Read(e) => !refused_for_good(e.as_ref()),
+            _ => true,
+        }
+    }
+}
+
+/// JetStream API errors that no retry fixes: a bad request (`code 400`), an invalid stream
+/// configuration (10052), a stream that exists with another configuration (10058), subjects
+/// that overlap another stream's (10065). A leader election, a timeout or no responders stay
+/// temporary.
+const PERMANENT_ERR_CODES: [u64; 4] = [10003, 10052, 10058, 10065];
+
+/// Whether `e` (or an error it wraps) is a JetStream API error that retrying cannot fix.
+/// async-nats keeps the API error in its error kinds, not as a source, but every kind
+/// displays it as `… (code N, error code M)`: that text is what is read here.
+fn refused_for_good(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some((code, err_code)) = api_codes(&e.to_string())
+            && (code == 400 || PERMANENT_ERR_CODES.contains(&err_code))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// `(code, error code)` from a JetStream API error's text.
+fn api_codes(text: &str) -> Option<(u64, u64)> {
+    let rest = &text[text.rfind("(code ")? + "(code ".len()..];
+    let (code, rest) = rest.split_once(", error code ")?;
+    let err_code = rest.split_once(')')?.0;
+    Some((code.trim().parse().ok()?, err_code.trim().parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_errors_are_permanent_and_outages_temporary() {
+        let config = "jetstream error: duplicates window can not be larger then max age (code 500, error code 10052)";
+        assert_eq!(api_codes(config), Some((500, 10052)));
+        let e = NatsError::Stream(config.into());
+        assert!(!e.temporary());
+        let e = NatsError::Read("jetstream error: bad request (code 400, error code 10003)".into());
+        assert!(!e.temporary());
+        let leader = "jetstream error: JetStream cluster can not handle request (code 503, error code 10009)";
+        assert!(NatsError::Stream(leader.into()).temporary());
+        assert!(NatsError::Publish("timed out".into()).temporary());
+        assert!(NatsError::Read("no responders".into()).temporary());
     }
 }
 
