@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use ssehub_core::backend::{Fanout, Offset, StreamPosition};
@@ -17,9 +18,16 @@ use crate::history::{History, Read};
 const FILL_CONCURRENCY: usize = 16;
 /// Entries read per page when filling after a known event.
 const FILL_PAGE: usize = 256;
-/// Reconnects in a row whose fill of a topic may fail for a temporary reason (a timeout, a
-/// dropped connection) before that topic gets a gap instead of another try.
-const FILL_ATTEMPTS: u32 = 3;
+/// How long a topic's fill may keep failing for a temporary reason (a timeout, a dropped
+/// connection, a cluster still electing or loading) before that topic gets a gap instead of
+/// another try. Counted from the first failure; it covers a broker restart, so a broker that
+/// lost nothing causes no `reset`.
+const FILL_BUDGET: Duration = Duration::from_secs(60);
+/// Topics whose stream tail one liveness check reads.
+pub(crate) const CHECK_PER_TICK: usize = 512;
+/// How long an event may stay in its stream without arriving live before the topic's
+/// subscription is taken for dead and made again.
+pub(crate) const LIVE_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a topic's delivery stands: the last event delivered (or the stream's tail when it was
 /// subscribed), used to drop duplicates and to fill after a reconnect.
@@ -35,8 +43,10 @@ pub(crate) struct TopicSub {
     topic: Topic,
     pub(crate) fanout: Arc<Fanout>,
     pos: Position,
-    /// Fills of this topic in a row that failed for a temporary reason.
-    failed_fills: u32,
+    /// When the fills of this topic began to fail for a temporary reason (none since).
+    failing_since: Option<tokio::time::Instant>,
+    /// The first event the last fill delivered.
+    first_filled: Option<Offset>,
 }
 
 impl TopicSub {
@@ -45,7 +55,8 @@ impl TopicSub {
             topic,
             fanout,
             pos,
-            failed_fills: 0,
+            failing_since: None,
+            first_filled: None,
         }
     }
 
@@ -54,8 +65,9 @@ impl TopicSub {
         self.pos = pos;
     }
 
-    /// Deliver one event unless it was already delivered; a new epoch means a gap first.
-    pub(crate) fn deliver(&mut self, pos: &StreamPosition, env: Envelope) {
+    /// Deliver one event unless it was already delivered (then `false`); a new epoch means a
+    /// gap first.
+    pub(crate) fn deliver(&mut self, pos: &StreamPosition, env: Envelope) -> bool {
         match &self.pos.epoch {
             Some(e) if e == pos.epoch() => {
                 let seen = self
@@ -63,7 +75,7 @@ impl TopicSub {
                     .last
                     .is_some_and(|last| pos.offset().order(&last).is_none_or(|o| o.is_le()));
                 if seen {
-                    return;
+                    return false;
                 }
             }
             // The topic's history was reset under us (flush, restart, expiry).
@@ -75,10 +87,12 @@ impl TopicSub {
             last: Some(pos.offset()),
         };
         self.fanout.send(Delivery::Event(env));
+        true
     }
 
     /// Deliver the events the topic missed from its stream, or a gap.
     async fn fill(&mut self, history: &History) -> RResult<()> {
+        self.first_filled = None;
         loop {
             let before = self.pos.clone();
             let Some(after) = before.last else {
@@ -132,7 +146,11 @@ impl TopicSub {
                 StreamPosition::new(&epoch, offset),
                 entry.into_envelope(&epoch),
             ) {
-                (Some(pos), Some(env)) => self.deliver(&pos, env),
+                (Some(pos), Some(env)) => {
+                    if self.deliver(&pos, env) && self.first_filled.is_none() {
+                        self.first_filled = Some(offset);
+                    }
+                }
                 // A malformed entry cannot be told: a gap, and on from the tail.
                 _ => {
                     self.gap(now);
@@ -145,19 +163,29 @@ impl TopicSub {
 }
 
 /// Fill every topic after a reconnect, at most [`FILL_CONCURRENCY`] at once.
-///
-/// A topic whose fill fails for good (or for a temporary reason [`FILL_ATTEMPTS`] reconnects in
-/// a row) gets a gap; the others are not held up. A temporary failure otherwise (the command
-/// connection timed out or dropped: most likely Redis is away again) starts no further fill and
-/// answers the error, so the caller reconnects later; what was filled stays filled (each
-/// topic's position is kept), and the rest is filled then.
 pub(crate) async fn fill_all(
     history: &History,
     topics: &mut HashMap<String, TopicSub>,
 ) -> RResult<()> {
-    let jobs: Vec<(String, TopicSub)> = topics
-        .iter()
-        .map(|(channel, t)| (channel.clone(), t.clone()))
+    let all: Vec<String> = topics.keys().cloned().collect();
+    fill_some(history, topics, all).await
+}
+
+/// Fill these topics, at most [`FILL_CONCURRENCY`] at once.
+///
+/// A topic whose fill fails for good (or for a temporary reason for longer than
+/// [`FILL_BUDGET`]) gets a gap; the others are not held up. A temporary failure otherwise (the
+/// command connection timed out or dropped: most likely Redis is away again) starts no further
+/// fill and answers the error, so the caller reconnects later; what was filled stays filled
+/// (each topic's position is kept), and the rest is filled then.
+pub(crate) async fn fill_some(
+    history: &History,
+    topics: &mut HashMap<String, TopicSub>,
+    channels: Vec<String>,
+) -> RResult<()> {
+    let jobs: Vec<(String, TopicSub)> = channels
+        .into_iter()
+        .filter_map(|channel| topics.get(&channel).map(|t| (channel, t.clone())))
         .collect();
     let stop = AtomicBool::new(false);
     let stop = &stop;
@@ -169,18 +197,21 @@ pub(crate) async fn fill_all(
         })
         .buffer_unordered(FILL_CONCURRENCY);
     let mut retry: Option<RedisError> = None;
+    let now = tokio::time::Instant::now();
     while let Some((channel, mut sub, res)) = fills.next().await {
         match res {
-            Ok(()) => sub.failed_fills = 0,
-            Err(e) if e.is_temporary() && sub.failed_fills + 1 < FILL_ATTEMPTS => {
-                sub.failed_fills += 1;
+            Ok(()) => sub.failing_since = None,
+            Err(e)
+                if e.is_temporary()
+                    && now.duration_since(*sub.failing_since.get_or_insert(now)) < FILL_BUDGET =>
+            {
                 tracing::debug!(topic = %sub.topic, error = %e, "fill failed; retried after the next reconnect");
                 stop.store(true, Ordering::Release);
                 retry.get_or_insert(e);
             }
             Err(e) => {
-                tracing::warn!(topic = %sub.topic, error = %e, "fill failed; the topic gets a gap");
-                sub.failed_fills = 0;
+                tracing::warn!(topic = %sub.topic, error = %e, budget = ?FILL_BUDGET, "fill failed; the topic gets a gap");
+                sub.failing_since = None;
                 sub.fanout.gap();
             }
         }
@@ -188,8 +219,85 @@ pub(crate) async fn fill_all(
         // still there.
         if let Some(t) = topics.get_mut(&channel) {
             t.pos = sub.pos;
-            t.failed_fills = sub.failed_fills;
+            t.failing_since = sub.failing_since;
+            t.first_filled = sub.first_filled;
         }
     }
     retry.map_or(Ok(()), Err)
+}
+
+/// The liveness check: trust no client library to report every loss of a subscription. Read
+/// the stream tail of up to [`CHECK_PER_TICK`] topics (from `cursor` on, round robin); a topic
+/// whose stream holds events it did not deliver is filled from the stream, and when the first
+/// of them is older than [`LIVE_GRACE`] (its live message should have come by then), its
+/// channel is answered: the caller subscribes it again. A failed read ends the round quietly
+/// (the next one tries again; the subscriber connection itself is checked by its ping).
+pub(crate) async fn check(
+    history: &History,
+    topics: &mut HashMap<String, TopicSub>,
+    cursor: &mut usize,
+) -> RResult<Vec<String>> {
+    let mut channels: Vec<String> = topics.keys().cloned().collect();
+    if channels.is_empty() {
+        return Ok(Vec::new());
+    }
+    channels.sort_unstable();
+    let start = *cursor % channels.len();
+    let take = channels.len().min(CHECK_PER_TICK);
+    *cursor = start + take;
+    let round: Vec<(String, Topic, Position)> = channels
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(take)
+        .filter_map(|c| {
+            topics
+                .get(c)
+                .map(|t| (c.clone(), t.topic.clone(), t.pos.clone()))
+        })
+        .collect();
+    let tails = futures_util::stream::iter(round)
+        .map(|(channel, topic, pos)| async move {
+            let tail = history.tail(topic.as_str()).await;
+            (channel, pos, tail)
+        })
+        .buffer_unordered(FILL_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let mut behind = Vec::new();
+    for (channel, pos, tail) in tails {
+        let Ok((epoch, last)) = tail else {
+            continue;
+        };
+        let newer = match (&pos.epoch, &epoch, pos.last, last) {
+            (Some(a), Some(b), _, _) if a != b => true,
+            (_, Some(_), None, Some(_)) => true,
+            (_, _, Some(mine), Some(theirs)) => theirs.order(&mine).is_some_and(|o| o.is_gt()),
+            _ => false,
+        };
+        if newer {
+            behind.push(channel);
+        }
+    }
+    if behind.is_empty() {
+        return Ok(Vec::new());
+    }
+    fill_some(history, topics, behind.clone()).await?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let grace = u64::try_from(LIVE_GRACE.as_millis()).unwrap_or(u64::MAX);
+    Ok(behind
+        .into_iter()
+        .filter(|channel| {
+            let Some(t) = topics.get(channel) else {
+                return false;
+            };
+            let stale = matches!(t.first_filled, Some(Offset::Pair(ms, _)) if now_ms.saturating_sub(ms) > grace);
+            if stale {
+                tracing::warn!(topic = %t.topic, "redis: events in the stream did not arrive live; filled them and subscribing the topic again");
+            }
+            stale
+        })
+        .collect())
 }

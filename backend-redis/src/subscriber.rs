@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::builder::RedisBrokerBuilder;
 use crate::connection::{Subscriber, cluster_client};
 use crate::error::{RResult, RedisError, timed};
-use crate::fill::{Position, TopicSub, fill_all};
+use crate::fill::{Position, TopicSub, check, fill_all, fill_some};
 use crate::history::History;
 use crate::pushes::{self, Push};
 use crate::reply::{into_bytes, parse_message};
@@ -72,6 +72,10 @@ pub(crate) struct Actor {
     node: NodeChannels,
     subscriptions: SubscriptionCount,
     topics: HashMap<String, TopicSub>,
+    /// Topic channels whose subscription the server dropped: subscribed again and filled.
+    lost: Vec<String>,
+    /// Where the next liveness check starts (round robin over the topics).
+    check_cursor: usize,
     rx: mpsc::UnboundedReceiver<Command>,
     /// To hand each subscription a way to say it is gone, without keeping the actor alive.
     tx: mpsc::WeakUnboundedSender<Command>,
@@ -102,6 +106,8 @@ impl Actor {
             node,
             subscriptions,
             topics: HashMap::new(),
+            lost: Vec::new(),
+            check_cursor: 0,
             rx,
             tx: tx.downgrade(),
         };
@@ -147,8 +153,6 @@ impl Actor {
 
     pub(crate) async fn run(mut self, first: Conn) {
         let mut conn = Some(first);
-        // Whether the connection being served replaced a lost one.
-        let mut replaced = false;
         let mut backoff = Backoff::new(
             std::time::Duration::from_millis(50),
             self.config.reconnect_max_delay,
@@ -158,7 +162,6 @@ impl Actor {
                 Some(c) => c,
                 None => match self.reconnect().await {
                     Ok(Some(c)) => {
-                        replaced = true;
                         backoff.reset();
                         ssehub_core::metric_names::broker_reconnected("redis");
                         c
@@ -173,8 +176,7 @@ impl Actor {
                     }
                 },
             };
-            let refills = replaced && matches!(con, Subscriber::Cluster(_));
-            match self.serve(&mut con, &mut pushes, refills).await {
+            match self.serve(&mut con, &mut pushes).await {
                 Outcome::Stop => return,
                 Outcome::Reconnect => {
                     tracing::warn!("redis subscriber connection lost, reconnecting");
@@ -241,22 +243,14 @@ impl Actor {
 
     /// Serve commands and pushes until the connection fails or every handle is gone.
     ///
-    /// With `refills` (a cluster connection that replaced a lost one), every topic is filled
-    /// from its stream again 1, 3, 7, 15, 31 and 63 s after it started. After a cluster restart
-    /// the load generator's fleet scenario saw live messages of some sharded subscriptions never
-    /// arrive on a connection whose `SSUBSCRIBE`s had all been confirmed, with no disconnection
-    /// reported (about one run in three; the cause in redis-rs's cluster client or in the nodes'
-    /// restart is not found). Those events are in the streams: the refills deliver them, at the
-    /// latest a minute late, instead of never.
-    async fn serve(
-        &mut self,
-        con: &mut Subscriber,
-        pushes: &mut mpsc::Receiver<Push>,
-        refills: bool,
-    ) -> Outcome {
-        let mut refill_in = refills.then_some(std::time::Duration::from_secs(1));
-        let refill = tokio::time::sleep(refill_in.unwrap_or_default());
-        tokio::pin!(refill);
+    /// Every ping tick also runs the liveness check ([`check`]): a topic whose stream holds
+    /// events it did not deliver is filled, and subscribed again when they are older than
+    /// [`LIVE_GRACE`](crate::fill::LIVE_GRACE). Neither redis-rs nor a cluster reports every
+    /// lost subscription (a sharded subscription moved by a failover, or dead after a cluster
+    /// restart with no disconnection); this bounds how long one can go unnoticed to about two
+    /// ping intervals for up to [`CHECK_PER_TICK`](crate::fill::CHECK_PER_TICK) topics (more
+    /// topics are checked round robin), and nothing is lost meanwhile: the streams hold it.
+    async fn serve(&mut self, con: &mut Subscriber, pushes: &mut mpsc::Receiver<Push>) -> Outcome {
         let limit = self.config.op_timeout();
         let mut ping = tokio::time::interval(self.config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -276,7 +270,15 @@ impl Actor {
                     Some(Push::Info(p)) if p.kind == PushKind::Disconnection => {
                         return Outcome::Reconnect;
                     }
-                    Some(Push::Info(p)) => self.on_push(p),
+                    Some(Push::Info(p)) => {
+                        self.on_push(p);
+                        if !self.lost.is_empty() {
+                            let lost = std::mem::take(&mut self.lost);
+                            if self.resubscribe(con, lost).await.is_err() {
+                                return Outcome::Reconnect;
+                            }
+                        }
+                    }
                 },
                 cmd = self.rx.recv() => match cmd {
                     None => return Outcome::Stop,
@@ -295,25 +297,43 @@ impl Actor {
                         }
                     }
                 },
-                () = &mut refill, if refill_in.is_some() => {
-                    if fill_all(&self.history, &mut self.topics).await.is_err() {
-                        return Outcome::Reconnect;
-                    }
-                    refill_in = refill_in
-                        .map(|d| d * 2)
-                        .filter(|d| *d <= std::time::Duration::from_secs(32));
-                    if let Some(d) = refill_in {
-                        refill.as_mut().reset(tokio::time::Instant::now() + d);
-                    }
-                }
                 _ = ping.tick() => {
                     let res: RResult<()> = timed(limit, "ping", con.ping()).await;
                     if res.is_err() {
                         return Outcome::Reconnect;
                     }
+                    match check(&self.history, &mut self.topics, &mut self.check_cursor).await {
+                        Ok(stale) if stale.is_empty() => {}
+                        Ok(stale) => {
+                            if self.resubscribe(con, stale).await.is_err() {
+                                return Outcome::Reconnect;
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "redis: liveness check fill failed; the next check tries again"),
+                    }
                 }
             }
         }
+    }
+
+    /// Subscribe these topic channels again (the server or the client library lost them), then
+    /// fill them from their streams.
+    async fn resubscribe(&mut self, con: &mut Subscriber, channels: Vec<String>) -> RResult<()> {
+        let channels: Vec<String> = channels
+            .into_iter()
+            .filter(|c| self.topics.contains_key(c))
+            .collect();
+        if channels.is_empty() {
+            return Ok(());
+        }
+        let limit = self.config.op_timeout();
+        timed(limit, "re-subscribe", con.subscribe_topics(&channels)).await?;
+        // What was published before the new subscription took effect is in the streams. A fill
+        // that fails for now is retried by the next liveness check.
+        if let Err(e) = fill_some(&self.history, &mut self.topics, channels).await {
+            tracing::debug!(error = %e, "redis: filling re-subscribed topics failed; the next check tries again");
+        }
+        Ok(())
     }
 
     /// A new subscription of `topic`: joins the topic's fan-out, subscribing the connection to
@@ -368,6 +388,23 @@ impl Actor {
     }
 
     fn on_push(&mut self, push: PushInfo) {
+        if matches!(push.kind, PushKind::Unsubscribe | PushKind::SUnsubscribe) {
+            // The server dropped a subscription we did not give up (Redis 7 sends `sunsubscribe`
+            // when a slot moves: a failover, a reshard), or the reply to our own release. A
+            // topic we still hold is a possible loss: subscribe it again and fill it.
+            if let Some(channel) = push.data.into_iter().next().and_then(into_bytes)
+                && let Ok(channel) = String::from_utf8(channel)
+                && self.topics.contains_key(&channel)
+                && !self.lost.contains(&channel)
+            {
+                tracing::warn!(
+                    channel,
+                    "redis: the server dropped a live subscription; subscribing again and filling"
+                );
+                self.lost.push(channel);
+            }
+            return;
+        }
         if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
             return;
         }
