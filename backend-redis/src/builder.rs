@@ -28,6 +28,7 @@ pub struct RedisBrokerBuilder {
     pub(crate) max_payload: usize,
     pub(crate) history_ttl: Duration,
     pub(crate) idempotency_window: Duration,
+    pub(crate) replica_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) health_timeout: Duration,
@@ -112,6 +113,7 @@ impl RedisBrokerBuilder {
             max_payload: 1024 * 1024,
             history_ttl: Duration::from_secs(24 * 3600),
             idempotency_window: ssehub_core::DEFAULT_IDEMPOTENCY_WINDOW,
+            replica_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             health_timeout: Duration::from_secs(2),
@@ -151,6 +153,19 @@ impl RedisBrokerBuilder {
     /// none.
     pub fn idempotency_window(mut self, window: Duration) -> Self {
         self.idempotency_window = window;
+        self
+    }
+
+    /// On a master that has replicas (one server or a cluster's shard), how long a publish
+    /// waits for one of them to hold its events (`WAIT 1`) before it fails with a temporary
+    /// error (the events may be stored on the master only; retrying with the same idempotency
+    /// keys stores them once). Redis replicates asynchronously: without the wait, a master that
+    /// dies, or is paused past the cluster's node timeout and replaced, after answering loses
+    /// what its replica had not copied, silently. A master without replicas is not waited on.
+    /// Default: 1 s. Zero: never wait (faster publishes; a failover may lose the last
+    /// acknowledged events).
+    pub fn replica_timeout(mut self, timeout: Duration) -> Self {
+        self.replica_timeout = timeout;
         self
     }
 

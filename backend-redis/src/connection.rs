@@ -90,6 +90,31 @@ impl RedisConnection {
     }
 }
 
+impl RedisConnection {
+    /// Whether this is a Redis Cluster connection.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.0, Commands::Cluster(_))
+    }
+
+    /// Run `cmd` on the master that holds `key` (a keyless command such as `WAIT` goes where
+    /// the key's writes went): on one server, the connection itself.
+    pub(crate) async fn on_master_of(&self, key: &str, cmd: Cmd) -> redis::RedisResult<Value> {
+        match &self.0 {
+            Commands::Server(c) => cmd.query_async(&mut c.clone()).await,
+            Commands::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::new(crate::replicas::slot_of(key), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let result = c.get().route_command(cmd, routing).await;
+                if let Err(e) = &result {
+                    c.failed(e);
+                }
+                result
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.0 {

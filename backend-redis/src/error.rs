@@ -20,6 +20,10 @@ pub(crate) enum RedisError {
     Protocol(&'static str),
     #[error("subscriber connection is down, reconnecting")]
     Disconnected,
+    #[error(
+        "no replica acknowledged the publish in time (it may be stored on the master only; a retry with its idempotency key stores it once)"
+    )]
+    NotReplicated,
 }
 
 impl RedisError {
@@ -30,7 +34,7 @@ impl RedisError {
     pub(crate) fn is_temporary(&self) -> bool {
         match self {
             RedisError::Redis { source, .. } => is_outage(source),
-            RedisError::Timeout(_) | RedisError::Disconnected => true,
+            RedisError::Timeout(_) | RedisError::Disconnected | RedisError::NotReplicated => true,
             RedisError::Protocol(_) => false,
         }
     }
@@ -39,24 +43,34 @@ impl RedisError {
 /// Whether `e` says Redis is away or moving (not that the request is wrong): the connection
 /// dropped or timed out, the server is loading, or a cluster is moving slots or failing over
 /// (still answering MOVED/ASK after the client's own retries, a replica read-only until
-/// promoted).
+/// promoted). A transaction (an atomic pipeline) that a cluster refused because its slot moved
+/// (`EXECABORT` whose every error is one of those: redis-rs does not follow `MOVED` for a
+/// transaction) is one too: after a failover, the next attempt goes to the new master.
 pub(crate) fn is_outage(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || matches!(
-            e.kind(),
-            redis::ErrorKind::Server(
-                redis::ServerErrorKind::BusyLoading
-                    | redis::ServerErrorKind::TryAgain
-                    | redis::ServerErrorKind::MasterDown
-                    | redis::ServerErrorKind::ClusterDown
-                    | redis::ServerErrorKind::Moved
-                    | redis::ServerErrorKind::Ask
-                    | redis::ServerErrorKind::ReadOnly
-            )
+    fn moving(kind: redis::ServerErrorKind) -> bool {
+        matches!(
+            kind,
+            redis::ServerErrorKind::BusyLoading
+                | redis::ServerErrorKind::TryAgain
+                | redis::ServerErrorKind::MasterDown
+                | redis::ServerErrorKind::ClusterDown
+                | redis::ServerErrorKind::Moved
+                | redis::ServerErrorKind::Ask
+                | redis::ServerErrorKind::ReadOnly
         )
+    }
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return true;
+    }
+    match e.kind() {
+        redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort) => {
+            e.clone().into_server_errors().is_some_and(|errors| {
+                !errors.is_empty() && errors.iter().all(|(_, e)| e.kind().is_some_and(moving))
+            })
+        }
+        redis::ErrorKind::Server(kind) => moving(kind),
+        _ => false,
+    }
 }
 
 impl From<RedisError> for Error {

@@ -11,6 +11,7 @@ use crate::builder::RedisBrokerBuilder;
 use crate::connection::RedisConnection;
 use crate::error::{RResult, RedisError, timed};
 use crate::keys::Keys;
+use crate::replicas::Replicas;
 use crate::reply::{Entry, bulk_string, parse_entries, parse_entry_id};
 
 /// The command connection and what it needs to read and write topic histories. Cheap to clone.
@@ -26,6 +27,9 @@ pub(crate) struct History {
     ttl: Duration,
     /// How long an idempotency key is remembered; zero: not at all.
     idempotency: Duration,
+    /// How long a publish waits for a replica; zero: it does not.
+    replica_timeout: Duration,
+    replicas: std::sync::Arc<Replicas>,
     pub(crate) limit: Duration,
 }
 
@@ -57,6 +61,8 @@ impl History {
             len: config.history,
             ttl: config.history_ttl,
             idempotency: config.idempotency_window,
+            replica_timeout: config.replica_timeout,
+            replicas: std::sync::Arc::default(),
             limit: config.op_timeout(),
         }
     }
@@ -102,6 +108,12 @@ impl History {
         }
         let mut con = self.con.clone();
         let reply: Value = timed(self.limit, "publish", invocation.invoke_async(&mut con)).await?;
+        if !self.replica_timeout.is_zero() {
+            let key = self.keys.stream(t);
+            self.replicas
+                .wait(&self.con, &key, self.replica_timeout, self.limit)
+                .await?;
+        }
         let Value::Array(parts) = reply else {
             return Err(RedisError::Protocol("publish script reply is not an array"));
         };

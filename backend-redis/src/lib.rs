@@ -76,6 +76,7 @@ mod fill;
 mod history;
 mod keys;
 mod pushes;
+mod replicas;
 mod reply;
 mod subscriber;
 mod target;
