@@ -158,21 +158,23 @@ async fn bad_keys_are_refused_and_count_nothing() {
     assert_eq!(get_json(addr, &comments).await["commentCount"], 3);
 }
 
+/// Two nodes sharing the broker and the store at `url`.
+async fn two_nodes(url: &str) -> (SocketAddr, SocketAddr) {
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let broker = comments::broker(url).await.unwrap();
+        let store = comments::Store::open(url).await.unwrap();
+        nodes.push(node(broker, store).await);
+    }
+    (nodes[0], nodes[1])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_key_counts_once_across_redis_nodes() {
     let Some(url) = ssehub_test_support::redis::redis_url().await else {
         return;
     };
-    let a = node(
-        comments::broker(&url).await.unwrap(),
-        comments::Store::open(&url).await.unwrap(),
-    )
-    .await;
-    let b = node(
-        comments::broker(&url).await.unwrap(),
-        comments::Store::open(&url).await.unwrap(),
-    )
-    .await;
+    let (a, b) = two_nodes(&url).await;
     repeats_count_once(a, b).await;
 }
 
@@ -181,15 +183,6 @@ async fn a_repeated_key_counts_once_across_nats_nodes() {
     let Some(url) = ssehub_test_support::nats::nats_url().await else {
         return;
     };
-    let a = node(
-        comments::broker(&url).await.unwrap(),
-        comments::Store::open(&url).await.unwrap(),
-    )
-    .await;
-    let b = node(
-        comments::broker(&url).await.unwrap(),
-        comments::Store::open(&url).await.unwrap(),
-    )
-    .await;
+    let (a, b) = two_nodes(&url).await;
     repeats_count_once(a, b).await;
 }
