@@ -3,7 +3,10 @@
 
 A module depends on another when its code (comments and doc comments left out) names
 `crate::other` or `super::other` from a direct child, or a name that lib.rs re-exports from
-`other` (`crate::SseEndpoint` -> endpoint). Usage: module-cycles.py CRATE_DIR...
+`other` (`crate::SseEndpoint` -> endpoint). A module named `error` may name the types its
+variants carry (an error holding event ids) without that counting: every module returns the
+error, so the error naming a value type would otherwise always close a cycle.
+Usage: module-cycles.py CRATE_DIR...
 """
 import re
 import sys
@@ -51,6 +54,8 @@ def graph(crate):
                 edges[m].add(name if name in mods else names.get(name, m))
         edges[m].discard(m)
         edges[m] &= set(mods)
+        if m == "error":
+            edges[m] = set()
     return edges
 
 

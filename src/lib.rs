@@ -60,17 +60,23 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use ssehub_core::{
-    BoxError, Broker, Capabilities, Channel, ChannelManager, ChannelManagerBuilder, CloseReason,
-    DEFAULT_IDEMPOTENCY_WINDOW, Delivery, Envelope, Error, EventId, EventName, IdempotencyKey,
-    MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_RESOURCE_ID_LEN, MAX_TOPIC_LEN, Message, Ndjson,
-    OverflowPolicy, PRESENCE_EVENT, PresenceConfig, PublishOptions, QueueLimits, RESET_EVENT,
-    Replay, ReplayLimits, ResetPayload, ResetReason, Result, Session, Signals, Sse,
-    SubscribeOptions, Subscription, Topic, Transport, validate_key_part,
+    BoxError, Broker, Capabilities, Channel, ChannelManager, ChannelManagerBuilder,
+    ChannelPresence, CloseReason, DEFAULT_IDEMPOTENCY_WINDOW, Delivery, Envelope, Error, EventId,
+    EventName, History, IdempotencyKey, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_RESOURCE_ID_LEN,
+    MAX_TOPIC_LEN, Message, Ndjson, OverflowPolicy, PRESENCE_EVENT, PresenceConfig, PublishOptions,
+    QueueLimits, RESET_EVENT, Replay, ReplayLimits, ResetPayload, ResetReason, Result, Session,
+    Signals, Sse, SubscribeOptions, Subscription, Topic, Transport, UserPresence,
+    validate_key_part,
 };
 
 /// Several channels on one stream without the HTTP adapter: [`MultiplexedSession`] labels each
 /// event with its channel and gives it an id that resumes every channel.
 pub use ssehub_core::multiplex::MultiplexedSession;
+
+/// Multiplexing without the HTTP adapter: [`MultiplexedSession`] and the codec of its ids
+/// ([`multiplex::encode_positions`], [`multiplex::decode_positions`]), for servers that build
+/// multiplexed streams themselves (the `ssehub` hub does).
+pub use ssehub_core::multiplex;
 
 pub use ssehub_core::metric_names;
 

@@ -84,6 +84,19 @@ fn api_codes(text: &str) -> Option<(u64, u64)> {
     Some((code.trim().parse().ok()?, err_code.trim().parse().ok()?))
 }
 
+impl From<NatsError> for Error {
+    fn from(e: NatsError) -> Self {
+        let temporary = e.temporary();
+        let message = e.to_string();
+        Error::broker("nats", temporary, message, Some(Box::new(e)))
+    }
+}
+
+/// Box any async-nats error.
+pub(crate) fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> async_nats::Error {
+    Box::new(e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,17 +114,4 @@ mod tests {
         assert!(NatsError::Publish("timed out".into()).temporary());
         assert!(NatsError::Read("no responders".into()).temporary());
     }
-}
-
-impl From<NatsError> for Error {
-    fn from(e: NatsError) -> Self {
-        let temporary = e.temporary();
-        let message = e.to_string();
-        Error::broker("nats", temporary, message, Some(Box::new(e)))
-    }
-}
-
-/// Box any async-nats error.
-pub(crate) fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> async_nats::Error {
-    Box::new(e)
 }

@@ -103,7 +103,7 @@ impl RedisConnection {
             Commands::Server(c) => cmd.query_async(&mut c.clone()).await,
             Commands::Cluster(c) => {
                 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                let route = Route::new(crate::replicas::slot_of(key), SlotAddr::Master);
+                let route = Route::new(crate::keys::slot_of(key), SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                 let result = c.get().route_command(cmd, routing).await;
                 if let Err(e) = &result {

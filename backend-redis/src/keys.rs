@@ -31,3 +31,18 @@ impl Keys {
         format!("{}:health:{node}", self.prefix)
     }
 }
+
+/// The cluster slot of `key` (its hash tag's, when it has one).
+pub(crate) fn slot_of(key: &str) -> u16 {
+    let key = key.as_bytes();
+    let tagged = key
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|b| *b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(tagged) % 16384
+}

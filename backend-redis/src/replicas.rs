@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::connection::RedisConnection;
 use crate::error::{RResult, RedisError, timed};
+use crate::keys::slot_of;
 
 /// How long a reading of which masters have replicas stands.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -161,21 +162,6 @@ fn replicated_ranges(nodes: &str) -> Vec<(u16, u16)> {
         }
     }
     ranges
-}
-
-/// The cluster slot of `key` (its hash tag's, when it has one).
-pub(crate) fn slot_of(key: &str) -> u16 {
-    let key = key.as_bytes();
-    let tagged = key
-        .iter()
-        .position(|b| *b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            let close = rest.iter().position(|b| *b == b'}')?;
-            (close > 0).then(|| &rest[..close])
-        })
-        .unwrap_or(key);
-    crc16::State::<crc16::XMODEM>::calculate(tagged) % 16384
 }
 
 #[cfg(test)]

@@ -60,9 +60,9 @@ pub use id::{
 };
 pub use idempotency::{DEFAULT_IDEMPOTENCY_WINDOW, IdempotencyKey};
 pub use manager::{
-    Channel, ChannelManager, ChannelManagerBuilder, PublishOptions, SubscribeOptions,
+    Channel, ChannelManager, ChannelManagerBuilder, History, PublishOptions, SubscribeOptions,
 };
-pub use presence::PresenceConfig;
+pub use presence::{ChannelPresence, PresenceConfig, UserPresence};
 pub use session::{CloseReason, OverflowPolicy, QueueLimits, ReplayLimits, Session};
 pub use transport::{Ndjson, ResetPayload, ResetReason, Sse, Transport};
 

@@ -7,6 +7,13 @@
 //! refreshed within [`PresenceConfig::window`] is dropped, so a node that dies (even by
 //! `SIGKILL`) drops out of every count within that window. A channel's cluster count is this
 //! node's count plus the live entries of the others: reading it is a table look-up.
+//!
+//! A session opened with [`SubscribeOptions::user`](crate::SubscribeOptions::user) also counts
+//! for its user: each node's report of a channel carries its sessions per user (the user's id,
+//! its optional info, and how many sessions), and
+//! [`ChannelManager::presence`](crate::ChannelManager::presence) adds them up across nodes into
+//! a [`ChannelPresence`]. A node of an older version ignores the per-user part, and its
+//! sessions count as anonymous ones.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -20,6 +27,12 @@ use tokio::time::Instant;
 use crate::backend::{lock, node_id};
 use crate::broker::Broker;
 use crate::id::Topic;
+
+mod users;
+
+use users::WireUser;
+pub use users::{ChannelPresence, UserPresence};
+pub(crate) use users::{PresenceUser, UserGuard};
 
 /// Timings of presence; see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +71,10 @@ struct Signal {
     /// A new node: answer with a heartbeat.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     hello: bool,
+    /// Sessions by user, for the topics of `c` that have users (a topic of `c` missing here
+    /// has none). Added later: older nodes ignore it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    u: Vec<(String, Vec<WireUser>)>,
 }
 
 pub(crate) struct Presence {
@@ -72,6 +89,10 @@ pub(crate) struct Presence {
 #[derive(Default)]
 struct State {
     local: HashMap<Topic, usize>,
+    /// This node's sessions by user: topic → user id → (sessions, info).
+    local_users: HashMap<Topic, HashMap<String, (usize, Option<serde_json::Value>)>>,
+    /// Other nodes' sessions by user: topic → node → users (alive as long as `remote`'s entry).
+    remote_users: HashMap<Topic, HashMap<String, Vec<WireUser>>>,
     /// Local counts changed since the last report.
     dirty: HashSet<Topic>,
     /// Other nodes' counts: topic → node → (count, until).
@@ -95,6 +116,20 @@ impl State {
                 .sum()
         });
         local.saturating_add(remote)
+    }
+
+    /// This node's users of `topic`, as a signal carries them.
+    fn wire_users(&self, topic: &str) -> Vec<WireUser> {
+        self.local_users.get(topic).map_or_else(Vec::new, |users| {
+            users
+                .iter()
+                .map(|(s, (n, i))| WireUser {
+                    s: s.clone(),
+                    i: i.clone(),
+                    n: *n,
+                })
+                .collect()
+        })
     }
 }
 
@@ -139,6 +174,86 @@ impl Presence {
         lock(&self.state).total(topic, Instant::now())
     }
 
+    /// Who is on `topic` across every live node.
+    pub(crate) fn snapshot(self: &Arc<Self>, topic: &Topic) -> ChannelPresence {
+        self.start();
+        let now = Instant::now();
+        let st = lock(&self.state);
+        let mut users: std::collections::BTreeMap<String, UserPresence> = Default::default();
+        let mut add = |id: &str, n: usize, info: Option<&serde_json::Value>| {
+            let entry = users.entry(id.to_owned()).or_insert_with(|| UserPresence {
+                user: id.to_owned(),
+                info: None,
+                sessions: 0,
+            });
+            entry.sessions = entry.sessions.saturating_add(n);
+            if let Some(info) = info {
+                entry.info = Some(info.clone());
+            }
+        };
+        if let Some(nodes) = st.remote_users.get(topic) {
+            for (node, list) in nodes {
+                let live = st
+                    .remote
+                    .get(topic)
+                    .and_then(|r| r.get(node))
+                    .is_some_and(|(_, until)| *until > now);
+                if live {
+                    for u in list {
+                        add(&u.s, u.n, u.i.as_ref());
+                    }
+                }
+            }
+        }
+        if let Some(local) = st.local_users.get(topic) {
+            for (id, (n, info)) in local {
+                add(id, *n, info.as_ref());
+            }
+        }
+        ChannelPresence {
+            sessions: st.total(topic, now),
+            users: users.into_values().filter(|u| u.sessions > 0).collect(),
+        }
+    }
+
+    /// A session of `user` joined `topic` on this node; dropping the guard is its leaving.
+    pub(crate) fn join_user(self: &Arc<Self>, topic: &Topic, user: PresenceUser) -> UserGuard {
+        self.start();
+        let mut st = lock(&self.state);
+        let entry = st
+            .local_users
+            .entry(topic.clone())
+            .or_default()
+            .entry(user.id.clone())
+            .or_insert((0, None));
+        entry.0 += 1;
+        if user.info.is_some() {
+            entry.1 = user.info;
+        }
+        st.dirty.insert(topic.clone());
+        UserGuard {
+            presence: Arc::downgrade(self),
+            topic: topic.clone(),
+            user: user.id,
+        }
+    }
+
+    fn leave_user(&self, topic: &Topic, user: &str) {
+        let mut st = lock(&self.state);
+        if let Some(users) = st.local_users.get_mut(topic) {
+            if let Some(entry) = users.get_mut(user) {
+                entry.0 = entry.0.saturating_sub(1);
+                if entry.0 == 0 {
+                    users.remove(user);
+                }
+            }
+            if users.is_empty() {
+                st.local_users.remove(topic);
+            }
+        }
+        st.dirty.insert(topic.clone());
+    }
+
     /// Call `watcher` with a topic's cluster count when it changes (at most once per
     /// `coalesce` per topic).
     pub(crate) fn watch(self: &Arc<Self>, watcher: Watcher) {
@@ -160,7 +275,9 @@ impl Presence {
         if signal.hello {
             st.heartbeat_due = true;
         }
+        let mut by_topic: HashMap<String, Vec<WireUser>> = signal.u.into_iter().collect();
         for (topic, count) in signal.c {
+            let users = by_topic.remove(&topic).unwrap_or_default();
             let Ok(topic) = Topic::new(&topic) else {
                 continue;
             };
@@ -172,6 +289,15 @@ impl Presence {
                 }
             } else {
                 nodes.insert(signal.n.clone(), (count, until));
+            }
+            let user_nodes = st.remote_users.entry(topic.clone()).or_default();
+            if count == 0 || users.is_empty() {
+                user_nodes.remove(&signal.n);
+            } else {
+                user_nodes.insert(signal.n.clone(), users);
+            }
+            if user_nodes.is_empty() {
+                st.remote_users.remove(&topic);
             }
             st.changed.insert(topic);
         }
@@ -200,10 +326,18 @@ impl Presence {
         if counts.is_empty() {
             return None;
         }
+        let users = counts
+            .iter()
+            .filter_map(|(t, _)| {
+                let users = st.wire_users(t);
+                (!users.is_empty()).then(|| (t.clone(), users))
+            })
+            .collect();
         let signal = Signal {
             n: self.node.clone(),
             c: counts,
             hello: false,
+            u: users,
         };
         serde_json::to_vec(&signal).ok().map(Bytes::from)
     }
@@ -221,6 +355,15 @@ impl Presence {
                 if nodes.len() != before {
                     expired.push(topic.clone());
                 }
+                !nodes.is_empty()
+            });
+            let State {
+                remote,
+                remote_users,
+                ..
+            } = &mut *st;
+            remote_users.retain(|topic, nodes| {
+                nodes.retain(|node, _| remote.get(topic).is_some_and(|r| r.contains_key(node)));
                 !nodes.is_empty()
             });
             st.changed.extend(expired);

@@ -287,6 +287,61 @@ impl RedisCluster {
         }
     }
 
+    /// Start the node on `port` again (after [`kill`](Self::kill), or killing it first), on
+    /// the same port and dir: it rejoins the cluster from its `nodes.conf` (as a replica when
+    /// another node took over its slots meanwhile). Returns once it answers `PING`; call
+    /// [`wait_healed`](Self::wait_healed) to wait for the cluster.
+    pub async fn restart_node(&mut self, port: u16) -> Result<(), String> {
+        match self.nodes.iter_mut().find(|n| n.port() == port) {
+            Some(node) => node.restart().await,
+            None => Err(format!("no cluster node on port {port}")),
+        }
+    }
+
+    /// Freeze the node on `port` (SIGSTOP): its sockets stay open and nothing answers; past
+    /// the node timeout (1 s) the others mark it failed and, with replicas, promote one.
+    /// `false` when that failed.
+    #[must_use]
+    pub fn freeze_node(&self, port: u16) -> bool {
+        self.nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .is_some_and(Server::freeze)
+    }
+
+    /// Let a frozen node run again (SIGCONT). `false` when that failed.
+    #[must_use]
+    pub fn thaw_node(&self, port: u16) -> bool {
+        self.nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .is_some_and(Server::thaw)
+    }
+
+    /// The ports of the live nodes that are replicas now (asking each for its role).
+    #[must_use]
+    pub fn replica_ports(&self) -> Vec<u16> {
+        self.ports()
+            .into_iter()
+            .filter(|port| {
+                exchange("127.0.0.1", *port, b"ROLE\r\n", |got| got.len() > 16)
+                    .is_some_and(|reply| String::from_utf8_lossy(&reply).contains("slave"))
+            })
+            .collect()
+    }
+
+    /// Ask the replica on `port` to take over from its master (`CLUSTER FAILOVER`, the
+    /// coordinated manual failover: the master stops writes until the replica caught up, so
+    /// nothing acknowledged is lost). `true` when the node answered `+OK`; the switch itself
+    /// completes a moment later (see [`wait_healed`](Self::wait_healed)).
+    #[must_use]
+    pub fn failover(&self, port: u16) -> bool {
+        exchange("127.0.0.1", port, b"CLUSTER FAILOVER\r\n", |got| {
+            got.ends_with(b"\r\n")
+        })
+        .is_some_and(|reply| reply.starts_with(b"+OK"))
+    }
+
     /// Wait until every live node sees every slot served again (after a failover).
     pub async fn wait_healed(&self) -> Result<(), String> {
         self.wait_for("heal", |ports| {

@@ -43,9 +43,11 @@ use crate::session::{OverflowPolicy, QueueLimits, ReplayLimits, Replayer, Sessio
 use crate::transport::ResetReason;
 
 mod builder;
+mod lookup;
 mod options;
 
 pub use builder::ChannelManagerBuilder;
+pub use lookup::History;
 pub use options::{PublishOptions, SubscribeOptions};
 
 /// The resource id of `topic` when it has this prefix and suffix.
@@ -211,6 +213,19 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         E: 'a,
     {
         let topic = self.topic(resource_id)?;
+        self.publish_many_to(&topic, events, options).await
+    }
+
+    async fn publish_many_to<'a>(
+        &self,
+        topic: &Topic,
+        events: impl IntoIterator<Item = &'a E>,
+        options: PublishOptions,
+    ) -> Result<Vec<EventId>>
+    where
+        E: 'a,
+    {
+        let topic = topic.clone();
         let name = options.event_name()?;
         let messages = events
             .into_iter()
@@ -398,6 +413,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
         let transport = options.transport;
         let hub = &self.inner.hub;
         let (shared, membership) = hub.join(topic, transport.clone()).await?;
+        let user = options.user.map(|u| hub.presence().join_user(topic, u));
         if let Some(every) = options.keep_alive {
             hub.keep_alive(&shared, every);
         }
@@ -482,6 +498,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
             retry: options.retry.unwrap_or(Duration::from_secs(1)),
             max_lifetime: self.inner.max_lifetime,
             start_position: start,
+            user,
         };
         Ok(Session::new(shared, membership, run))
     }

@@ -47,6 +47,7 @@ pub struct SubscribeOptions<E> {
     pub(super) retry: Option<Duration>,
     pub(super) keep_alive: Option<Duration>,
     pub(super) from_tail: bool,
+    pub(super) user: Option<crate::presence::PresenceUser>,
 }
 
 impl<E> fmt::Debug for SubscribeOptions<E> {
@@ -57,6 +58,7 @@ impl<E> fmt::Debug for SubscribeOptions<E> {
             .field("retry", &self.retry)
             .field("keep_alive", &self.keep_alive)
             .field("from_tail", &self.from_tail)
+            .field("user", &self.user.as_ref().map(|u| &u.id))
             .finish_non_exhaustive()
     }
 }
@@ -70,6 +72,7 @@ impl<E> Default for SubscribeOptions<E> {
             retry: None,
             keep_alive: None,
             from_tail: false,
+            user: None,
         }
     }
 }
@@ -135,6 +138,19 @@ impl<E> SubscribeOptions<E> {
     /// Multiplexed streams use it for every channel. Default: off.
     pub fn from_tail(mut self, on: bool) -> Self {
         self.from_tail = on;
+        self
+    }
+
+    /// Count this session for the user `id` in presence, with `info` (any JSON, for example a
+    /// display name) shown beside it: [`ChannelManager::presence`](crate::ChannelManager::presence)
+    /// then lists the channel's users with their session counts, across every node. The id and
+    /// info travel in the nodes' presence signals, so keep them small. Default: no user (the
+    /// session counts in [`ChannelPresence::sessions`](crate::ChannelPresence::sessions) only).
+    pub fn user(mut self, id: impl Into<String>, info: Option<serde_json::Value>) -> Self {
+        self.user = Some(crate::presence::PresenceUser {
+            id: id.into(),
+            info,
+        });
         self
     }
 

@@ -128,6 +128,8 @@ struct SessionMore {
     /// The end of the stream's lifetime, when it has one.
     lifetime: Option<Pin<Box<tokio::time::Sleep>>>,
     start_position: Option<EventId>,
+    /// Counts the session for its user in presence while it lives.
+    _user: Option<crate::presence::UserGuard>,
 }
 
 /// The channel a session belongs to, as the session sees it: its topic, and how to leave it.
@@ -167,21 +169,25 @@ pub(crate) struct SessionRun {
     pub(crate) retry: Duration,
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) start_position: Option<EventId>,
+    pub(crate) user: Option<crate::presence::UserGuard>,
 }
 
 impl Session {
     pub(crate) fn new(shared: Arc<SessionShared>, membership: Membership, run: SessionRun) -> Self {
-        let more =
-            (run.replayer.is_some() || run.max_lifetime.is_some() || run.start_position.is_some())
-                .then(|| {
-                    Box::new(SessionMore {
-                        replayer: run.replayer,
-                        fetch: None,
-                        retry: run.retry,
-                        lifetime: run.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
-                        start_position: run.start_position,
-                    })
-                });
+        let more = (run.replayer.is_some()
+            || run.max_lifetime.is_some()
+            || run.start_position.is_some()
+            || run.user.is_some())
+        .then(|| {
+            Box::new(SessionMore {
+                replayer: run.replayer,
+                fetch: None,
+                retry: run.retry,
+                lifetime: run.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
+                start_position: run.start_position,
+                _user: run.user,
+            })
+        });
         Session {
             shared,
             membership,
