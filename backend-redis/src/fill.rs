@@ -47,6 +47,22 @@ pub(crate) struct TopicSub {
     failing_since: Option<tokio::time::Instant>,
     /// The first event the last fill delivered.
     first_filled: Option<Offset>,
+    /// Whether `pos` is exactly the last event delivered in the stream's order (after a live
+    /// event or a fill), so a live event that names another predecessor shows a hole. Not at
+    /// first: `pos` is then the tail read before the subscription, and what was published
+    /// before it took effect is not this subscription's to deliver.
+    synced: bool,
+}
+
+/// What became of a live event ([`TopicSub::live`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Live {
+    /// Delivered, or dropped as delivered already.
+    Done,
+    /// Its predecessor is not the last event delivered: events were missed (a subscription
+    /// lost and made again, a slot moved). Not delivered: the topic is to be filled from its
+    /// stream, which holds this event too.
+    Hole,
 }
 
 impl TopicSub {
@@ -57,12 +73,42 @@ impl TopicSub {
             pos,
             failing_since: None,
             first_filled: None,
+            synced: false,
         }
     }
 
     fn gap(&mut self, pos: Position) {
         self.fanout.gap();
         self.pos = pos;
+    }
+
+    /// A live event that names its stream predecessor `prev`: delivered when it follows the
+    /// last event delivered, a [`Live::Hole`] when events came between (fill the topic), a gap
+    /// then the event when the stream no longer holds what was delivered (a failover lost it).
+    pub(crate) fn live(
+        &mut self,
+        pos: &StreamPosition,
+        prev: Option<Offset>,
+        env: Envelope,
+    ) -> Live {
+        let same_epoch = self.pos.epoch.as_deref() == Some(pos.epoch());
+        if let (true, true, Some(last)) = (self.synced, same_epoch, self.pos.last) {
+            let newer = pos.offset().order(&last).is_some_and(|o| o.is_gt());
+            if newer {
+                match prev.and_then(|p| p.order(&last)) {
+                    Some(std::cmp::Ordering::Equal) => {}
+                    Some(std::cmp::Ordering::Greater) => return Live::Hole,
+                    // The stream's entry before this one is older than what was delivered (or
+                    // there is none): what was delivered is not in the stream any more.
+                    Some(std::cmp::Ordering::Less) | None => {
+                        self.fanout.gap();
+                    }
+                }
+            }
+        }
+        self.deliver(pos, env);
+        self.synced = true;
+        Live::Done
     }
 
     /// Deliver one event unless it was already delivered (then `false`); a new epoch means a
@@ -93,6 +139,14 @@ impl TopicSub {
     /// Deliver the events the topic missed from its stream, or a gap.
     async fn fill(&mut self, history: &History) -> RResult<()> {
         self.first_filled = None;
+        let res = self.fill_inner(history).await;
+        if res.is_ok() {
+            self.synced = true;
+        }
+        res
+    }
+
+    async fn fill_inner(&mut self, history: &History) -> RResult<()> {
         loop {
             let before = self.pos.clone();
             let Some(after) = before.last else {
@@ -221,6 +275,7 @@ pub(crate) async fn fill_some(
             t.pos = sub.pos;
             t.failing_since = sub.failing_since;
             t.first_filled = sub.first_filled;
+            t.synced = sub.synced;
         }
     }
     retry.map_or(Ok(()), Err)
@@ -300,4 +355,74 @@ pub(crate) async fn check(
             stale
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use ssehub_core::EventName;
+    use ssehub_core::backend::SubscriptionCount;
+
+    use super::*;
+
+    fn env(pos: &StreamPosition) -> Envelope {
+        Envelope {
+            id: pos.to_event_id(),
+            event: EventName::MESSAGE,
+            data: bytes::Bytes::new(),
+        }
+    }
+
+    fn at(ms: u64) -> StreamPosition {
+        StreamPosition::new("e1", Offset::Pair(ms, 0)).expect("position")
+    }
+
+    #[tokio::test]
+    async fn a_live_event_that_names_another_predecessor_is_a_hole_or_a_gap() {
+        let fanout = Fanout::new(16);
+        let mut sub = fanout.subscribe(&SubscriptionCount::new(), ());
+        let topic = Topic::new("t").expect("topic");
+        let mut t = TopicSub::new(topic, fanout, Position::default());
+        let mut next = async || match sub.next().await {
+            Some(Delivery::Event(e)) => Some(e.id),
+            Some(Delivery::Gap) => None,
+            other => panic!("{other:?}"),
+        };
+        let id = |p: &StreamPosition| Some(p.to_event_id());
+        // The first event after the subscription is delivered whatever its predecessor.
+        assert_eq!(
+            t.live(&at(10), Some(Offset::Pair(5, 0)), env(&at(10))),
+            Live::Done
+        );
+        assert_eq!(next().await, id(&at(10)));
+        // Its successor follows on.
+        assert_eq!(
+            t.live(&at(11), Some(Offset::Pair(10, 0)), env(&at(11))),
+            Live::Done
+        );
+        assert_eq!(next().await, id(&at(11)));
+        // One that follows on something this topic never delivered: a hole, nothing sent.
+        assert_eq!(
+            t.live(&at(13), Some(Offset::Pair(12, 0)), env(&at(13))),
+            Live::Hole
+        );
+        // One whose predecessor is older than what was delivered (the stream lost 11 in a
+        // failover): a gap, then the event.
+        assert_eq!(
+            t.live(&at(14), Some(Offset::Pair(10, 0)), env(&at(14))),
+            Live::Done
+        );
+        assert_eq!(next().await, None, "a gap");
+        assert_eq!(next().await, id(&at(14)));
+        // A repeat of a delivered event is dropped, whatever it names.
+        assert_eq!(
+            t.live(&at(14), Some(Offset::Pair(1, 0)), env(&at(14))),
+            Live::Done
+        );
+        assert_eq!(
+            t.live(&at(15), Some(Offset::Pair(14, 0)), env(&at(15))),
+            Live::Done
+        );
+        assert_eq!(next().await, id(&at(15)), "nothing in between");
+    }
 }

@@ -99,15 +99,35 @@ pub(crate) fn parse_entries(v: Value) -> RResult<Vec<Entry>> {
 }
 
 /// A pub/sub message: `epoch \n ms-seq \n event \n data`.
-pub(crate) fn parse_message(payload: &[u8]) -> Option<(StreamPosition, EventName, Bytes)> {
-    let mut parts = payload.splitn(4, |b| *b == b'\n');
+/// A live message as the publish script sends it: the event's position, the stream's entry
+/// before it (`None` for a stream's first), its name and its data.
+pub(crate) struct LiveMessage {
+    pub(crate) pos: StreamPosition,
+    pub(crate) prev: Option<Offset>,
+    pub(crate) event: EventName,
+    pub(crate) data: Bytes,
+}
+
+/// Parse `epoch \n id \n prev \n event \n data` (`prev` empty for a stream's first entry).
+pub(crate) fn parse_message(payload: &[u8]) -> Option<LiveMessage> {
+    let mut parts = payload.splitn(5, |b| *b == b'\n');
     let epoch = std::str::from_utf8(parts.next()?).ok()?;
     let id = std::str::from_utf8(parts.next()?).ok()?;
+    let prev = std::str::from_utf8(parts.next()?).ok()?;
     let event = std::str::from_utf8(parts.next()?).ok()?;
     let data = parts.next()?;
     let pos = StreamPosition::new(epoch, parse_entry_id(id)?)?;
+    let prev = match prev {
+        "" => None,
+        p => Some(parse_entry_id(p)?),
+    };
     let event = EventName::new(event).ok()?;
-    Some((pos, event, Bytes::copy_from_slice(data)))
+    Some(LiveMessage {
+        pos,
+        prev,
+        event,
+        data: Bytes::copy_from_slice(data),
+    })
 }
 
 #[cfg(test)]
@@ -136,14 +156,22 @@ mod tests {
 
     #[test]
     fn messages_parse_binary_data() {
-        let mut m = b"abc\n12-3\nmessage\n".to_vec();
+        let mut m = b"abc\n12-3\n12-2\nmessage\n".to_vec();
         m.extend_from_slice(b"x\ny\r\0\xff");
-        let (pos, event, data) = parse_message(&m).expect("parse");
+        let msg = parse_message(&m).expect("parse");
+        let pos = &msg.pos;
         assert_eq!((pos.epoch(), pos.offset()), ("abc", Offset::Pair(12, 3)));
-        assert_eq!(event, EventName::MESSAGE);
-        assert_eq!(&data[..], b"x\ny\r\0\xff");
-        assert!(parse_message(b"abc\n12-3\nreset\n").is_none());
+        assert_eq!(msg.prev, Some(Offset::Pair(12, 2)));
+        assert_eq!(msg.event, EventName::MESSAGE);
+        assert_eq!(&msg.data[..], b"x\ny\r\0\xff");
+        let first = parse_message(b"abc\n12-3\n\nmessage\n").expect("a stream's first");
+        assert_eq!(first.prev, None);
+        assert!(parse_message(b"abc\n12-3\n12-2\nreset\n").is_none());
+        assert!(
+            parse_message(b"abc\n12-3\nmessage\nx").is_none(),
+            "no prev field"
+        );
         assert!(parse_message(b"abc\n12-3").is_none());
-        assert!(parse_message(b"a-c\n12-3\nm\n").is_none());
+        assert!(parse_message(b"a-c\n12-3\n\nm\n").is_none());
     }
 }

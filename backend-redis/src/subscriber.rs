@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::builder::RedisBrokerBuilder;
 use crate::connection::{Subscriber, cluster_client};
 use crate::error::{RResult, RedisError, timed};
-use crate::fill::{Position, TopicSub, check, fill_all, fill_some};
+use crate::fill::{Live, Position, TopicSub, check, fill_all, fill_some};
 use crate::history::History;
 use crate::pushes::{self, Push};
 use crate::reply::{into_bytes, parse_message};
@@ -74,6 +74,8 @@ pub(crate) struct Actor {
     topics: HashMap<String, TopicSub>,
     /// Topic channels whose subscription the server dropped: subscribed again and filled.
     lost: Vec<String>,
+    /// Topic channels whose live events showed a hole: filled from their streams.
+    holes: Vec<String>,
     /// Where the next liveness check starts (round robin over the topics).
     check_cursor: usize,
     rx: mpsc::UnboundedReceiver<Command>,
@@ -107,6 +109,7 @@ impl Actor {
             subscriptions,
             topics: HashMap::new(),
             lost: Vec::new(),
+            holes: Vec::new(),
             check_cursor: 0,
             rx,
             tx: tx.downgrade(),
@@ -278,6 +281,14 @@ impl Actor {
                                 return Outcome::Reconnect;
                             }
                         }
+                        if !self.holes.is_empty() {
+                            // What the hole held is in the streams, and so is the event that
+                            // showed it. A fill that fails for now is retried by the check.
+                            let holes = std::mem::take(&mut self.holes);
+                            if let Err(e) = fill_some(&self.history, &mut self.topics, holes).await {
+                                tracing::debug!(error = %e, "redis: filling a hole failed; the next check tries again");
+                            }
+                        }
                     }
                 },
                 cmd = self.rx.recv() => match cmd {
@@ -435,9 +446,16 @@ impl Actor {
             return;
         };
         match parse_message(&payload) {
-            Some((pos, event, data)) => {
-                let id = pos.to_event_id();
-                t.deliver(&pos, Envelope { id, event, data });
+            Some(m) => {
+                let id = m.pos.to_event_id();
+                let env = Envelope {
+                    id,
+                    event: m.event,
+                    data: m.data,
+                };
+                if t.live(&m.pos, m.prev, env) == Live::Hole && !self.holes.contains(&channel) {
+                    self.holes.push(channel);
+                }
             }
             None => {
                 tracing::warn!(channel, "malformed message on a redis channel");

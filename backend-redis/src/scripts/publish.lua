@@ -1,6 +1,8 @@
 -- Publish a batch of events, in order: keep the topic epoch (set once), append each to the
--- stream trimmed to about ARGV[2] entries and publish `epoch \n id \n event \n data` to the live
--- channel, then refresh the TTL. One event is a batch of one.
+-- stream trimmed to about ARGV[2] entries and publish `epoch \n id \n prev \n event \n data` to
+-- the live channel (`prev`: the stream's entry before it, empty for the first: a subscriber
+-- that delivered another one before it knows it missed something), then refresh the TTL. One
+-- event is a batch of one.
 -- An event with an idempotency key (KEYS[k], in the topic's slot) whose key is still set is not
 -- appended nor published: it answers the `epoch id` stored under the key by its first publish.
 -- KEYS: stream, epoch, then the idempotency keys. ARGV: new epoch, history, channel, ttl ms
@@ -10,6 +12,11 @@
 redis.call('SET', KEYS[2], ARGV[1], 'NX')
 local epoch = redis.call('GET', KEYS[2])
 local out = {epoch}
+local prev = ''
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if newest[1] then
+  prev = newest[1][1]
+end
 for i = 7, #ARGV, 3 do
   local k = tonumber(ARGV[i + 2])
   local first = false
@@ -20,7 +27,8 @@ for i = 7, #ARGV, 3 do
     out[#out + 1] = first
   else
     local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1])
-    redis.call(ARGV[5], ARGV[3], epoch .. '\n' .. id .. '\n' .. ARGV[i] .. '\n' .. ARGV[i + 1])
+    redis.call(ARGV[5], ARGV[3], epoch .. '\n' .. id .. '\n' .. prev .. '\n' .. ARGV[i] .. '\n' .. ARGV[i + 1])
+    prev = id
     if k > 0 then
       redis.call('SET', KEYS[k], epoch .. ' ' .. id, 'PX', ARGV[6])
     end
