@@ -52,6 +52,9 @@ pub(crate) struct TopicSub {
     /// first: `pos` is then the tail read before the subscription, and what was published
     /// before it took effect is not this subscription's to deliver.
     synced: bool,
+    /// The stream's tail read once the subscription was confirmed: before `synced`, a live
+    /// event whose predecessor is newer than it shows events the subscription missed.
+    confirmed: Option<Offset>,
 }
 
 /// What became of a live event ([`TopicSub::live`]).
@@ -74,7 +77,14 @@ impl TopicSub {
             failing_since: None,
             first_filled: None,
             synced: false,
+            confirmed: None,
         }
+    }
+
+    /// The stream's tail once the subscription was confirmed (see [`live`](Self::live)).
+    pub(crate) fn confirmed_at(mut self, tail: Option<Offset>) -> Self {
+        self.confirmed = tail;
+        self
     }
 
     fn gap(&mut self, pos: Position) {
@@ -92,7 +102,19 @@ impl TopicSub {
         env: Envelope,
     ) -> Live {
         let same_epoch = self.pos.epoch.as_deref() == Some(pos.epoch());
-        if let (true, true, Some(last)) = (self.synced, same_epoch, self.pos.last) {
+        let after = |a: Option<Offset>, b: Option<Offset>| match (a, b) {
+            (Some(a), Some(b)) => a.order(&b).is_some_and(|o| o.is_gt()),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if !self.synced {
+            // The first live event: events before its predecessor that were published after the
+            // subscription was confirmed were missed (a subscription moved by a failover as it
+            // was made); older ones were the window around the subscription.
+            if same_epoch && after(prev, self.confirmed) && after(prev, self.pos.last) {
+                return Live::Hole;
+            }
+        } else if let (true, Some(last)) = (same_epoch, self.pos.last) {
             let newer = pos.offset().order(&last).is_some_and(|o| o.is_gt());
             if newer {
                 match prev.and_then(|p| p.order(&last)) {
@@ -424,5 +446,29 @@ mod tests {
             Live::Done
         );
         assert_eq!(next().await, id(&at(15)), "nothing in between");
+    }
+
+    #[tokio::test]
+    async fn a_first_live_event_shows_what_was_missed_after_the_subscription() {
+        let fanout = Fanout::new(16);
+        let topic = Topic::new("t").expect("topic");
+        let before = Position {
+            epoch: Some("e1".into()),
+            last: Some(Offset::Pair(10, 0)),
+        };
+        let confirmed = Some(Offset::Pair(12, 0));
+        // Events up to the confirmed tail were the window around the subscription.
+        let mut t =
+            TopicSub::new(topic.clone(), fanout.clone(), before.clone()).confirmed_at(confirmed);
+        assert_eq!(
+            t.live(&at(13), Some(Offset::Pair(12, 0)), env(&at(13))),
+            Live::Done
+        );
+        // One published after it was missed: a hole.
+        let mut t = TopicSub::new(topic, fanout, before).confirmed_at(confirmed);
+        assert_eq!(
+            t.live(&at(14), Some(Offset::Pair(13, 0)), env(&at(14))),
+            Live::Hole
+        );
     }
 }

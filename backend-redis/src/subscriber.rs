@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use redis::{AsyncConnectionConfig, Client, ConnectionInfo, PushInfo, PushKind};
-use ssehub_core::backend::{Backoff, Fanout, SubscriptionCount, lock};
+use ssehub_core::backend::{Backoff, Fanout, Offset, SubscriptionCount, lock};
 use ssehub_core::{Envelope, Subscription, Topic};
 use tokio::sync::{mpsc, oneshot};
 
@@ -359,7 +359,7 @@ impl Actor {
         if !self.topics.contains_key(&channel) {
             // The stream's tail before subscribing: events after it arrive live (or are filled
             // from the stream after a reconnect).
-            let res: RResult<Position> = async {
+            let res: RResult<(Position, Option<Offset>)> = async {
                 let (epoch, last) = self.history.tail(topic.as_str()).await?;
                 let limit = self.config.op_timeout();
                 timed(
@@ -368,13 +368,17 @@ impl Actor {
                     con.subscribe_topics(std::slice::from_ref(&channel)),
                 )
                 .await?;
-                Ok(Position { epoch, last })
+                // The tail once the subscription is confirmed: events up to it were published
+                // around the subscription (not this subscription's to deliver); a first live
+                // event that follows on a later one shows events the subscription missed.
+                let (_, confirmed) = self.history.tail(topic.as_str()).await?;
+                Ok((Position { epoch, last }, confirmed))
             }
             .await;
             match res {
-                Ok(pos) => {
+                Ok((pos, confirmed)) => {
                     let fanout = Fanout::new(self.config.subscriber_buffer);
-                    let sub = TopicSub::new(topic, fanout, pos);
+                    let sub = TopicSub::new(topic, fanout, pos).confirmed_at(confirmed);
                     self.topics.insert(channel.clone(), sub);
                 }
                 Err(e) => {

@@ -87,15 +87,9 @@ async fn two_hubs_share_everything(url: &str) {
     }
     assert_eq!(seen, ["\"once\"", "\"end\""]);
     // History on either hub reads the same events.
-    let h: Value = client()
-        .get(b.url(&format!("/v1/history/{ch}?since={id1}&limit=2")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = b
+        .get_json(&format!("/v1/history/{ch}?since={id1}&limit=2"))
+        .await;
     assert_eq!(h["complete"], true);
     assert_eq!(h["events"][0]["id"], id2.as_str());
     assert_eq!(h["events"][1]["id"], id3.as_str());

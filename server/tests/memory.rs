@@ -194,28 +194,16 @@ async fn presence_lists_users_and_history_reads_back() {
         .unwrap();
     let second = res.json::<Value>().await.unwrap()["id"].clone();
     hub.publish(&ch, json!(3)).await;
-    let h: Value = client()
-        .get(hub.url(&format!("/v1/history/{ch}?since={first}&limit=1")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = hub
+        .get_json(&format!("/v1/history/{ch}?since={first}&limit=1"))
+        .await;
     assert_eq!(
         h,
         json!({"events": [{"id": second, "event": "second", "data": {"two": 2}}], "complete": true})
     );
-    let h: Value = client()
-        .get(hub.url(&format!("/v1/history/{ch}?since=gone-1")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = hub
+        .get_json(&format!("/v1/history/{ch}?since=gone-1"))
+        .await;
     assert_eq!(h, json!({"events": [], "complete": false}));
 }
 

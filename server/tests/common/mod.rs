@@ -112,8 +112,13 @@ impl Hub {
 
     /// `GET /v1/presence/{channel}` with the test key.
     pub async fn presence(&self, channel: &str) -> Value {
+        self.get_json(&format!("/v1/presence/{channel}")).await
+    }
+
+    /// `GET path` with the test key; the JSON answer.
+    pub async fn get_json(&self, path: &str) -> Value {
         client()
-            .get(self.url(&format!("/v1/presence/{channel}")))
+            .get(self.url(path))
             .bearer_auth(KEY)
             .send()
             .await
