@@ -239,7 +239,13 @@ impl Broker for MemoryBroker {
         let history = self.inner.config.history;
         let mut state = self.lock();
         self.sweep(&mut state, now);
-        if let Some(key) = &message.idempotency_key
+        // A generated key guards against a client library's resends; in process nothing
+        // resends, so it is not remembered (it would cost memory per publish).
+        let key = message
+            .idempotency_key
+            .as_ref()
+            .filter(|k| !k.is_generated());
+        if let Some(key) = key
             && let Some(id) = state.keys.get(topic.as_str(), key)
         {
             return Ok(id);
@@ -266,7 +272,7 @@ impl Broker for MemoryBroker {
             t.floor = seq;
         }
         t.fanout.send(Delivery::Event(env.clone()));
-        if let Some(key) = &message.idempotency_key {
+        if let Some(key) = key {
             state.keys.insert(topic.as_str(), key, env.id.clone());
         }
         Ok(env.id)

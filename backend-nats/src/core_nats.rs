@@ -134,7 +134,11 @@ impl Carrier for CoreNats {
             let generation = self.conn.generation();
             let mut ids = Vec::with_capacity(messages.len());
             for message in messages {
-                let key = message.idempotency_key.as_ref();
+                // async-nats does not resend: a generated key has nothing to guard here.
+                let key = message
+                    .idempotency_key
+                    .as_ref()
+                    .filter(|k| !k.is_generated());
                 if let Some(key) = key
                     && let Some(id) = keys.get(&subject, key)
                 {

@@ -77,7 +77,11 @@ impl History {
     ) -> RResult<Vec<EventId>> {
         let t = topic.as_str();
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        let window_ms = u64::try_from(self.idempotency.as_millis()).unwrap_or(u64::MAX);
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        // A generated key guards one call against redis-rs's resends: remembered briefly, not
+        // for the whole window (a key per publish for minutes costs memory per publish).
+        let window_ms = ms(self.idempotency);
+        let generated_ms = ms(self.idempotency.min(ssehub_core::GENERATED_KEY_WINDOW));
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(self.keys.stream(t))
@@ -89,22 +93,28 @@ impl History {
             .arg(self.publish)
             .arg(window_ms);
         // The idempotency keys are KEYS[3..] (so a cluster routes them: they share the topic's
-        // slot); each event names its key's index, 0 for none.
+        // slot); each event names its key's index, 0 for none, and how long to remember it.
         let mut next_key = 3;
         for message in messages {
             let key = message.idempotency_key.as_ref().filter(|_| window_ms > 0);
-            let index = match key {
+            let (index, remember) = match key {
                 Some(key) => {
                     invocation.key(self.keys.idempotency(t, key.as_str()));
                     next_key += 1;
-                    next_key - 1
+                    let remember = if key.is_generated() {
+                        generated_ms
+                    } else {
+                        window_ms
+                    };
+                    (next_key - 1, remember)
                 }
-                None => 0,
+                None => (0, 0),
             };
             invocation
                 .arg(message.event.as_str())
                 .arg(&message.data[..])
-                .arg(index);
+                .arg(index)
+                .arg(remember);
         }
         let mut con = self.con.clone();
         let reply: Value = timed(self.limit, "publish", invocation.invoke_async(&mut con)).await?;

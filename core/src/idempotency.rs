@@ -2,11 +2,15 @@
 //! topic within the broker's window is not stored again; it answers the first one's id.
 //!
 //! [`ChannelManager`](crate::ChannelManager) gives every logical publish a key of its own
-//! ([`IdempotencyKey::generate`]), so a retry inside a client library (redis-rs's cluster client
-//! resends a script after a moved slot or a lost connection) never stores an event twice; an app
-//! whose own retries cross processes (a worker that retries a failed HTTP call, a request
-//! repeated by a proxy) passes its key with
-//! [`PublishOptions::idempotency_key`](crate::PublishOptions::idempotency_key).
+//! ([`IdempotencyKey::generate`]), so a resend inside a client library (redis-rs's cluster
+//! client resends a script after a moved slot or a lost connection) never stores an event twice.
+//! Such a key only has to outlive one call, so brokers remember it briefly
+//! ([`GENERATED_KEY_WINDOW`]) or not at all where nothing resends (the memory broker, NATS):
+//! remembering a key per publish for minutes would cost memory in proportion to the publish
+//! rate. An app whose own retries cross calls or processes (a worker that retries a failed HTTP
+//! call, a request repeated by a proxy) makes its key with [`IdempotencyKey::new`] and passes it
+//! with [`PublishOptions::idempotency_key`](crate::PublishOptions::idempotency_key): that key is
+//! remembered for the broker's whole window.
 //!
 //! # Example
 //!
@@ -37,11 +41,22 @@ use crate::id::EventId;
 /// The default window in which a repeated key is recognized: 2 minutes.
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(120);
 
+/// How long a broker that remembers [generated](IdempotencyKey::generate) keys (Redis: its
+/// client resends inside one call) remembers them: longer than any one call takes.
+pub const GENERATED_KEY_WINDOW: Duration = Duration::from_secs(30);
+
 /// What makes a publish idempotent: 1 to [`IdempotencyKey::MAX_LEN`] visible ASCII characters
 /// (`!` to `~`: what an HTTP `Idempotency-Key` header may hold), scoped to the topic it is
 /// published to.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IdempotencyKey(Arc<str>);
+pub struct IdempotencyKey(Arc<str>, Origin);
+
+/// Where a key comes from: the caller, or [`IdempotencyKey::generate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Origin {
+    Caller,
+    Generated,
+}
 
 impl IdempotencyKey {
     /// The longest key [`new`](Self::new) accepts, in bytes.
@@ -73,21 +88,40 @@ impl IdempotencyKey {
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
             return fail("only visible ASCII characters (! to ~) are allowed");
         }
-        Ok(IdempotencyKey(Arc::from(key)))
+        Ok(IdempotencyKey(Arc::from(key), Origin::Caller))
     }
 
-    /// A fresh key: 128 random bits, as `g-` and 32 hex digits.
+    /// A fresh key: 128 random bits, as `g-` and 32 hex digits. It guards one publish call
+    /// against its client library's resends, and brokers remember it only briefly (see the
+    /// [module docs](self)); to retry a publish yourself, make the key with [`new`](Self::new).
     #[must_use]
     pub fn generate() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let bits: u128 = rand::random();
-        IdempotencyKey(Arc::from(format!("g-{bits:032x}")))
+        // Written in place: one allocation per key (a publish makes one).
+        let mut text = [0u8; 34];
+        text[..2].copy_from_slice(b"g-");
+        for (i, digit) in text[2..].iter_mut().enumerate() {
+            *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        IdempotencyKey(
+            Arc::from(std::str::from_utf8(&text).unwrap_or_default()),
+            Origin::Generated,
+        )
     }
 
     /// The key of the event at `index` of a batch published under this key: `key#index`. It may
     /// be longer than [`MAX_LEN`](Self::MAX_LEN); brokers take it as it is.
     #[must_use]
     pub fn part(&self, index: usize) -> Self {
-        IdempotencyKey(Arc::from(format!("{}#{index}", self.0)))
+        IdempotencyKey(Arc::from(format!("{}#{index}", self.0)), self.1)
+    }
+
+    /// Whether this key was made by [`generate`](Self::generate) (it only has to outlive one
+    /// publish call), not given by the caller.
+    #[must_use]
+    pub fn is_generated(&self) -> bool {
+        self.1 == Origin::Generated
     }
 
     /// The key as text.
@@ -116,9 +150,10 @@ impl fmt::Debug for IdempotencyKey {
 #[derive(Debug)]
 pub struct IdempotencyWindow {
     window: Duration,
-    ids: HashMap<(Box<str>, IdempotencyKey), EventId>,
+    /// The ids by scope, then by key: a look-up borrows the scope, it allocates nothing.
+    ids: HashMap<Arc<str>, HashMap<IdempotencyKey, EventId>>,
     /// Insertion order, for expiry (every entry lives the same time).
-    order: VecDeque<(Instant, Box<str>, IdempotencyKey)>,
+    order: VecDeque<(Instant, Arc<str>, IdempotencyKey)>,
 }
 
 impl IdempotencyWindow {
@@ -140,23 +175,27 @@ impl IdempotencyWindow {
 
     /// The id `key` got in `scope` (a topic) within the window, if it was seen.
     pub fn get(&mut self, scope: &str, key: &IdempotencyKey) -> Option<EventId> {
+        if self.order.is_empty() {
+            return None;
+        }
         self.expire(Instant::now());
-        self.ids.get(&(Box::from(scope), key.clone())).cloned()
+        self.ids.get(scope)?.get(key).cloned()
     }
 
     /// Remember that `key` got `id` in `scope`.
     pub fn insert(&mut self, scope: &str, key: &IdempotencyKey, id: EventId) {
-        let now = Instant::now();
-        self.expire(now);
         if self.window.is_zero() {
             return;
         }
-        if self
-            .ids
-            .insert((Box::from(scope), key.clone()), id)
-            .is_none()
-        {
-            self.order.push_back((now, Box::from(scope), key.clone()));
+        let now = Instant::now();
+        self.expire(now);
+        let scope = match self.ids.get_key_value(scope) {
+            Some((scope, _)) => scope.clone(),
+            None => Arc::from(scope),
+        };
+        let keys = self.ids.entry(scope.clone()).or_default();
+        if keys.insert(key.clone(), id).is_none() {
+            self.order.push_back((now, scope, key.clone()));
         }
     }
 
@@ -164,8 +203,13 @@ impl IdempotencyWindow {
         while let Some((at, ..)) = self.order.front()
             && now.duration_since(*at) >= self.window
         {
-            if let Some((_, topic, key)) = self.order.pop_front() {
-                self.ids.remove(&(topic, key));
+            if let Some((_, scope, key)) = self.order.pop_front()
+                && let Some(keys) = self.ids.get_mut(&scope)
+            {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.ids.remove(&scope);
+                }
             }
         }
     }
@@ -196,7 +240,11 @@ mod tests {
         let a = IdempotencyKey::generate();
         let b = IdempotencyKey::generate();
         assert_ne!(a, b);
-        assert_eq!(IdempotencyKey::new(a.as_str()).unwrap(), a);
+        assert!(a.is_generated() && !IdempotencyKey::new(a.as_str()).unwrap().is_generated());
+        assert_eq!(
+            IdempotencyKey::new(a.as_str()).unwrap().as_str(),
+            a.as_str()
+        );
         assert_eq!(a.part(3).as_str(), format!("{a}#3"));
     }
 }

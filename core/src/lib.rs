@@ -58,7 +58,7 @@ pub use id::{
     EventId, EventName, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_RESOURCE_ID_LEN, MAX_TOPIC_LEN,
     PRESENCE_EVENT, RESET_EVENT, Topic, validate_key_part,
 };
-pub use idempotency::{DEFAULT_IDEMPOTENCY_WINDOW, IdempotencyKey};
+pub use idempotency::{DEFAULT_IDEMPOTENCY_WINDOW, GENERATED_KEY_WINDOW, IdempotencyKey};
 pub use manager::{
     Channel, ChannelManager, ChannelManagerBuilder, History, PublishOptions, SubscribeOptions,
 };

@@ -170,7 +170,8 @@ pub async fn retry_after_a_lost_reply(
         .publish(&topic, Message::new("before"))
         .await
         .expect("publish before");
-    let key = ssehub_core::IdempotencyKey::generate();
+    // The caller's own key (a generated one only guards one call against resends).
+    let key = ssehub_core::IdempotencyKey::new(format!("retry-{topic}")).expect("key");
     let once = || Message::new("once").with_idempotency_key(key.clone());
 
     proxy.drop_replies(true);

@@ -174,7 +174,10 @@ impl JetStream {
             let mut pending = Vec::with_capacity(messages.len());
             for message in &messages {
                 let mut headers = headers_for(&message.event, (EPOCH_HEADER, &epoch));
+                // A generated key is not sent: async-nats does not resend a publish, and the
+                // server keeps every message id of its duplicate window.
                 if let Some(key) = &message.idempotency_key
+                    && !key.is_generated()
                     && !self.stream_config.duplicate_window.is_zero()
                 {
                     // The stream de-duplicates by message id across all its subjects: the id

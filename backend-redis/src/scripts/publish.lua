@@ -7,8 +7,9 @@
 -- appended nor published: it answers the `epoch id` stored under the key by its first publish.
 -- KEYS: stream, epoch, then the idempotency keys. ARGV: new epoch, history, channel, ttl ms
 -- (0: none), the publish command (PUBLISH, or SPUBLISH on a cluster: the channel shares the
--- keys' slot), idempotency window ms, then per event: event name, data, the index k of its
--- idempotency key in KEYS (0: none). Returns {epoch, id or "epoch id", ...}.
+-- keys' slot), (unused), then per event: event name, data, the index k of its idempotency key
+-- in KEYS (0: none), how long the key is remembered in ms. Returns {epoch, id or "epoch id",
+-- ...}.
 redis.call('SET', KEYS[2], ARGV[1], 'NX')
 local epoch = redis.call('GET', KEYS[2])
 local out = {epoch}
@@ -17,7 +18,7 @@ local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if newest[1] then
   prev = newest[1][1]
 end
-for i = 7, #ARGV, 3 do
+for i = 7, #ARGV, 4 do
   local k = tonumber(ARGV[i + 2])
   local first = false
   if k > 0 then
@@ -30,7 +31,7 @@ for i = 7, #ARGV, 3 do
     redis.call(ARGV[5], ARGV[3], epoch .. '\n' .. id .. '\n' .. prev .. '\n' .. ARGV[i] .. '\n' .. ARGV[i + 1])
     prev = id
     if k > 0 then
-      redis.call('SET', KEYS[k], epoch .. ' ' .. id, 'PX', ARGV[6])
+      redis.call('SET', KEYS[k], epoch .. ' ' .. id, 'PX', ARGV[i + 3])
     end
     out[#out + 1] = id
   end

@@ -189,7 +189,9 @@ impl PublishOptions {
     /// broker's window ([`Capabilities::idempotency`](crate::Capabilities::idempotency), 2
     /// minutes by default) stores nothing and answers the first one's id, on any node. For a
     /// batch, event `i` gets [`key.part(i)`](IdempotencyKey::part). Default: a fresh key per
-    /// publish ([`IdempotencyKey::generate`]), which makes a client library's own retries safe.
+    /// publish ([`IdempotencyKey::generate`]), which makes a client library's own resends within
+    /// the call safe; to retry a publish yourself, make a key with [`IdempotencyKey::new`] and
+    /// pass it on every try.
     pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
         self.idempotency_key = Some(key);
         self
