@@ -92,8 +92,9 @@ impl IdempotencyKey {
     }
 
     /// A fresh key: 128 random bits, as `g-` and 32 hex digits. It guards one publish call
-    /// against its client library's resends, and brokers remember it only briefly (see the
-    /// [module docs](self)); to retry a publish yourself, make the key with [`new`](Self::new).
+    /// against its client library's resends, and brokers remember it only briefly
+    /// ([`GENERATED_KEY_WINDOW`]); to retry a publish yourself, make the key with
+    /// [`new`](Self::new).
     #[must_use]
     pub fn generate() -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
