@@ -40,7 +40,8 @@ pub const RESET_EVENT: &str = "reset";
 
 /// The event name of the presence updates sessions get when
 /// [`presence_events`](crate::ChannelManagerBuilder::presence_events) is on:
-/// `{"sessions":n}`, without an id.
+/// `{"sessions":n}` (with `"joined"` and `"left"` user ids when users came or went), without
+/// an id.
 pub const PRESENCE_EVENT: &str = "presence";
 
 /// An opaque event id assigned by a broker.

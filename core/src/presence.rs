@@ -15,7 +15,7 @@
 //! a [`ChannelPresence`]. A node of an older version ignores the per-user part, and its
 //! sessions count as anonymous ones.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -56,8 +56,43 @@ impl Default for PresenceConfig {
     }
 }
 
-/// Called with a topic and its new cluster count.
-pub(crate) type Watcher = Arc<dyn Fn(&Topic, usize) + Send + Sync>;
+/// Called with a topic and what changed of it.
+pub(crate) type Watcher = Arc<dyn Fn(&Topic, &PresenceChange) + Send + Sync>;
+
+/// What changed of a topic's presence since the watchers were last told.
+#[derive(Debug, Default)]
+pub(crate) struct PresenceChange {
+    /// The cluster count now.
+    pub(crate) sessions: usize,
+    /// Whether [`sessions`](Self::sessions) differs from the last count told.
+    pub(crate) sessions_changed: bool,
+    /// Users with no session before and one now, sorted (only when a watcher asked for users).
+    pub(crate) joined: Vec<String>,
+    /// Users with a session before and none now, sorted (only when a watcher asked for users).
+    pub(crate) left: Vec<String>,
+}
+
+impl PresenceChange {
+    /// The data of a `presence` event: `{"sessions":n}`, with `"joined"` and `"left"` (user
+    /// ids) when any.
+    pub(crate) fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            sessions: usize,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            joined: &'a [String],
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            left: &'a [String],
+        }
+        let data = Data {
+            sessions: self.sessions,
+            joined: &self.joined,
+            left: &self.left,
+        };
+        serde_json::to_string(&data)
+            .unwrap_or_else(|_| format!("{{\"sessions\":{}}}", self.sessions))
+    }
+}
 
 /// One signal on the wire: a node's counts (all of them on a heartbeat, the changed ones
 /// otherwise), or a newcomer's hello asking everyone for theirs.
@@ -103,6 +138,10 @@ struct State {
     changed: HashSet<Topic>,
     /// Answer a newcomer at the next tick.
     heartbeat_due: bool,
+    /// Whether a watcher wants joins and leaves of users (then `told_users` is kept).
+    track_users: bool,
+    /// Users last told to the watchers, by topic.
+    told_users: HashMap<Topic, BTreeSet<String>>,
 }
 
 impl State {
@@ -116,6 +155,32 @@ impl State {
                 .sum()
         });
         local.saturating_add(remote)
+    }
+
+    /// The users with a session of `topic` on a live node.
+    fn user_ids(&self, topic: &Topic, now: Instant) -> BTreeSet<String> {
+        let mut ids = BTreeSet::new();
+        if let Some(nodes) = self.remote_users.get(topic) {
+            for (node, list) in nodes {
+                let live = self
+                    .remote
+                    .get(topic)
+                    .and_then(|r| r.get(node))
+                    .is_some_and(|(_, until)| *until > now);
+                if live {
+                    ids.extend(list.iter().filter(|u| u.n > 0).map(|u| u.s.clone()));
+                }
+            }
+        }
+        if let Some(local) = self.local_users.get(topic) {
+            ids.extend(
+                local
+                    .iter()
+                    .filter(|(_, (n, _))| *n > 0)
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        ids
     }
 
     /// This node's users of `topic`, as a signal carries them.
@@ -231,6 +296,7 @@ impl Presence {
             entry.1 = user.info;
         }
         st.dirty.insert(topic.clone());
+        st.changed.insert(topic.clone());
         UserGuard {
             presence: Arc::downgrade(self),
             topic: topic.clone(),
@@ -252,12 +318,16 @@ impl Presence {
             }
         }
         st.dirty.insert(topic.clone());
+        st.changed.insert(topic.clone());
     }
 
-    /// Call `watcher` with a topic's cluster count when it changes (at most once per
-    /// `coalesce` per topic).
-    pub(crate) fn watch(self: &Arc<Self>, watcher: Watcher) {
+    /// Call `watcher` with what changed of a topic when its cluster count changes, or, with
+    /// `users`, when a user joins or leaves it too (at most once per `coalesce` per topic).
+    pub(crate) fn watch(self: &Arc<Self>, users: bool, watcher: Watcher) {
         self.start();
+        if users {
+            lock(&self.state).track_users = true;
+        }
         lock(&self.watchers).push(watcher);
     }
 
@@ -371,13 +441,29 @@ impl Presence {
             for topic in changed {
                 let total = st.total(&topic, now);
                 let before = st.told.get(&topic).copied().unwrap_or(0);
-                if total != before {
+                let mut change = PresenceChange {
+                    sessions: total,
+                    sessions_changed: total != before,
+                    ..PresenceChange::default()
+                };
+                if change.sessions_changed {
                     if total == 0 {
                         st.told.remove(&topic);
                     } else {
                         st.told.insert(topic.clone(), total);
                     }
-                    told.push((topic, total));
+                }
+                if st.track_users {
+                    let users = st.user_ids(&topic, now);
+                    let old = st.told_users.remove(&topic).unwrap_or_default();
+                    change.joined = users.difference(&old).cloned().collect();
+                    change.left = old.difference(&users).cloned().collect();
+                    if !users.is_empty() {
+                        st.told_users.insert(topic.clone(), users);
+                    }
+                }
+                if change.sessions_changed || !change.joined.is_empty() || !change.left.is_empty() {
+                    told.push((topic, change));
                 }
             }
         }
@@ -385,9 +471,9 @@ impl Presence {
             return;
         }
         let watchers = lock(&self.watchers).clone();
-        for (topic, total) in told {
+        for (topic, change) in told {
             for w in &watchers {
-                w(&topic, total);
+                w(&topic, &change);
             }
         }
     }

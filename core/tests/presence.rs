@@ -113,3 +113,43 @@ async fn sessions_and_watchers_are_told_of_changes() {
     })
     .await;
 }
+
+async fn join_as(m: &ChannelManager<u64>, id: &str, user: &str) -> Session {
+    m.channel(id)
+        .unwrap()
+        .subscribe(SubscribeOptions::new().user(user, None))
+        .await
+        .unwrap()
+}
+
+/// Reads `session`'s presence events until one has `data`; panics after 10 s.
+async fn presence_event(session: &mut Session, data: &str) {
+    let want = format!("event: presence\ndata: {data}\n");
+    let mut text = String::new();
+    while !text.contains(&want) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), session.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {data} in {text:?}"))
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn presence_events_name_the_users_that_join_and_leave_on_any_node() {
+    let broker = MemoryBroker::new();
+    let (a, b) = (node(&broker, true), node(&broker, false));
+    let mut watcher = join_as(&a, "u", "alice").await;
+    presence_event(&mut watcher, r#"{"sessions":1,"joined":["alice"]}"#).await;
+    // A second session of alice's (on the other node) is one more session, not a join.
+    let alice2 = join_as(&b, "u", "alice").await;
+    presence_event(&mut watcher, r#"{"sessions":2}"#).await;
+    let bob = join_as(&b, "u", "bob").await;
+    presence_event(&mut watcher, r#"{"sessions":3,"joined":["bob"]}"#).await;
+    drop(alice2);
+    presence_event(&mut watcher, r#"{"sessions":2}"#).await;
+    // B dies without a word: bob leaves when its node drops out of the window.
+    std::mem::forget(bob);
+    drop(b);
+    presence_event(&mut watcher, r#"{"sessions":1,"left":["bob"]}"#).await;
+}

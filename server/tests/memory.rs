@@ -221,7 +221,8 @@ async fn presence_events_on_request() {
     .unwrap();
     let e = watcher.next_event().await.unwrap();
     assert_eq!(e.event, format!("{ch}:presence"));
-    assert_eq!(e.data, r#"{"sessions":1}"#);
+    assert_eq!(e.data, r#"{"sessions":1,"joined":["carol"]}"#);
+    // carol's second stream: one more session, no one joined.
     let _other = SseClient::connect(
         hub.addr,
         &common::sse_path(&[&ch], &format!("&token={t}")),
@@ -231,6 +232,19 @@ async fn presence_events_on_request() {
     .unwrap();
     let e = watcher.next_event().await.unwrap();
     assert_eq!(e.data, r#"{"sessions":2}"#);
+    // Another user joins, then leaves.
+    let erin = SseClient::connect(
+        hub.addr,
+        &common::sse_path(&[&ch], &format!("&token={}", token("erin", &["*"]))),
+        &[],
+    )
+    .await
+    .unwrap();
+    let e = watcher.next_event().await.unwrap();
+    assert_eq!(e.data, r#"{"sessions":3,"joined":["erin"]}"#);
+    drop(erin);
+    let e = watcher.next_event().await.unwrap();
+    assert_eq!(e.data, r#"{"sessions":2,"left":["erin"]}"#);
     // Streams with and without presence events count together, users included.
     common::eventually("both streams in presence", async || {
         let p = hub.presence(&ch).await;

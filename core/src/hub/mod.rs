@@ -125,12 +125,15 @@ impl Hub {
         };
         if config.presence_events {
             let weak = Arc::downgrade(&hub.shared);
-            hub.shared.presence.watch(Arc::new(move |topic, sessions| {
-                let Some(shared) = weak.upgrade() else { return };
-                let data = format!("{{\"sessions\":{sessions}}}");
-                let name = EventName::from_static(PRESENCE_EVENT).unwrap_or_default();
-                shared.push_control(topic, &|t| t.event(None, &name, data.as_bytes()));
-            }));
+            hub.shared.presence.watch(
+                true,
+                Arc::new(move |topic, change| {
+                    let Some(shared) = weak.upgrade() else { return };
+                    let data = change.to_json();
+                    let name = EventName::from_static(PRESENCE_EVENT).unwrap_or_default();
+                    shared.push_control(topic, &|t| t.event(None, &name, data.as_bytes()));
+                }),
+            );
         }
         hub
     }

@@ -124,9 +124,12 @@ impl<E> ChannelManagerBuilder<E> {
         self
     }
 
-    /// Send every session a `presence` event, `{"sessions":n}` without an id, when its
-    /// channel's cluster-wide session count changes (at most once per
-    /// [`PresenceConfig::coalesce`]). Default: off.
+    /// Send every session a `presence` event without an id when its channel's cluster-wide
+    /// session count changes or a user joins or leaves it (at most once per
+    /// [`PresenceConfig::coalesce`]): `{"sessions":n}`, with `"joined":[ids]` and
+    /// `"left":[ids]` when users (see [`SubscribeOptions::user`](crate::SubscribeOptions::user))
+    /// came or went: a user joins with their first session and leaves with their last.
+    /// Default: off.
     pub fn presence_events(mut self, on: bool) -> Self {
         self.hub.presence_events = on;
         self

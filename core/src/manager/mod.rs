@@ -326,14 +326,16 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
     pub fn on_presence(&self, watcher: impl Fn(&str, usize) + Send + Sync + 'static) {
         let prefix = self.inner.key_prefix.clone();
         let suffix = self.inner.key_suffix.clone();
-        self.inner
-            .hub
-            .presence()
-            .watch(Arc::new(move |topic: &Topic, sessions| {
-                if let Some(id) = resource_of(topic, prefix.as_deref(), suffix.as_deref()) {
-                    watcher(id, sessions);
+        self.inner.hub.presence().watch(
+            false,
+            Arc::new(move |topic: &Topic, change| {
+                if change.sessions_changed
+                    && let Some(id) = resource_of(topic, prefix.as_deref(), suffix.as_deref())
+                {
+                    watcher(id, change.sessions);
                 }
-            }));
+            }),
+        );
     }
 
     /// Remove the resource's channel now if it has no session.
