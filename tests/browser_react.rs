@@ -175,7 +175,7 @@ async fn react_hooks_show_counts_refetch_after_posts_and_after_a_reset() {
     proxy.refuse(false);
 
     browser
-        .wait_for(&resets, &json!("out-of-window"), LIMIT)
+        .wait_for(&resets, &json!("epoch-changed"), LIMIT)
         .await
         .unwrap();
     for c in [&count_a, &list_a, &count_b, &count_c] {

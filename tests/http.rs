@@ -394,6 +394,9 @@ fn assert_every_metric(text: &str) {
         "no-history",
         "broker-gap",
         "overflow",
+        "history-trimmed",
+        "epoch-changed",
+        "data-lost",
     ] {
         let sample = format!("ssehub_resets_total{{reason=\"{reason}\"}}");
         assert!(text.contains(&sample), "{sample} missing from:\n{text}");

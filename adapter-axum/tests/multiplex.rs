@@ -273,7 +273,7 @@ async fn a_channel_that_cannot_resume_gets_its_own_reset_and_the_others_resume()
     let payload: serde_json::Value = serde_json::from_str(&got[reset].data).unwrap();
     assert_eq!(
         payload,
-        serde_json::json!({"reason": "out-of-window", "channel": "votes/1"})
+        serde_json::json!({"reason": "epoch-changed", "channel": "votes/1"})
     );
     let initial = got.iter().position(|e| e.event == "votes/1").unwrap();
     assert!(reset < initial, "the reset comes before the initial event");

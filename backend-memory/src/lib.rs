@@ -18,7 +18,7 @@
 //! broker.publish(&topic, Message::new("b")).await?;
 //! match broker.replay(&topic, &first, 100).await? {
 //!     Replay::Events(events) => assert_eq!(&events[0].data[..], b"b"),
-//!     Replay::Gap => unreachable!(),
+//!     Replay::Gap(_) => unreachable!(),
 //! }
 //! # Ok(()) }
 //! ```
@@ -35,8 +35,8 @@ use ssehub_core::backend::{
     signal_stream,
 };
 use ssehub_core::{
-    Broker, Capabilities, DEFAULT_IDEMPOTENCY_WINDOW, Delivery, Envelope, EventId, Message, Replay,
-    Result, Signals, Subscription, Topic,
+    Broker, Capabilities, DEFAULT_IDEMPOTENCY_WINDOW, Delivery, Envelope, EventId, GapCause,
+    Message, Replay, Result, Signals, Subscription, Topic,
 };
 use tokio::sync::broadcast;
 
@@ -292,17 +292,22 @@ impl Broker for MemoryBroker {
 
     async fn replay(&self, topic: &Topic, after: &EventId, limit: usize) -> Result<Replay> {
         let Some(after) = self.seq_of(after) else {
-            return Ok(Replay::Gap);
+            let cause = match StreamPosition::from_event_id(after) {
+                Some(pos) if matches!(pos.offset(), Offset::Seq(_)) => GapCause::EpochChanged,
+                _ => GapCause::Unknown,
+            };
+            return Ok(Replay::Gap(cause));
         };
         let state = self.lock();
         if after > state.seq {
-            return Ok(Replay::Gap);
+            return Ok(Replay::Gap(GapCause::Lost));
         }
+        // A topic forgotten after its TTL, or history off: what came after `after` is gone.
         let Some(t) = state.topics.get(topic) else {
-            return Ok(Replay::Gap);
+            return Ok(Replay::Gap(GapCause::Trimmed));
         };
         if after < t.floor || self.inner.config.history == 0 {
-            return Ok(Replay::Gap);
+            return Ok(Replay::Gap(GapCause::Trimmed));
         }
         let start = t.history.partition_point(|(s, _)| *s <= after);
         Ok(Replay::Events(
@@ -431,7 +436,10 @@ mod tests {
             .await
             .unwrap();
         b.publish(&t, Message::new("z")).await.unwrap();
-        assert_eq!(b.replay(&t, &old, usize::MAX).await.unwrap(), Replay::Gap);
+        assert_eq!(
+            b.replay(&t, &old, usize::MAX).await.unwrap(),
+            Replay::Gap(GapCause::Trimmed)
+        );
     }
 }
 

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use ssehub_core::backend::{Fanout, IdempotencyWindow, Offset, StreamPosition};
-use ssehub_core::{Delivery, Envelope, EventId, Message, Replay, Result};
+use ssehub_core::{Delivery, Envelope, EventId, GapCause, Message, Replay, Result};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -190,7 +190,8 @@ impl Carrier for CoreNats {
         _after: &StreamPosition,
         _limit: usize,
     ) -> Result<Replay> {
-        Ok(Replay::Gap)
+        // Core NATS keeps no history (its capabilities say so).
+        Ok(Replay::Gap(GapCause::Unknown))
     }
 
     fn history(&self) -> Option<usize> {

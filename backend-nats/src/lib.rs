@@ -101,7 +101,8 @@ use ssehub_core::backend::{
     Fanout, StreamPosition, SubscriptionCount, check_payload, lock, node_id,
 };
 use ssehub_core::{
-    Broker, Capabilities, Error, EventId, Message, Replay, Result, Signals, Subscription, Topic,
+    Broker, Capabilities, Error, EventId, GapCause, Message, Replay, Result, Signals, Subscription,
+    Topic,
 };
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -336,7 +337,7 @@ impl Broker for NatsBroker {
 
     async fn replay(&self, topic: &Topic, after: &EventId, limit: usize) -> Result<Replay> {
         let Some(after) = StreamPosition::from_event_id(after) else {
-            return Ok(Replay::Gap);
+            return Ok(Replay::Gap(GapCause::Unknown));
         };
         let subject = self.subject_for(topic);
         self.inner.carrier.replay(&subject, &after, limit).await

@@ -230,7 +230,7 @@ async fn unlimited_history_per_subject_is_history() {
     b.publish(&topic, Message::new("2")).await.expect("publish");
     match b.replay(&topic, &first, usize::MAX).await.expect("replay") {
         Replay::Events(ev) => assert_eq!(ev.len(), 1),
-        Replay::Gap => panic!("gap"),
+        Replay::Gap(_) => panic!("gap"),
     }
     js.delete_stream(&name).await.expect("clean up");
 }
@@ -376,12 +376,12 @@ async fn replays_leave_no_consumers() {
     for (i, id) in ids.iter().enumerate().take(5) {
         match b.replay(&topic, id, usize::MAX).await.expect("replay") {
             Replay::Events(ev) => assert_eq!(ev.len(), 9 - i),
-            Replay::Gap => panic!("gap"),
+            Replay::Gap(_) => panic!("gap"),
         }
         // A page, then the rest.
         match b.replay(&topic, id, 2).await.expect("replay") {
             Replay::Events(ev) => assert_eq!(ev.len(), 2),
-            Replay::Gap => panic!("gap"),
+            Replay::Gap(_) => panic!("gap"),
         }
     }
     let after = stream_info(b.client(), &name).await.state.consumer_count;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::{Script, Value};
 use ssehub_core::backend::{Offset, StreamPosition, node_id};
-use ssehub_core::{EventId, Message, Replay, Topic};
+use ssehub_core::{EventId, GapCause, Message, Replay, Topic};
 
 use crate::builder::RedisBrokerBuilder;
 use crate::connection::RedisConnection;
@@ -247,21 +247,32 @@ impl History {
         limit: usize,
     ) -> RResult<Replay> {
         let offset @ Offset::Pair(..) = after.offset() else {
-            return Ok(Replay::Gap);
+            return Ok(Replay::Gap(GapCause::Unknown));
         };
         let read = self.read(topic.as_str(), Some(offset), limit).await?;
         let Some(epoch) = read.epoch else {
-            return Ok(Replay::Gap);
+            return Ok(Replay::Gap(GapCause::EpochChanged));
         };
-        if epoch != after.epoch() || !read.found {
-            return Ok(Replay::Gap);
+        if epoch != after.epoch() {
+            return Ok(Replay::Gap(GapCause::EpochChanged));
+        }
+        if !read.found {
+            // Trimming drops the oldest entries: an id past the tail (or in an empty stream of
+            // this epoch) is one the broker acknowledged and no longer holds.
+            let cause = match read.tail {
+                Some(tail) if tail.order(&offset) == Some(std::cmp::Ordering::Greater) => {
+                    GapCause::Trimmed
+                }
+                _ => GapCause::Lost,
+            };
+            return Ok(Replay::Gap(cause));
         }
         let mut events = Vec::with_capacity(read.entries.len());
         for entry in read.entries {
             match entry.into_envelope(&epoch) {
                 Some(env) => events.push(env),
                 // A malformed entry cannot be told: a gap, never a silent skip.
-                None => return Ok(Replay::Gap),
+                None => return Ok(Replay::Gap(GapCause::Unknown)),
             }
         }
         Ok(Replay::Events(events))

@@ -91,7 +91,7 @@ use ssehub_core::backend::{
     StreamPosition, SubscriptionCount, check_payload, lock, node_id, signal_stream,
 };
 use ssehub_core::{
-    Broker, Capabilities, EventId, Message, Replay, Result, Signals, Subscription, Topic,
+    Broker, Capabilities, EventId, GapCause, Message, Replay, Result, Signals, Subscription, Topic,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -295,7 +295,7 @@ impl Broker for RedisBroker {
 
     async fn replay(&self, topic: &Topic, after: &EventId, limit: usize) -> Result<Replay> {
         let Some(after) = StreamPosition::from_event_id(after) else {
-            return Ok(Replay::Gap);
+            return Ok(Replay::Gap(GapCause::Unknown));
         };
         Ok(self.inner.history.replay(topic, &after, limit).await?)
     }

@@ -51,7 +51,7 @@ async fn history(url: &str, prefix: &str, topic: &Topic, first: &EventId) -> Vec
                 ids.extend(events.into_iter().map(|e| e.id));
                 return ids;
             }
-            Ok(Replay::Gap) => panic!("the first event is gone from history"),
+            Ok(Replay::Gap(_)) => panic!("the first event is gone from history"),
             Err(e) if e.is_temporary() && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -204,7 +204,7 @@ async fn assert_everything_arrived(
                 assert!(ids.contains(id), "event {n} missing from history");
             }
         }
-        Replay::Gap => panic!("history lost although the server kept it"),
+        Replay::Gap(_) => panic!("history lost although the server kept it"),
     }
 }
 
@@ -242,7 +242,7 @@ async fn restart_without_persistence_yields_gap() {
             .replay(&topic, &before_kill, usize::MAX)
             .await
             .expect("replay"),
-        Replay::Gap
+        Replay::Gap(ssehub_core::GapCause::EpochChanged)
     );
     // And the live feed works again.
     let id = broker

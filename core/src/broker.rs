@@ -11,7 +11,7 @@
 //! ```
 //! use async_trait::async_trait;
 //! use futures_util::StreamExt;
-//! use ssehub_core::{Broker, Capabilities, Delivery, Envelope, EventId, Message, Replay,
+//! use ssehub_core::{Broker, Capabilities, Delivery, Envelope, EventId, GapCause, Message, Replay,
 //!     Result, Subscription, Topic};
 //! use tokio::sync::broadcast;
 //!
@@ -37,7 +37,7 @@
 //!         })))
 //!     }
 //!     async fn replay(&self, _topic: &Topic, _after: &EventId, _limit: usize) -> Result<Replay> {
-//!         Ok(Replay::Gap)
+//!         Ok(Replay::Gap(GapCause::Unknown)) // no history kept
 //!     }
 //!     fn capabilities(&self) -> Capabilities {
 //!         Capabilities::default()
@@ -71,6 +71,7 @@ use futures_core::Stream;
 use crate::error::{Error, Result};
 use crate::id::{EventId, EventName, Topic};
 use crate::idempotency::IdempotencyKey;
+use crate::transport::ResetReason;
 
 /// An event on its way to a broker: a name, an already-serialized payload, and the key that
 /// makes its publish idempotent.
@@ -138,9 +139,39 @@ pub enum Replay {
     /// Events published after the given id, oldest first (possibly none); at most the limit
     /// asked for, and when exactly that many, more may follow.
     Events(Vec<Envelope>),
-    /// The id is unknown, malformed for this backend, from another epoch, or older than the
-    /// history the broker keeps: the events after it cannot be told.
-    Gap,
+    /// The events after the id cannot be told; the cause says why (it becomes the `reset`'s
+    /// reason).
+    Gap(GapCause),
+}
+
+/// Why [`Broker::replay`] cannot tell the events after an id: [`Replay::Gap`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GapCause {
+    /// The id is older than the history the broker keeps (trimmed by length or by age).
+    Trimmed,
+    /// The id is from another epoch: the broker, or the topic's history, was restarted without
+    /// its data or flushed since.
+    EpochChanged,
+    /// The id is newer than anything the broker holds for the topic: it lost events it had
+    /// acknowledged (a failover to a replica that had not copied them, a restart without
+    /// persistence that kept the epoch).
+    Lost,
+    /// The id cannot be placed: malformed for this backend, or not an event of this topic.
+    Unknown,
+}
+
+impl GapCause {
+    /// The reason of the `reset` a client gets for this gap.
+    #[must_use]
+    pub fn reset_reason(self) -> ResetReason {
+        match self {
+            GapCause::Trimmed => ResetReason::HistoryTrimmed,
+            GapCause::EpochChanged => ResetReason::EpochChanged,
+            GapCause::Lost => ResetReason::DataLost,
+            GapCause::Unknown => ResetReason::OutOfWindow,
+        }
+    }
 }
 
 /// A live feed of one topic. Dropping it releases the broker subscription.
@@ -230,7 +261,8 @@ impl Default for Capabilities {
 ///   [`active_subscriptions`](Broker::active_subscriptions)).
 /// - [`replay`](Broker::replay) answers every event after `after` still in history, oldest first,
 ///   or [`Replay::Gap`] when `after` is unknown, from another epoch (a restarted or flushed
-///   broker), malformed for this backend, or older than the history window. It never silently
+///   broker), malformed for this backend, or older than the history window, with the
+///   [`GapCause`] that tells which. It never silently
 ///   skips an event. An id equal to the latest event answers `Events(vec![])`.
 /// - [`id_order`](Broker::id_order) orders the ids of one topic as they were published.
 /// - Nothing a client sends (an id, a topic) makes a backend panic; errors are returned.

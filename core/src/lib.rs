@@ -51,7 +51,7 @@ pub mod sse_parser;
 mod transport;
 
 pub use broker::{
-    Broker, Capabilities, Delivery, Envelope, Message, Replay, Signals, Subscription,
+    Broker, Capabilities, Delivery, Envelope, GapCause, Message, Replay, Signals, Subscription,
 };
 pub use error::{BoxError, Error, Result};
 pub use id::{

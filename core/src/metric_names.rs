@@ -48,12 +48,15 @@ pub const BROKER_GAPS: &str = "ssehub_broker_gaps_total";
 pub const BROKER_RECONNECTS: &str = "ssehub_broker_reconnects_total";
 
 /// Every value of the `reason` label of [`RESETS`].
-const RESET_REASONS: [crate::ResetReason; 5] = [
+const RESET_REASONS: [crate::ResetReason; 8] = [
     crate::ResetReason::MalformedId,
     crate::ResetReason::OutOfWindow,
     crate::ResetReason::NoHistory,
     crate::ResetReason::BrokerGap,
     crate::ResetReason::Overflow,
+    crate::ResetReason::HistoryTrimmed,
+    crate::ResetReason::EpochChanged,
+    crate::ResetReason::DataLost,
 ];
 
 /// Every value of the `backend` label of [`BROKER_RECONNECTS`].
@@ -99,7 +102,7 @@ const BACKENDS: [&str; 3] = ["memory", "redis", "nats"];
 /// assert!(names.iter().any(|n| n == ssehub_core::metric_names::SESSIONS));
 /// assert!(names.iter().any(|n| n == ssehub_core::metric_names::BROKER_GAPS));
 /// // `ssehub_resets_total` once per reason, `ssehub_broker_reconnects_total` once per backend.
-/// assert_eq!(names.iter().filter(|n| *n == ssehub_core::metric_names::RESETS).count(), 5);
+/// assert_eq!(names.iter().filter(|n| *n == ssehub_core::metric_names::RESETS).count(), 8);
 /// ```
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge};

@@ -32,7 +32,8 @@ use crate::id::{EventId, EventName, RESET_EVENT};
 pub enum ResetReason {
     /// The `Last-Event-ID` could not be parsed.
     MalformedId,
-    /// The id is outside the broker's history window, unknown, or from another epoch.
+    /// The id cannot be placed in the broker's history (unknown, or not an event of this
+    /// channel); the more precise reasons below say why when the broker can tell.
     OutOfWindow,
     /// The broker has no history at all.
     NoHistory,
@@ -41,6 +42,14 @@ pub enum ResetReason {
     /// The client was too far behind to be caught up event by event: more missed events than
     /// the replay budget, or more live events during its replay than its queue holds.
     Overflow,
+    /// The id is older than the history the broker keeps (trimmed by length or by age).
+    HistoryTrimmed,
+    /// The id is from another epoch: the broker, or the channel's history, was restarted without
+    /// its data or flushed.
+    EpochChanged,
+    /// The broker no longer holds events it had acknowledged (a failover to a replica that had
+    /// not copied them): the id is newer than anything it has.
+    DataLost,
 }
 
 impl ResetReason {
@@ -53,6 +62,9 @@ impl ResetReason {
             ResetReason::NoHistory => "no-history",
             ResetReason::BrokerGap => "broker-gap",
             ResetReason::Overflow => "overflow",
+            ResetReason::HistoryTrimmed => "history-trimmed",
+            ResetReason::EpochChanged => "epoch-changed",
+            ResetReason::DataLost => "data-lost",
         }
     }
 }
@@ -352,6 +364,10 @@ mod tests {
             ResetReason::OutOfWindow,
             ResetReason::NoHistory,
             ResetReason::BrokerGap,
+            ResetReason::Overflow,
+            ResetReason::HistoryTrimmed,
+            ResetReason::EpochChanged,
+            ResetReason::DataLost,
         ] {
             assert_eq!(
                 serde_json::to_string(&r).unwrap(),

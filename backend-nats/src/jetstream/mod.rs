@@ -370,8 +370,8 @@ impl Carrier for JetStream {
     async fn replay(&self, subject: &str, after: &StreamPosition, limit: usize) -> Result<Replay> {
         Ok(
             match replay::read_after(self, subject, after, limit).await? {
-                Some(events) => Replay::Events(events.into_iter().map(|e| e.env).collect()),
-                None => Replay::Gap,
+                Ok(events) => Replay::Events(events.into_iter().map(|e| e.env).collect()),
+                Err(cause) => Replay::Gap(cause),
             },
         )
     }

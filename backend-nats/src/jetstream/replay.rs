@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use futures_util::StreamExt;
 use ssehub_core::backend::{Offset, StreamPosition};
-use ssehub_core::{Error, Result};
+use ssehub_core::{Error, GapCause, Result};
 
 use super::lookup::{self, StreamHandle};
 use super::{EPOCH_HEADER, JetStream, Stored, epoch_of, stored_of};
@@ -20,18 +20,21 @@ use crate::error::{NatsError, boxed};
 /// replay was cancelled and the delete did not get through).
 const CONSUMER_IDLE: Duration = Duration::from_secs(30);
 
+/// What a read found: the events, or why they cannot be told.
+pub(super) type Found<T> = std::result::Result<T, GapCause>;
+
 /// Messages asked of the server per pull.
 const BATCH: usize = 256;
 
 /// The events of `subject` after `after` (at most `limit`), within twice the response timeout;
-/// `None` for a gap (the id is not a message of this topic and epoch still stored, or something
-/// after it was trimmed while reading).
+/// `Err(cause)` for a gap (the id is not a message of this topic and epoch still stored, or
+/// something after it was trimmed while reading).
 pub(super) async fn read_after(
     js: &JetStream,
     subject: &str,
     after: &StreamPosition,
     limit: usize,
-) -> Result<Option<Vec<Stored>>> {
+) -> Result<Found<Vec<Stored>>> {
     tokio::time::timeout(js.timeout() * 2, read(js, subject, after, limit))
         .await
         .map_err(|_| Error::from(NatsError::ReplayTimeout))?
@@ -42,9 +45,9 @@ async fn read(
     subject: &str,
     after: &StreamPosition,
     limit: usize,
-) -> Result<Option<Vec<Stored>>> {
+) -> Result<Found<Vec<Stored>>> {
     let Offset::Seq(after_seq) = after.offset() else {
-        return Ok(None);
+        return Ok(Err(GapCause::Unknown));
     };
     let epoch = after.epoch();
     let timeout = js.timeout();
@@ -56,19 +59,26 @@ async fn read(
     let info = lookup::info(&stream, timeout).await?;
     let current = epoch_of(&info);
     js.epoch.set(current.clone());
-    if epoch != current
-        || after_seq == 0
-        || after_seq < info.state.first_sequence
-        || after_seq > info.state.last_sequence
-    {
-        return Ok(None);
+    if epoch != current {
+        return Ok(Err(GapCause::EpochChanged));
     }
-    // The id must be a message of this topic, published under this epoch, still stored.
-    if !is_ours(&stream, after_seq, subject, epoch, timeout).await? {
-        return Ok(None);
+    if after_seq == 0 {
+        return Ok(Err(GapCause::Unknown));
+    }
+    if after_seq > info.state.last_sequence {
+        // A sequence the stream gave out and no longer has: it lost acknowledged messages.
+        return Ok(Err(GapCause::Lost));
+    }
+    // The id must be a message of this topic, published under this epoch, still stored; the
+    // stream drops the oldest first (by count, age, or per subject), so one that is gone was
+    // trimmed.
+    if after_seq < info.state.first_sequence
+        || !is_ours(&stream, after_seq, subject, epoch, timeout).await?
+    {
+        return Ok(Err(GapCause::Trimmed));
     }
     let Some(last) = lookup::last_of(&stream, subject, timeout).await? else {
-        return Ok(None);
+        return Ok(Err(GapCause::Trimmed));
     };
     let mut events = Vec::new();
     if last.sequence > after_seq && limit > 0 {
@@ -82,15 +92,15 @@ async fn read(
         match read.run(&stream).await? {
             Some(read) => events = read,
             // Not an ssehub event: it cannot be told, so neither can the rest.
-            None => return Ok(None),
+            None => return Ok(Err(GapCause::Unknown)),
         }
     }
     // Trimming drops the oldest first: if `after` is still there, nothing after it was skipped
     // while we read.
     if !is_ours(&stream, after_seq, subject, epoch, timeout).await? {
-        return Ok(None);
+        return Ok(Err(GapCause::Trimmed));
     }
-    Ok(Some(events))
+    Ok(Ok(events))
 }
 
 /// Whether the message at `seq` is one of `subject`, published under `epoch`.

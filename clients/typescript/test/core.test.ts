@@ -93,7 +93,7 @@ describe('connect', () => {
       }),
     );
     await waitFor(() => resets.length === 1, 10_000, 'the reset');
-    expect(resets[0]?.reason).toMatch(/^(out-of-window|malformed-id)$/);
+    expect(resets[0]?.reason).toMatch(/^(out-of-window|epoch-changed|malformed-id)$/);
     // The reset is not passed to onEvent as if it were a CommentEvent.
     expect(events.every((e) => e.type === 'comment-added')).toBe(true);
   });

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::broker::{Broker, Delivery, Envelope, Message, Replay, Subscription};
+use crate::broker::{Broker, Delivery, Envelope, GapCause, Message, Replay, Subscription};
 use crate::error::Error;
 use crate::id::{EventId, EventName, Topic};
 use crate::manager::{ChannelManager, SubscribeOptions};
@@ -269,7 +269,7 @@ pub async fn replay_pages(broker: &dyn Broker) {
                 after = last.id.clone();
                 got.extend(events.into_iter().map(|e| e.id));
             }
-            Replay::Gap => panic!("a page inside the window answered a gap"),
+            Replay::Gap(_) => panic!("a page inside the window answered a gap"),
         }
         assert!(pages <= 10, "paging does not end");
     }
@@ -298,7 +298,7 @@ pub async fn replay_after_id(broker: &dyn Broker) {
             assert_eq!(got, ids[2..].to_vec());
             assert_eq!(events[0].data, Bytes::from("2"));
         }
-        Replay::Gap => panic!("replay inside the window answered a gap"),
+        Replay::Gap(_) => panic!("replay inside the window answered a gap"),
     }
     match broker
         .replay(&topic, &ids[4], usize::MAX)
@@ -306,7 +306,7 @@ pub async fn replay_after_id(broker: &dyn Broker) {
         .expect("replay")
     {
         Replay::Events(events) => assert!(events.is_empty(), "nothing comes after the latest"),
-        Replay::Gap => panic!("replay of the latest id answered a gap"),
+        Replay::Gap(_) => panic!("replay of the latest id answered a gap"),
     }
 }
 
@@ -329,8 +329,8 @@ pub async fn replay_outside_window_is_gap(broker: &dyn Broker) {
             .replay(&topic, &first[0], usize::MAX)
             .await
             .expect("replay"),
-        Replay::Gap,
-        "an id trimmed out of history must answer a gap"
+        Replay::Gap(GapCause::Trimmed),
+        "an id trimmed out of history must answer a gap, trimmed"
     );
 }
 
@@ -353,22 +353,22 @@ pub async fn replay_unknown_id_is_gap(broker: &dyn Broker, foreign: &EventId) {
         "0-0",
     ] {
         let id = EventId::parse(bad).expect("valid syntax");
-        assert_eq!(
-            broker
-                .replay(&topic, &id, usize::MAX)
-                .await
-                .expect("replay"),
-            Replay::Gap,
-            "unknown id {bad:?} must answer a gap"
+        let answer = broker
+            .replay(&topic, &id, usize::MAX)
+            .await
+            .expect("replay");
+        assert!(
+            matches!(answer, Replay::Gap(_)),
+            "unknown id {bad:?} must answer a gap, not {answer:?}"
         );
     }
-    assert_eq!(
-        broker
-            .replay(&empty, &ids[0], usize::MAX)
-            .await
-            .expect("replay"),
-        Replay::Gap,
-        "an id from another topic on an empty topic must answer a gap"
+    let answer = broker
+        .replay(&empty, &ids[0], usize::MAX)
+        .await
+        .expect("replay");
+    assert!(
+        matches!(answer, Replay::Gap(_)),
+        "an id from another topic on an empty topic must answer a gap, not {answer:?}"
     );
 }
 

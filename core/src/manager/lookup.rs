@@ -116,7 +116,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
                     complete: true,
                 }
             }
-            Replay::Gap => History::default(),
+            Replay::Gap(_) => History::default(),
         })
     }
 }

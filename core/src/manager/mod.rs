@@ -448,7 +448,7 @@ impl<E: Serialize + Send + Sync + 'static> ChannelManager<E> {
                             first_page = events;
                             resumed_from = Some(id);
                         }
-                        Ok(Replay::Gap) => reset = Some(ResetReason::OutOfWindow),
+                        Ok(Replay::Gap(cause)) => reset = Some(cause.reset_reason()),
                         // The broker could not answer now (a timeout, a reconnect): refuse the
                         // stream with a temporary error, so the client comes back with the same
                         // id and loses nothing. A `reset` here would make it refetch for no

@@ -20,7 +20,7 @@
 //!   when every channel lives on one broker). A browser's `EventSource` sends the last one back
 //!   as `Last-Event-ID`, and [`decode_positions`] gives each channel its own resume point.
 //! - A channel whose history cannot reach back gets its own `reset` event, whose data names it:
-//!   `{"reason":"out-of-window","channel":"comments/123"}`; the other channels resume exactly.
+//!   `{"reason":"history-trimmed","channel":"comments/123"}`; the other channels resume exactly.
 //!
 //! # Example
 //!

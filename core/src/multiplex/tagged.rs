@@ -24,12 +24,15 @@ const RETRY: u8 = b'T';
 const KEEP_ALIVE: u8 = b'K';
 
 /// The reasons in the order of their one-byte code.
-const REASONS: [ResetReason; 5] = [
+const REASONS: [ResetReason; 8] = [
     ResetReason::MalformedId,
     ResetReason::OutOfWindow,
     ResetReason::NoHistory,
     ResetReason::BrokerGap,
     ResetReason::Overflow,
+    ResetReason::HistoryTrimmed,
+    ResetReason::EpochChanged,
+    ResetReason::DataLost,
 ];
 
 fn put_field(buf: &mut BytesMut, field: &[u8]) {

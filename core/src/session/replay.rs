@@ -224,10 +224,11 @@ impl SessionShared {
                     let more = events.len() >= self.config.replay_limits.page;
                     self.queue_page(&mut st, events, more);
                 }
-                Ok(Replay::Gap) => {
+                Ok(Replay::Gap(cause)) => {
                     // History was trimmed past the cursor while the client read.
-                    crate::metric_names::resets_sent(ResetReason::OutOfWindow, 1);
-                    st.push_raw(self.transport.reset(ResetReason::OutOfWindow, None));
+                    let reason = cause.reset_reason();
+                    crate::metric_names::resets_sent(reason, 1);
+                    st.push_raw(self.transport.reset(reason, None));
                     self.go_live(&mut st);
                 }
                 Err(e) => {

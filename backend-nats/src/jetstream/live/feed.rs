@@ -210,6 +210,7 @@ impl TopicFeed {
             async move { replay::read_after(&js, subject, &after, FILL_PAGE).await }
         })
         .await?
+        .ok()
     }
 
     /// Whether the message at `last` is still this topic's (nothing after it was trimmed).

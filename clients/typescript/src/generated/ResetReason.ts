@@ -4,4 +4,4 @@
  * Why a stream starts over instead of resuming: the `reason` of the `reset` event's data,
  * serialized as a short kebab-case string (`"out-of-window"`). New reasons may be added.
  */
-export type ResetReason = "malformed-id" | "out-of-window" | "no-history" | "broker-gap" | "overflow";
+export type ResetReason = "malformed-id" | "out-of-window" | "no-history" | "broker-gap" | "overflow" | "history-trimmed" | "epoch-changed" | "data-lost";
