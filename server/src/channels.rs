@@ -33,6 +33,17 @@ pub(crate) fn check_channel(name: &str) -> Result<(), String> {
             truncate(name)
         ));
     }
+    // URL clients (fetch, browsers, curl) resolve `.` and `..` path segments before sending, so
+    // such a channel would be published to, or read from, another one.
+    if name
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(format!(
+            "invalid channel name {:?}: `.` and `..` segments are not allowed (URLs resolve them)",
+            truncate(name)
+        ));
+    }
     if name == ssehub::RESET_EVENT {
         return Err("invalid channel name \"reset\": reserved for the reset event".into());
     }
@@ -106,11 +117,25 @@ mod tests {
             "comments/123",
             "user/alice@example.com",
             "a.b-c_d",
+            "v1.2/..a/.b",
             &"x".repeat(200),
         ] {
             assert!(check_channel(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a b", "a:b", "a*", "é", "reset", &"x".repeat(201)] {
+        for bad in [
+            "",
+            "a b",
+            "a:b",
+            "a*",
+            "é",
+            "reset",
+            ".",
+            "..",
+            "a/../b",
+            "a/.",
+            "./a",
+            &"x".repeat(201),
+        ] {
             assert!(check_channel(bad).is_err(), "{bad}");
         }
         assert!(check_event("comment-added.v2").is_ok());

@@ -62,10 +62,12 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.trim_matches('"').to_owned())
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// How long until `exp` (seconds since the epoch) plus `leeway` seconds, to the millisecond: a
+/// token accepted within the leeway lives until its end, and no stream outlives its token.
+fn until_expiry(exp: u64, leeway: u64) -> Duration {
+    let end = UNIX_EPOCH + Duration::from_secs(exp.saturating_add(leeway));
+    end.duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
 }
 
 /// `GET /v1/sse`.
@@ -162,8 +164,8 @@ pub(crate) async fn stream(
     // fresh token and its last id.
     let expires = match &grant {
         Grant::Token(claims) => {
-            let left = claims.exp.saturating_sub(now_secs());
-            Some(Box::pin(tokio::time::sleep(Duration::from_secs(left))))
+            let left = until_expiry(claims.exp, hub.config.jwt_leeway);
+            Some(Box::pin(tokio::time::sleep(left)))
         }
         Grant::All => None,
     };
