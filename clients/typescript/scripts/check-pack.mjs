@@ -6,7 +6,11 @@
 // - every file an `exports` entry points to is packed;
 // - the root entry (dist/index.js and dist/index.d.ts, with everything they import through
 //   relative paths) imports neither React nor TanStack Query: those are optional peer
-//   dependencies, needed only by `@ssehub/client/react`.
+//   dependencies, needed only by `@ssehub/client/react`; nor the Node publisher
+//   (dist/server.*);
+// - the server entry (`@ssehub/client/server`: dist/server.js and dist/server.d.ts, with what
+//   they import) imports no package at all (Node built-ins aside): the publisher has no
+//   runtime dependencies.
 //
 // Prints the packed files and the total size; exits 1, listing what is wrong, on any failure.
 import { execFileSync } from 'node:child_process';
@@ -81,9 +85,9 @@ for (const t of targets) {
   if (!packed.has(t)) problems.push(`${t} (named by package.json) is not packed`);
 }
 
-// --- the root entry never imports React or TanStack Query ---------------------------------
+// --- the root entry never imports React, TanStack Query or the server entry -----------------
 
-const FORBIDDEN = /^(react|react-dom|@tanstack\/react-query)(\/|$)/;
+const REACT = /^(react|react-dom|@tanstack\/react-query)(\/|$)/;
 // Static imports and re-exports (`import … from 'x'`, `export … from 'x'`, `import 'x'`), dynamic
 // and type-level imports (`import('x')`), and `require('x')`.
 const SPECIFIER =
@@ -102,8 +106,11 @@ function resolveRelative(from, spec, dts) {
   return target;
 }
 
-/** Walks `entry` through relative imports; reports forbidden bare imports with their chain. */
-function checkGraph(entry) {
+/**
+ * Walks `entry` through relative imports; reports the bare imports `forbidden` refuses, and the
+ * files `unreachable` names, with their chain.
+ */
+function checkGraph(entry, { label, forbidden, unreachable = () => false }) {
   const dts = entry.endsWith('.d.ts');
   const seen = new Set();
   const queue = [[entry, [entry]]];
@@ -128,11 +135,14 @@ function checkGraph(entry) {
           problems.push(`${chain.join(' -> ')} imports ${spec}, outside dist/`);
           continue;
         }
+        if (unreachable(target)) {
+          problems.push(`${label} reaches ${target}: ${[...chain, target].join(' -> ')}`);
+        }
         queue.push([target, [...chain, target]]);
       } else {
         bare.add(spec);
-        if (FORBIDDEN.test(spec)) {
-          problems.push(`the root entry imports '${spec}': ${chain.join(' -> ')}`);
+        if (forbidden(spec)) {
+          problems.push(`${label} imports '${spec}': ${chain.join(' -> ')}`);
         }
       }
     }
@@ -142,9 +152,22 @@ function checkGraph(entry) {
   );
 }
 
-const rootExport = manifest.exports?.['.'];
-checkGraph((rootExport?.import ?? 'dist/index.js').replace(/^\.\//, ''));
-checkGraph((rootExport?.types ?? 'dist/index.d.ts').replace(/^\.\//, ''));
+const entryFiles = (name, fallback) => {
+  const e = manifest.exports?.[name];
+  if (name !== '.' && !e) problems.push(`package.json exports no '${name}'`);
+  return [e?.import ?? `${fallback}.js`, e?.types ?? `${fallback}.d.ts`].map((f) => f.replace(/^\.\//, ''));
+};
+const SERVER_FILE = /^dist\/server\.(js|d\.ts)$/;
+for (const file of entryFiles('.', 'dist/index')) {
+  checkGraph(file, {
+    label: 'the root entry',
+    forbidden: (spec) => REACT.test(spec),
+    unreachable: (target) => SERVER_FILE.test(target),
+  });
+}
+for (const file of entryFiles('./server', 'dist/server')) {
+  checkGraph(file, { label: 'the server entry', forbidden: (spec) => !spec.startsWith('node:') });
+}
 
 if (problems.length > 0) {
   console.error(`\ncheck-pack: FAILED\n${problems.map((p) => `  - ${p}`).join('\n')}`);

@@ -100,6 +100,18 @@ export interface ConnectOptions<TEvent> {
   withCredentials?: boolean;
   /** Parse an event's data (default: `JSON.parse`). */
   parse?: (data: string) => TEvent;
+  /**
+   * The token of the stream (e.g. a short-lived JWT from your backend), fetched before every
+   * open: the first and each reconnect. It goes in the query (`?token=`), as a native
+   * `EventSource` cannot send headers. With it, a stream that ends (the hub ends it when the
+   * token expires) or fails is closed and re-opened with a fresh token and the last event id,
+   * instead of letting the `EventSource` retry its stale URL. A rejection is reported to
+   * `onError` and retried with backoff. Every subscriber of one endpoint shares one connection,
+   * so they share one token source: the first subscriber's `getToken` (the others' are ignored).
+   */
+  getToken?: () => string | Promise<string>;
+  /** The query parameter carrying the token (default `'token'`). */
+  tokenParam?: string;
 }
 
 /** A live subscription. */
@@ -113,6 +125,12 @@ export interface Subscription {
 /** How long to wait before recreating an `EventSource` that gave up (`readyState` CLOSED). */
 const REOPEN_MIN_MS = 1_000;
 const REOPEN_MAX_MS = 30_000;
+/**
+ * With `getToken`: the first re-open after a healthy stream (open at least `HEALTHY_MS`; e.g.
+ * its token expired). A stream that ends at once (a token already at its `exp`) backs off.
+ */
+const REOPEN_FAST_MS = 250;
+const HEALTHY_MS = 500;
 const CLOSED = 2;
 
 interface Subscriber {
@@ -167,6 +185,11 @@ class SharedSource {
   private reconnecting = false;
   private reopenTimer: ReturnType<typeof setTimeout> | null = null;
   private reopenDelay = REOPEN_MIN_MS;
+  /** Waiting for `getToken` (the open that asked for it is number `opens`). */
+  private pending = false;
+  private opens = 0;
+  /** When the connection last opened (`Date.now()`). */
+  private openedAt = 0;
   /** On a multiplexing endpoint: each channel and how many subscribers want it. */
   private readonly channels = new Map<string, number>();
   /** The channels of the open `EventSource`, in its URL's order (its ids' entry order). */
@@ -178,6 +201,9 @@ class SharedSource {
     private readonly Ctor: EventSourceConstructor,
     private readonly withCredentials: boolean,
     private readonly onEmpty: () => void,
+    /** The first subscriber's token source: every subscriber of this endpoint shares it. */
+    private readonly getToken?: () => string | Promise<string>,
+    private readonly tokenParam = 'token',
   ) {}
 
   add(sub: Subscriber): void {
@@ -187,7 +213,7 @@ class SharedSource {
       this.channels.set(sub.channel, n + 1);
       if (n === 0) this.changeChannels();
     }
-    if (!this.es && !this.reopenTimer && !this.channelsChanged) this.open();
+    if (!this.es && !this.reopenTimer && !this.pending && !this.channelsChanged) this.open();
     this.listen(RESET_EVENT);
     for (const t of sub.types) this.listen(t);
     if (this.connected) {
@@ -236,26 +262,51 @@ class SharedSource {
           this.lastEventId = encodePositions(next.map((c) => at.get(c) ?? ''));
         }
       }
+      // `lastEventId` is now in the order of `next`, the channels of the next open.
+      this.openChannels = next;
       if (this.es) this.closeSource();
       if (this.reopenTimer) clearTimeout(this.reopenTimer);
       this.reopenTimer = null;
-      this.open();
+      // An open waiting for its token builds its URL when the token comes: it takes `next`.
+      if (!this.pending) this.open();
     });
   }
 
+  /** Open the connection: at once, or once `getToken` has given a token. */
   private open(): void {
+    const getToken = this.getToken;
+    if (!getToken) return this.create();
+    this.pending = true;
+    const n = ++this.opens;
+    new Promise<string>((resolve) => resolve(getToken())).then(
+      (token) => {
+        if (n !== this.opens) return;
+        this.pending = false;
+        if (this.subscribers.size > 0) this.create(token);
+      },
+      (error: unknown) => {
+        if (n !== this.opens) return;
+        this.pending = false;
+        this.each((s) => s.options.onError?.(error));
+        if (this.subscribers.size > 0) this.reopenLater();
+      },
+    );
+  }
+
+  /** Create the `EventSource`: the channels, the id to resume from, the token in the query. */
+  private create(token?: string): void {
+    const params: [string, string][] = [];
+    // A new EventSource cannot send Last-Event-ID; ssehub reads it from the query too.
+    if (this.lastEventId) params.push(['lastEventId', this.lastEventId]);
+    if (token !== undefined) params.push([this.tokenParam, token]);
     let url = this.url;
-    if (this.channels.size > 0) {
-      this.openChannels = [...this.channels.keys()];
+    if (this.channels.size > 0 || params.length > 0) {
       const u = new URL(url, baseUrl());
-      u.searchParams.delete('channel');
-      for (const c of this.openChannels) u.searchParams.append('channel', c);
-      url = isAbsolute(this.url) ? u.toString() : u.pathname + u.search;
-    }
-    if (this.lastEventId) {
-      // A new EventSource cannot send Last-Event-ID; ssehub reads it from the query too.
-      const u = new URL(url, baseUrl());
-      u.searchParams.set('lastEventId', this.lastEventId);
+      if (this.channels.size > 0) {
+        u.searchParams.delete('channel');
+        for (const c of this.openChannels) u.searchParams.append('channel', c);
+      }
+      for (const [k, v] of params) u.searchParams.set(k, v);
       url = isAbsolute(this.url) ? u.toString() : u.pathname + u.search;
     }
     const es = new this.Ctor(url, this.withCredentials ? { withCredentials: true } : undefined);
@@ -274,6 +325,7 @@ class SharedSource {
 
   private handleOpen(): void {
     this.reopenDelay = REOPEN_MIN_MS;
+    this.openedAt = Date.now();
     const wasReconnect = this.reconnecting;
     this.reconnecting = false;
     if (!this.connected) {
@@ -288,6 +340,7 @@ class SharedSource {
   }
 
   private handleError(ev: unknown): void {
+    const healthy = this.connected && Date.now() - this.openedAt >= HEALTHY_MS;
     this.reconnecting = true;
     if (this.connected) {
       this.connected = false;
@@ -295,18 +348,26 @@ class SharedSource {
     }
     this.each((s) => s.options.onError?.(ev));
     const es = this.es;
-    if (es && es.readyState === CLOSED && this.subscribers.size > 0) {
-      // The EventSource gave up for good (e.g. a non-200 answer): recreate it with backoff,
-      // resuming from the last id through the `lastEventId` query parameter.
-      es.close();
-      this.es = null;
-      const delay = this.reopenDelay;
-      this.reopenDelay = Math.min(this.reopenDelay * 2, REOPEN_MAX_MS);
-      this.reopenTimer = setTimeout(() => {
-        this.reopenTimer = null;
-        if (this.subscribers.size > 0) this.open();
-      }, delay);
+    // The EventSource gave up for good (e.g. a non-200 answer), or it would retry a URL whose
+    // token may have expired (the hub ends a stream at its token's expiry): recreate it with
+    // backoff, resuming from the last id through the `lastEventId` query parameter.
+    if (es && this.subscribers.size > 0 && (this.getToken || es.readyState === CLOSED)) {
+      this.closeSource();
+      this.reopenLater(this.getToken && healthy ? REOPEN_FAST_MS : undefined);
     }
+  }
+
+  /** Open again after `first` ms, else after the backoff delay (1 s, doubling up to 30 s). */
+  private reopenLater(first?: number): void {
+    let delay = first;
+    if (delay === undefined) {
+      delay = this.reopenDelay;
+      this.reopenDelay = Math.min(delay * 2, REOPEN_MAX_MS);
+    }
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = null;
+      if (this.subscribers.size > 0) this.open();
+    }, delay);
   }
 
   private handleEvent(type: string, ev: MessageEvent): void {
@@ -374,6 +435,8 @@ class SharedSource {
   private shutdown(): void {
     if (this.reopenTimer) clearTimeout(this.reopenTimer);
     this.reopenTimer = null;
+    this.opens++;
+    this.pending = false;
     this.closeSource();
     this.connected = false;
   }
@@ -424,9 +487,16 @@ export function connect<TEvent = unknown>(
   let shared = pool.get(key);
   if (!shared) {
     const p = pool;
-    const created: SharedSource = new SharedSource(endpoint, Ctor, withCredentials, () => {
-      if (p.get(key) === created) p.delete(key);
-    });
+    const created: SharedSource = new SharedSource(
+      endpoint,
+      Ctor,
+      withCredentials,
+      () => {
+        if (p.get(key) === created) p.delete(key);
+      },
+      options.getToken,
+      options.tokenParam,
+    );
     shared = created;
     pool.set(key, shared);
   }

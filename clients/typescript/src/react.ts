@@ -38,6 +38,13 @@ export interface UseSSEConnectionOptions<TEvent> {
   channel?: string;
   /** The `EventSource` constructor (default: the global one). */
   EventSource?: EventSourceConstructor;
+  /**
+   * The stream's token (see `ConnectOptions.getToken`): fetched before every open and put in
+   * the query; the latest function given is called, so it may change on every render.
+   */
+  getToken?: () => string | Promise<string>;
+  /** The query parameter carrying the token (default `'token'`). */
+  tokenParam?: string;
 }
 
 /** What the hooks return. */
@@ -60,7 +67,8 @@ function useLatest<T>(value: T): { readonly current: T } {
 export function useSSEConnection<TEvent = unknown>(
   options: UseSSEConnectionOptions<TEvent>,
 ): SSEConnectionState {
-  const { endpoint, enabled = true, EventSource, channel } = options;
+  const { endpoint, enabled = true, EventSource, channel, tokenParam } = options;
+  const withToken = options.getToken !== undefined;
   const latest = useLatest(options);
   const [connected, setConnected] = useState(false);
   const typesKey = (options.eventTypes ?? []).join('\n');
@@ -74,6 +82,10 @@ export function useSSEConnection<TEvent = unknown>(
       eventTypes: typesKey ? typesKey.split('\n') : [],
       ...(EventSource ? { EventSource } : {}),
       ...(channel === undefined ? {} : { channel }),
+      ...(withToken
+        ? { getToken: () => (latest.current.getToken as () => string | Promise<string>)() }
+        : {}),
+      ...(tokenParam === undefined ? {} : { tokenParam }),
       onEvent: (event, meta) => latest.current.onEvent(event, meta),
       onConnectionChange: (c) => {
         setConnected(c);
@@ -87,7 +99,7 @@ export function useSSEConnection<TEvent = unknown>(
       sub.close();
       setConnected(false);
     };
-  }, [endpoint, channel, enabled, typesKey, EventSource, latest]);
+  }, [endpoint, channel, enabled, typesKey, EventSource, withToken, tokenParam, latest]);
 
   return { connected };
 }
@@ -112,6 +124,13 @@ export interface UseSSEQueryInvalidationOptions<TEvent> {
   channel?: string;
   /** The `EventSource` constructor (default: the global one). */
   EventSource?: EventSourceConstructor;
+  /**
+   * The stream's token (see `ConnectOptions.getToken`): fetched before every open and put in
+   * the query; the latest function given is called, so it may change on every render.
+   */
+  getToken?: () => string | Promise<string>;
+  /** The query parameter carrying the token (default `'token'`). */
+  tokenParam?: string;
 }
 
 /**
@@ -153,6 +172,8 @@ export function useSSEQueryInvalidation<TEvent = unknown>(
     ...(options.eventTypes ? { eventTypes: options.eventTypes } : {}),
     ...(options.channel === undefined ? {} : { channel: options.channel }),
     ...(options.EventSource ? { EventSource: options.EventSource } : {}),
+    ...(options.getToken ? { getToken: () => (latest.current.getToken as () => string | Promise<string>)() } : {}),
+    ...(options.tokenParam === undefined ? {} : { tokenParam: options.tokenParam }),
     onEvent: (event) => {
       const qk = latest.current.queryKeys;
       const keys = typeof qk === 'function' ? qk(event) : qk;
