@@ -87,8 +87,8 @@ pub use ssehub_axum as adapter;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use ssehub_axum::{
-    MultiplexEndpoint, PathParams, RequestInfo, SseEndpoint, SseLayer, Unavailable,
-    WriteTimeoutListener,
+    MultiplexEndpoint, PathParams, RequestInfo, Serve, SseEndpoint, SseLayer, Unavailable,
+    WriteTimeoutListener, serve,
 };
 
 #[cfg(feature = "memory")]

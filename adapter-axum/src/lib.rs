@@ -77,6 +77,7 @@ mod multiplex;
 mod params;
 mod response;
 mod resume;
+mod serve;
 mod service;
 mod settings;
 
@@ -86,6 +87,7 @@ pub use layer::{ResponseFuture, SseLayer, SseService};
 pub use listener::{WriteTimeoutIo, WriteTimeoutListener};
 pub use multiplex::{DEFAULT_MAX_CHANNELS, MultiplexEndpoint};
 pub use params::{PathParams, RequestInfo};
+pub use serve::{DEFAULT_HEADER_READ_TIMEOUT, Serve, serve};
 pub use service::SseRoutes;
 pub use settings::{MAX_DURATION, Unavailable};
 

@@ -45,7 +45,7 @@ const MAX_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
     not(any(target_os = "linux", target_os = "android")),
     allow(dead_code, reason = "set on Linux and Android only")
 )]
-struct TcpOptions {
+pub(crate) struct TcpOptions {
     user_timeout: Option<Duration>,
     keepalive: Option<Duration>,
     keepalive_interval: Duration,
@@ -65,7 +65,7 @@ impl Default for TcpOptions {
 
 impl TcpOptions {
     /// Set the options on `io` when it is a TCP socket; other connections are left alone.
-    fn apply(&self, io: &dyn Any) -> io::Result<()> {
+    pub(crate) fn apply(&self, io: &dyn Any) -> io::Result<()> {
         let Some(tcp) = io.downcast_ref::<tokio::net::TcpStream>() else {
             return Ok(());
         };
@@ -143,6 +143,19 @@ pub struct WriteTimeoutListener<L> {
 }
 
 impl<L> WriteTimeoutListener<L> {
+    /// The listener inside.
+    pub fn get_ref(&self) -> &L {
+        &self.inner
+    }
+
+    pub(crate) fn tcp_options(&self) -> TcpOptions {
+        self.tcp
+    }
+
+    pub(crate) fn write_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Fail any write on an accepted connection that stays blocked for `timeout`
     /// (`Duration::MAX`: never), and set the TCP options below at their defaults.
     pub fn new(inner: L, timeout: Duration) -> Self {
@@ -226,6 +239,15 @@ pub struct WriteTimeoutIo<I> {
 }
 
 impl<I> WriteTimeoutIo<I> {
+    /// `inner`, whose writes fail once blocked for `timeout`.
+    pub(crate) fn new(inner: I, timeout: Duration) -> Self {
+        WriteTimeoutIo {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
     /// The connection inside (for example the `TcpStream`, to read its address or options).
     pub fn get_ref(&self) -> &I {
         &self.inner

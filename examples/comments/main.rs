@@ -142,10 +142,10 @@ async fn main() -> Result<(), BoxError> {
     // Close connections of clients that stop reading (after their stream was cut off).
     let listener = ssehub::WriteTimeoutListener::new(listener, Duration::from_secs(30));
     let streams = state.clone();
-    // Routes turned into services once: `axum::serve(listener, router)` would rebuild them for
-    // every connection and hold a boxed copy of each route's service per connection.
-    let app = app(state).with_state::<()>(()).into_make_service();
-    axum::serve(listener, app)
+    // Routes turned into services once (`with_state`), shared by every connection; every
+    // request head must arrive within 10 s (`ssehub::serve`, unlike `axum::serve`).
+    let app = app(state).with_state::<()>(());
+    ssehub::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down: ending every stream");

@@ -71,6 +71,13 @@ pub(crate) struct Cli {
     /// The most open streams on this hub [default: 10000]
     #[arg(long, env = "SSEHUB_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
+    /// Seconds a client has to send a whole request head (and the next one on an idle
+    /// keep-alive connection) [default: 10]
+    #[arg(long, env = "SSEHUB_HEADER_TIMEOUT", value_name = "SECS")]
+    header_timeout: Option<u64>,
+    /// The most connections open at once from one client address [default: no limit]
+    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    max_connections_per_ip: Option<usize>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "SSEHUB_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
@@ -104,6 +111,10 @@ struct File {
     max_channels_per_connection: Option<usize>,
     #[serde(alias = "max_connections")]
     max_connections: Option<usize>,
+    #[serde(alias = "header_timeout")]
+    header_timeout: Option<u64>,
+    #[serde(alias = "max_connections_per_ip")]
+    max_connections_per_ip: Option<usize>,
     #[serde(alias = "log_format")]
     log_format: Option<String>,
 }
@@ -141,6 +152,8 @@ pub(crate) struct Config {
     pub(crate) max_body_bytes: usize,
     pub(crate) max_channels: usize,
     pub(crate) max_connections: usize,
+    pub(crate) header_timeout: std::time::Duration,
+    pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) json_logs: bool,
 }
 
@@ -221,6 +234,18 @@ impl Config {
                 cli.max_connections.or(file.max_connections),
                 DEFAULT_MAX_CONNECTIONS,
             )?,
+            header_timeout: std::time::Duration::from_secs(positive(
+                "header-timeout",
+                cli.header_timeout
+                    .or(file.header_timeout)
+                    .and_then(|s| usize::try_from(s).ok()),
+                10,
+            )? as u64),
+            max_connections_per_ip: match cli.max_connections_per_ip.or(file.max_connections_per_ip)
+            {
+                Some(n) => Some(positive("max-connections-per-ip", Some(n), n)?),
+                None => None,
+            },
             json_logs,
         })
     }

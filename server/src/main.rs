@@ -181,7 +181,9 @@ async fn run(config: Config) -> Result<(), String> {
     );
     // A stable line for scripts and tests, whatever the log format.
     eprintln!("ssehub listening on http://{local}");
-    axum::serve(listener, router.into_make_service())
+    ssehub::serve(listener, router)
+        .header_read_timeout(Some(hub.config.header_timeout))
+        .max_connections_per_ip(hub.config.max_connections_per_ip)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: ending every stream with a retry hint");

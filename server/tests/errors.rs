@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Hub, KEY, SECRET, client, now, token, token_with, unique};
 use serde_json::{Value, json};
 use ssehub_test_support::sse_client::SseClient;
@@ -288,4 +290,71 @@ async fn limits_from_flags() {
     let (s, b) = post(&hub, &path, Some(KEY), json!({"data": "x".repeat(200_000)})).await;
     assert_eq!(s, 413);
     error_of(&b);
+}
+
+/// `--header-timeout`: a client that sends its request head a line at a time is cut off;
+/// `--max-connections-per-ip`: connections over the cap are closed at once.
+#[tokio::test]
+async fn slow_heads_and_too_many_connections_from_one_address_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = Hub::start(&[
+        "--publish-key",
+        KEY,
+        "--header-timeout",
+        "1",
+        "--max-connections-per-ip",
+        "2",
+    ])
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut cut = false;
+    let mut buf = [0u8; 256];
+    for i in 0..30 {
+        // A header line every 300 ms: 9 s in all, the deadline is 1 s.
+        if slow
+            .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            cut = true;
+            break;
+        }
+        let read = tokio::time::timeout(Duration::from_millis(300), slow.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a request head sent over 9 s was still accepted");
+    drop(slow);
+    // The slow connection's place is free again once the hub noticed it closed.
+    let open = |_: ()| async {
+        let mut c = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut [0u8; 256]))
+            .await
+            .ok()?
+            .ok()?;
+        (n > 0).then_some(c)
+    };
+    let mut held = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while held.len() < 2 {
+        match open(()).await {
+            Some(c) => held.push(c),
+            None => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "two connections not served"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(open(()).await.is_none(), "a third connection was served");
 }
