@@ -207,6 +207,105 @@ impl Browser {
     }
 }
 
+/// A command to chromedriver's `goog/cdp/execute`: a Chrome DevTools Protocol command run in
+/// the current tab.
+#[derive(Debug)]
+struct Cdp(serde_json::Value);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &reqwest::Url,
+        session_id: Option<&str>,
+    ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &reqwest::Url) -> (reqwest::Method, Option<String>) {
+        (reqwest::Method::POST, Some(self.0.to_string()))
+    }
+}
+
+/// Several tabs of one browser (one profile: they share its Web Locks, `BroadcastChannel`s and
+/// its six HTTP/1.1 connections per origin). WebDriver drives one tab at a time, the current
+/// one: [`Browser::eval`] and [`Browser::wait_for`] run there.
+impl Browser {
+    /// The current tab's handle.
+    pub async fn tab(&self) -> Result<String, String> {
+        let handle = self
+            .client
+            .window()
+            .await
+            .map_err(|e| format!("window handle: {e}"))?;
+        Ok(handle.into())
+    }
+
+    /// Every open tab's handle.
+    pub async fn tabs(&self) -> Result<Vec<String>, String> {
+        let handles = self
+            .client
+            .windows()
+            .await
+            .map_err(|e| format!("window handles: {e}"))?;
+        Ok(handles.into_iter().map(String::from).collect())
+    }
+
+    /// Open `url` in a new tab, which becomes the current one; its handle.
+    pub async fn new_tab(&self, url: &str) -> Result<String, String> {
+        let tab = self
+            .client
+            .new_window(true)
+            .await
+            .map_err(|e| format!("new tab: {e}"))?;
+        let handle: String = tab.handle.into();
+        self.switch_to(&handle).await?;
+        tokio::time::timeout(Duration::from_secs(30), self.client.goto(url))
+            .await
+            .map_err(|_| format!("{url} did not load in time"))?
+            .map_err(|e| format!("cannot open {url}: {e}"))?;
+        Ok(handle)
+    }
+
+    /// Make the tab `handle` the current one.
+    pub async fn switch_to(&self, handle: &str) -> Result<(), String> {
+        let handle = fantoccini::wd::WindowHandle::try_from(handle.to_owned())
+            .map_err(|e| format!("window handle {handle}: {e}"))?;
+        self.client
+            .switch_to_window(handle)
+            .await
+            .map_err(|e| format!("switch to a tab: {e}"))
+    }
+
+    /// Close the current tab (as a person would: the page gets `pagehide`, its locks are
+    /// released). Switch to another one before driving the browser again.
+    pub async fn close_tab(&self) -> Result<(), String> {
+        self.client
+            .close_window()
+            .await
+            .map_err(|e| format!("close a tab: {e}"))
+    }
+
+    /// Run a Chrome DevTools Protocol command in the current tab (e.g.
+    /// `Network.emulateNetworkConditions`) and return its result.
+    pub async fn cdp(
+        &self,
+        command: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            self.client
+                .issue_cmd(Cdp(json!({ "cmd": command, "params": params }))),
+        )
+        .await
+        .map_err(|_| "the browser did not answer")?
+        .map_err(|e| format!("{command}: {e}"))
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         // chromedriver's process group holds Chromium and its helpers: kill them all.

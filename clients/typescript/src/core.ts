@@ -4,7 +4,10 @@
  * Every `connect()` to the same endpoint shares ONE `EventSource` (browsers allow six
  * HTTP/1.1 connections per origin); it is closed when the last subscriber closes. On a
  * multiplexing endpoint, subscribers name their `channel` and one `EventSource` carries them
- * all: `connect('/api/sse', { channel: 'votes/123', onEvent })`.
+ * all: `connect('/api/sse', { channel: 'votes/123', onEvent })`. Where the browser has
+ * `navigator.locks` and `BroadcastChannel`, the tabs of one browser profile share one stream per
+ * endpoint too: the tab holding the endpoint's Web Lock has it, with every tab's channels, and
+ * relays its events to the others ({@link ConnectOptions.share}).
  *
  * @example
  * ```ts
@@ -107,11 +110,29 @@ export interface ConnectOptions<TEvent> {
    * token expires) or fails is closed and re-opened with a fresh token and the last event id,
    * instead of letting the `EventSource` retry its stale URL. A rejection is reported to
    * `onError` and retried with backoff. Every subscriber of one endpoint shares one connection,
-   * so they share one token source: the first subscriber's `getToken` (the others' are ignored).
+   * so they share one token source: the first subscriber's `getToken` (the others' are ignored);
+   * shared across tabs, the token source of the tab holding the stream.
    */
   getToken?: () => string | Promise<string>;
   /** The query parameter carrying the token (default `'token'`). */
   tokenParam?: string;
+  /**
+   * Share one stream with the page's other tabs (default `true`, where the browser has
+   * `navigator.locks` and `BroadcastChannel`): the tab holding the endpoint's Web Lock has the
+   * `EventSource`, with every tab's channels, and relays its events to the others. `false`: one
+   * stream for this page alone.
+   */
+  share?: boolean;
+  /**
+   * The shortest delay before a reconnect (default 1000 ms; set it to your server's `retry`,
+   * which a native `EventSource` does not expose). Reconnects wait a random delay between it
+   * and a ceiling that doubles with each failure up to {@link retryMaxMs}.
+   */
+  retryMinMs?: number;
+  /** The longest delay before a reconnect (default 30 000 ms). */
+  retryMaxMs?: number;
+  /** Release the stream once the page has been hidden this long (default: never). */
+  releaseHiddenAfterMs?: number;
 }
 
 /** A live subscription. */
@@ -122,16 +143,19 @@ export interface Subscription {
   readonly connected: boolean;
 }
 
-/** How long to wait before recreating an `EventSource` that gave up (`readyState` CLOSED). */
-const REOPEN_MIN_MS = 1_000;
-const REOPEN_MAX_MS = 30_000;
+/**
+ * Reconnect delays: full jitter between `retryMinMs` and an exponential ceiling capped by
+ * `retryMaxMs`; the backoff restarts after a stream stayed open `HEALTHY_RESET_MS`.
+ */
+const RETRY_MIN_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
+const HEALTHY_RESET_MS = 5_000;
 /**
  * With `getToken`: the first re-open after a healthy stream (open at least `HEALTHY_MS`; e.g.
  * its token expired). A stream that ends at once (a token already at its `exp`) backs off.
  */
 const REOPEN_FAST_MS = 250;
 const HEALTHY_MS = 500;
-const CLOSED = 2;
 
 interface Subscriber {
   options: ConnectOptions<any>;
@@ -173,7 +197,57 @@ export function encodePositions(entries: readonly string[]): string {
   return MARK + entries.join('.');
 }
 
-/** One `EventSource` per endpoint, shared by every subscriber. */
+/**
+ * The messages tabs exchange over their `BroadcastChannel` (one per endpoint):
+ * - `s`: tab `f` wants channels `c` and event types `y` (both empty: it left);
+ * - `h`: a tab joined: every tab answers `s`, the leader `p`;
+ * - `p`: the leader's position (`i`: the stream's last id, `o`: its channels in the id's order)
+ *   and connection state `n`;
+ * - `e`: an event from the leader's stream (`y` its SSE name, `d` data, `i` the stream's last id,
+ *   `o` its channels); with `t`, the last event of a type, replayed to tab `t` that just joined;
+ * - `c`: the leader's connection state `n`; `r`: a reset `r` the leader detected; `x`: an error.
+ */
+type Msg = {
+  k: 's' | 'h' | 'p' | 'e' | 'c' | 'r' | 'x';
+  f?: string;
+  c?: string[];
+  y?: any;
+  i?: string;
+  o?: string[];
+  n?: boolean;
+  d?: string;
+  t?: string;
+  r?: ResetInfo;
+};
+
+/** Every live source, for the page's lifecycle events. */
+const live = new Set<SharedSource>();
+/** What the browser says about the network (`online`/`offline` events). */
+let online = true;
+let watching = false;
+
+function watch(): void {
+  const g = globalThis as any;
+  if (watching || typeof g.addEventListener !== 'function') return;
+  watching = true;
+  const all = (f: (s: SharedSource, e: any) => void) => (e: any) => live.forEach((s) => f(s, e));
+  const doc = g.document;
+  const hidden = () => doc?.visibilityState === 'hidden';
+  g.addEventListener('offline', all((s) => ((online = false), s.offline())));
+  g.addEventListener('online', all((s) => ((online = true), s.kick())));
+  // Leaving the page or entering the back/forward cache; frozen: let another tab hold it.
+  g.addEventListener('pagehide', all((s) => s.pause(1)));
+  g.addEventListener('pageshow', all((s) => s.resume(1)));
+  doc?.addEventListener('freeze', all((s) => s.pause(1)));
+  doc?.addEventListener('resume', all((s) => s.resume(1)));
+  doc?.addEventListener('visibilitychange', all((s) => s.visibility(hidden())));
+}
+
+/**
+ * One stream per endpoint, shared by every subscriber of the page and, with sharing, by every
+ * tab: the tab holding the endpoint's Web Lock (the leader) has the `EventSource` and relays its
+ * events to the other tabs over a `BroadcastChannel`.
+ */
 class SharedSource {
   private es: EventSourceLike | null = null;
   private readonly subscribers = new Set<Subscriber>();
@@ -184,7 +258,7 @@ class SharedSource {
   /** An error happened since the last open: the next open is a reconnect. */
   private reconnecting = false;
   private reopenTimer: ReturnType<typeof setTimeout> | null = null;
-  private reopenDelay = REOPEN_MIN_MS;
+  private tries = 0;
   /** Waiting for `getToken` (the open that asked for it is number `opens`). */
   private pending = false;
   private opens = 0;
@@ -195,16 +269,41 @@ class SharedSource {
   /** The channels of the open `EventSource`, in its URL's order (its ids' entry order). */
   private openChannels: string[] = [];
   private channelsChanged = false;
+  /** Why the stream is released: 1 the page is hidden away or frozen, 2 hidden too long. */
+  private away = 0;
+  private hideTimer: ReturnType<typeof setTimeout> | null = null;
+  // --- sharing across tabs ---
+  private bc: BroadcastChannel | null = null;
+  /** This tab holds the endpoint's lock and the stream. */
+  private leader = false;
+  private unlock: (() => void) | null = null;
+  private abort: AbortController | null = null;
+  private readonly tab = Math.random().toString(36).slice(2);
+  /** The other tabs' channels and event types. */
+  private readonly peers = new Map<string, Msg>();
+  /** The last event of each type (its data and id), replayed to a tab that joins. */
+  private readonly last = new Map<string, [string, string]>();
+  /** Back from a release: the first position the leader tells may be past ours. */
+  private stale = false;
 
   constructor(
     private readonly url: string,
     private readonly Ctor: EventSourceConstructor,
     private readonly withCredentials: boolean,
     private readonly onEmpty: () => void,
-    /** The first subscriber's token source: every subscriber of this endpoint shares it. */
-    private readonly getToken?: () => string | Promise<string>,
-    private readonly tokenParam = 'token',
-  ) {}
+    /** The first subscriber's options: its token source, reconnect policy, sharing. */
+    private readonly o: ConnectOptions<any>,
+    /** The lock and `BroadcastChannel` name when shared across tabs, else `''`. */
+    private readonly name: string,
+  ) {
+    live.add(this);
+    watch();
+  }
+
+  /** Whether this tab has the stream: always without sharing, else when it leads. */
+  private get holds(): boolean {
+    return !this.name || this.leader;
+  }
 
   add(sub: Subscriber): void {
     this.subscribers.add(sub);
@@ -213,9 +312,14 @@ class SharedSource {
       this.channels.set(sub.channel, n + 1);
       if (n === 0) this.changeChannels();
     }
-    if (!this.es && !this.reopenTimer && !this.pending && !this.channelsChanged) this.open();
     this.listen(RESET_EVENT);
     for (const t of sub.types) this.listen(t);
+    if (this.name) {
+      if (!this.bc && !this.away) this.join();
+      this.changeChannels();
+    } else if (!this.es && !this.reopenTimer && !this.pending && !this.channelsChanged) {
+      this.open();
+    }
     if (this.connected) {
       // Tell a late subscriber the state it joined in, after connect() returned.
       queueMicrotask(() => {
@@ -238,10 +342,158 @@ class SharedSource {
       }
     }
     if (this.subscribers.size === 0) {
-      this.shutdown();
+      this.leave();
+      this.stop();
+      this.connected = false;
+      if (this.hideTimer) clearTimeout(this.hideTimer);
+      live.delete(this);
       this.onEmpty();
     }
   }
+
+  // --- sharing ---------------------------------------------------------------------------
+
+  private post(m: Msg): void {
+    this.bc?.postMessage(m);
+  }
+
+  /** Join the endpoint's tabs: ask them who wants what, and queue for the lock. */
+  private join(): void {
+    const bc = (this.bc = new BroadcastChannel(this.name));
+    bc.onmessage = (e: MessageEvent) => this.receive(e.data as Msg);
+    this.post({ k: 'h' });
+    const abort = (this.abort = new AbortController());
+    (globalThis as any).navigator.locks
+      .request(this.name, { signal: abort.signal }, () => {
+        if (this.bc !== bc) return undefined;
+        // Held until this tab leaves (or is closed, or crashes: the browser releases it).
+        return new Promise<void>((resolve) => {
+          this.unlock = resolve;
+          this.leader = true;
+          this.stale = false;
+          this.reconnecting = false;
+          this.tries = 0;
+          // Resume from the last id the tabs saw, with the channels every tab wants.
+          this.reopenNow();
+        });
+      })
+      .catch(() => {});
+  }
+
+  /** Leave the endpoint's tabs: withdraw this tab's channels, release (or stop awaiting) the lock. */
+  private leave(): void {
+    if (!this.bc) return;
+    this.post({ k: 's', f: this.tab, c: [], y: [] });
+    this.bc.close();
+    this.bc = null;
+    this.abort?.abort();
+    this.unlock?.();
+    this.unlock = null;
+    this.leader = false;
+    this.peers.clear();
+    this.stop();
+  }
+
+  /** This tab's channels and event types, for the leader. */
+  private announce(): void {
+    const y = new Set<string>();
+    for (const s of this.subscribers) s.types.forEach((t) => y.add(t));
+    this.post({ k: 's', f: this.tab, c: [...this.channels.keys()], y: [...y] });
+  }
+
+  private receive(m: Msg): void {
+    const { k } = m;
+    if (k === 'h') {
+      this.announce();
+      if (this.leader) this.post({ k: 'p', i: this.lastEventId, o: this.openChannels, n: this.connected });
+    } else if (k === 's') {
+      const f = m.f as string;
+      const old = this.peers.get(f);
+      if (m.c!.length + m.y.length > 0) this.peers.set(f, m);
+      else this.peers.delete(f);
+      for (const t of m.y) this.listen(t);
+      if (this.leader) {
+        // A tab that joins gets the last event of each of its types, as it would have got
+        // the initial event of a stream of its own.
+        for (const t of m.y) {
+          const e = this.last.get(t);
+          if (e && !old?.y.includes(t)) {
+            this.post({ k: 'e', y: t, d: e[0], i: e[1], o: this.openChannels, t: f });
+          }
+        }
+        this.changeChannels();
+      }
+    } else if (!this.leader && (!m.t || m.t === this.tab)) {
+      // From the leader.
+      if (this.stale && !m.t && (k === 'p' || k === 'e')) {
+        this.stale = false;
+        if (m.i !== this.lastEventId) this.reset({ reason: 'not-resumed' });
+      }
+      if (m.o && !m.t) this.openChannels = m.o;
+      if (k === 'p') this.lastEventId = m.i as string;
+      if (k === 'e') this.handleEvent(m.y, { data: m.d, lastEventId: m.i }, !!m.t);
+      if (k === 'r') this.reset(m.r as ResetInfo);
+      if (k === 'x') this.each((s) => s.options.onError?.(new Error('the shared stream failed')));
+      if (k === 'p' || k === 'c') this.setConnected(m.n as boolean);
+    }
+  }
+
+  // --- the page's life -------------------------------------------------------------------
+
+  /** Release the stream (and the lock) while the page is hidden away, frozen or hidden long. */
+  pause(why: number): void {
+    const was = this.away;
+    this.away |= why;
+    if (was || !this.away) return;
+    this.leave();
+    this.stop();
+    if (this.lastEventId) this.stale = true;
+    this.setConnected(false);
+  }
+
+  /** The page is back: take part again, and reconnect at once. */
+  resume(why: number): void {
+    if (!(this.away & why)) return;
+    this.away &= ~why;
+    if (this.away) return;
+    if (this.name) {
+      this.join();
+      this.changeChannels();
+    } else {
+      this.stale = false;
+      this.reopenNow();
+    }
+  }
+
+  visibility(hidden: boolean): void {
+    if (this.hideTimer) clearTimeout(this.hideTimer);
+    this.hideTimer = null;
+    const ms = this.o.releaseHiddenAfterMs;
+    if (hidden) {
+      if (ms !== undefined) this.hideTimer = setTimeout(() => this.pause(2), ms);
+    } else {
+      this.resume(2);
+      this.kick();
+    }
+  }
+
+  /** The network is gone: close the stream now, and open it when it is back. */
+  offline(): void {
+    if (!this.holds || this.away) return;
+    this.stop();
+    this.reconnecting = true;
+    this.setConnected(false);
+  }
+
+  /** Reconnect at once if waiting to (online again, the page visible again). */
+  kick(): void {
+    if (this.holds && !this.away && !this.es && !this.pending && this.subscribers.size > 0) {
+      this.tries = 0;
+      this.reopenNow();
+    }
+  }
+
+  // --- the stream ------------------------------------------------------------------------
 
   /**
    * The set of channels changed: re-open once, after every change made in this tick (hooks
@@ -253,28 +505,51 @@ class SharedSource {
     queueMicrotask(() => {
       this.channelsChanged = false;
       if (this.subscribers.size === 0) return;
-      const next = [...this.channels.keys()];
-      if (this.es && sameList(next, this.openChannels)) return;
-      if (this.lastEventId) {
-        const entries = decodePositions(this.lastEventId, this.openChannels.length);
-        if (entries) {
-          const at = new Map(this.openChannels.map((c, i) => [c, entries[i] ?? '']));
-          this.lastEventId = encodePositions(next.map((c) => at.get(c) ?? ''));
-        }
-      }
-      // `lastEventId` is now in the order of `next`, the channels of the next open.
-      this.openChannels = next;
-      if (this.es) this.closeSource();
-      if (this.reopenTimer) clearTimeout(this.reopenTimer);
-      this.reopenTimer = null;
-      // An open waiting for its token builds its URL when the token comes: it takes `next`.
-      if (!this.pending) this.open();
+      this.announce();
+      if (!this.holds || this.away) return;
+      const next = this.order();
+      if ((this.es || this.pending || this.reopenTimer) && sameList(next, this.openChannels)) return;
+      this.reopenNow();
     });
+  }
+
+  /** The channels of the stream: every tab's, the open ones first in their order. */
+  private order(): string[] {
+    const want = new Set(this.channels.keys());
+    for (const p of this.peers.values()) p.c!.forEach((c) => want.add(c));
+    const next = this.openChannels.filter((c) => want.has(c));
+    want.forEach((c) => next.includes(c) || next.push(c));
+    return next;
+  }
+
+  /** (Re-)open now with the channels of {@link order}, from the last position. */
+  private reopenNow(): void {
+    const next = this.order();
+    if (this.lastEventId) {
+      const entries = decodePositions(this.lastEventId, this.openChannels.length);
+      if (entries) {
+        const at = new Map(this.openChannels.map((c, i) => [c, entries[i] ?? '']));
+        this.lastEventId = encodePositions(next.map((c) => at.get(c) ?? ''));
+      }
+    }
+    // `lastEventId` is now in the order of `next`, the channels of the next open.
+    this.openChannels = next;
+    if (next.length) {
+      for (const t of this.last.keys()) {
+        if (!next.some((c) => t === c || t.startsWith(`${c}:`))) this.last.delete(t);
+      }
+    }
+    this.closeSource();
+    if (this.reopenTimer) clearTimeout(this.reopenTimer);
+    this.reopenTimer = null;
+    // An open waiting for its token builds its URL when the token comes: it takes `next`.
+    if (!this.pending) this.open();
   }
 
   /** Open the connection: at once, or once `getToken` has given a token. */
   private open(): void {
-    const getToken = this.getToken;
+    if (!online || this.away || !this.holds) return;
+    const getToken = this.o.getToken;
     if (!getToken) return this.create();
     this.pending = true;
     const n = ++this.opens;
@@ -298,11 +573,11 @@ class SharedSource {
     const params: [string, string][] = [];
     // A new EventSource cannot send Last-Event-ID; ssehub reads it from the query too.
     if (this.lastEventId) params.push(['lastEventId', this.lastEventId]);
-    if (token !== undefined) params.push([this.tokenParam, token]);
+    if (token !== undefined) params.push([this.o.tokenParam ?? 'token', token]);
     let url = this.url;
-    if (this.channels.size > 0 || params.length > 0) {
+    if (this.openChannels.length > 0 || params.length > 0) {
       const u = new URL(url, baseUrl());
-      if (this.channels.size > 0) {
+      if (this.openChannels.length > 0) {
         u.searchParams.delete('channel');
         for (const c of this.openChannels) u.searchParams.append('channel', c);
       }
@@ -323,56 +598,75 @@ class SharedSource {
     this.es?.addEventListener(type, fn);
   }
 
+  private setConnected(c: boolean): void {
+    if (this.leader) this.post({ k: 'c', n: c });
+    if (this.connected === c) return;
+    this.connected = c;
+    this.each((s) => s.options.onConnectionChange?.(c));
+  }
+
   private handleOpen(): void {
-    this.reopenDelay = REOPEN_MIN_MS;
     this.openedAt = Date.now();
     const wasReconnect = this.reconnecting;
     this.reconnecting = false;
-    if (!this.connected) {
-      this.connected = true;
-      this.each((s) => s.options.onConnectionChange?.(true));
-    }
+    this.setConnected(true);
     // Without an id to resume from, the server starts a fresh stream: anything published
     // while we were away is gone, and the server cannot know to send `reset`.
     if (wasReconnect && !this.lastEventId) {
-      this.each((s) => s.options.onReset?.({ reason: 'not-resumed' }));
+      const r = { reason: 'not-resumed' };
+      this.post({ k: 'r', r });
+      this.reset(r);
     }
   }
 
   private handleError(ev: unknown): void {
-    const healthy = this.connected && Date.now() - this.openedAt >= HEALTHY_MS;
+    const up = this.connected ? Date.now() - this.openedAt : 0;
+    if (up >= HEALTHY_RESET_MS) this.tries = 0;
     this.reconnecting = true;
-    if (this.connected) {
-      this.connected = false;
-      this.each((s) => s.options.onConnectionChange?.(false));
-    }
+    this.setConnected(false);
+    this.post({ k: 'x' });
     this.each((s) => s.options.onError?.(ev));
-    const es = this.es;
-    // The EventSource gave up for good (e.g. a non-200 answer), or it would retry a URL whose
-    // token may have expired (the hub ends a stream at its token's expiry): recreate it with
-    // backoff, resuming from the last id through the `lastEventId` query parameter.
-    if (es && this.subscribers.size > 0 && (this.getToken || es.readyState === CLOSED)) {
+    // Never let the EventSource retry by itself (all at once after a server restart, with a
+    // token that may have expired): recreate it with jittered backoff, resuming from the last
+    // id through the `lastEventId` query parameter.
+    if (this.es && this.subscribers.size > 0) {
       this.closeSource();
-      this.reopenLater(this.getToken && healthy ? REOPEN_FAST_MS : undefined);
+      this.reopenLater(this.o.getToken && up >= HEALTHY_MS ? REOPEN_FAST_MS : undefined);
     }
   }
 
-  /** Open again after `first` ms, else after the backoff delay (1 s, doubling up to 30 s). */
+  /** Open again after `first` ms, else after a random delay of the backoff. */
   private reopenLater(first?: number): void {
-    let delay = first;
-    if (delay === undefined) {
-      delay = this.reopenDelay;
-      this.reopenDelay = Math.min(delay * 2, REOPEN_MAX_MS);
-    }
-    this.reopenTimer = setTimeout(() => {
-      this.reopenTimer = null;
-      if (this.subscribers.size > 0) this.open();
-    }, delay);
+    const min = this.o.retryMinMs ?? RETRY_MIN_MS;
+    const cap = Math.max(min, Math.min(this.o.retryMaxMs ?? RETRY_MAX_MS, min * 2 ** ++this.tries));
+    this.reopenTimer = setTimeout(
+      () => {
+        this.reopenTimer = null;
+        if (this.subscribers.size > 0) this.open();
+      },
+      first ?? min + Math.random() * (cap - min),
+    );
   }
 
-  private handleEvent(type: string, ev: MessageEvent): void {
+  private reset(reset: ResetInfo): void {
+    // A channel's own reset goes to that channel's subscribers only.
+    this.each((s) => {
+      if (reset.channel === undefined || s.channel === reset.channel) s.options.onReset?.(reset);
+    });
+  }
+
+  private handleEvent(
+    type: string,
+    ev: { data?: unknown; lastEventId?: string | undefined },
+    replay = false,
+  ): void {
     const data = typeof ev.data === 'string' ? ev.data : String(ev.data);
-    if (ev.lastEventId) this.lastEventId = ev.lastEventId;
+    const id = ev.lastEventId ?? '';
+    if (!replay) {
+      if (id) this.lastEventId = id;
+      if (type !== RESET_EVENT) this.last.set(type, [data, id]);
+      if (this.leader) this.post({ k: 'e', y: type, d: data, i: id, o: this.openChannels });
+    }
     if (type === RESET_EVENT) {
       let reset: ResetInfo = { reason: 'unknown' };
       try {
@@ -382,15 +676,11 @@ class SharedSource {
       } catch {
         // A reset without a readable reason is still a reset.
       }
-      // A channel's own reset goes to that channel's subscribers only.
-      this.each((s) => {
-        if (reset.channel === undefined || s.channel === reset.channel) s.options.onReset?.(reset);
-      });
-      return;
+      return this.reset(reset);
     }
     this.each((s) => {
       if (!s.types.has(type)) return;
-      const meta: EventMeta = { type, lastEventId: ev.lastEventId ?? '' };
+      const meta: EventMeta = { type, lastEventId: id };
       if (s.channel !== undefined) {
         // `channel` or `channel:name`: the name within the channel.
         meta.channel = s.channel;
@@ -432,13 +722,13 @@ class SharedSource {
     this.es = null;
   }
 
-  private shutdown(): void {
+  /** Close the stream and forget any open on its way. */
+  private stop(): void {
     if (this.reopenTimer) clearTimeout(this.reopenTimer);
     this.reopenTimer = null;
     this.opens++;
     this.pending = false;
     this.closeSource();
-    this.connected = false;
   }
 }
 
@@ -470,7 +760,8 @@ function defaultEventSource(): EventSourceConstructor {
 /**
  * Subscribe to an SSE endpoint, or to one channel of a multiplexing endpoint
  * ({@link ConnectOptions.channel}). Connections to the same endpoint (and `EventSource`
- * constructor and credentials mode) share one `EventSource`.
+ * constructor, credentials mode and {@link ConnectOptions.share}) share one `EventSource`;
+ * with sharing, one for every tab of the browser.
  */
 export function connect<TEvent = unknown>(
   endpoint: string,
@@ -478,7 +769,10 @@ export function connect<TEvent = unknown>(
 ): Subscription {
   const Ctor = options.EventSource ?? defaultEventSource();
   const withCredentials = options.withCredentials ?? false;
-  const key = `${withCredentials ? 'cred' : 'anon'} ${endpoint}`;
+  const g = globalThis as any;
+  const share =
+    options.share !== false && !!g.document && !!g.navigator?.locks && typeof BroadcastChannel === 'function';
+  const key = `${withCredentials ? 'cred' : 'anon'}${share ? '' : ' local'} ${endpoint}`;
   let pool = pools.get(Ctor);
   if (!pool) {
     pool = new Map();
@@ -494,8 +788,8 @@ export function connect<TEvent = unknown>(
       () => {
         if (p.get(key) === created) p.delete(key);
       },
-      options.getToken,
-      options.tokenParam,
+      options as ConnectOptions<any>,
+      share ? `ssehub ${key}` : '',
     );
     shared = created;
     pool.set(key, shared);
@@ -527,7 +821,10 @@ export function connect<TEvent = unknown>(
   };
 }
 
-/** How many shared connections are open for this constructor (for tests and diagnostics). */
+/**
+ * How many shared connections this page has for this constructor (for tests and diagnostics);
+ * one shared with other tabs counts here even when another tab holds its `EventSource`.
+ */
 export function openConnectionCount(Ctor?: EventSourceConstructor): number {
   const c = Ctor ?? (globalThis as { EventSource?: EventSourceConstructor }).EventSource;
   return c ? (pools.get(c)?.size ?? 0) : 0;

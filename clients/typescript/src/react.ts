@@ -10,6 +10,7 @@ import { useEffect, useRef, useState } from 'react';
 
 import {
   connect,
+  type ConnectOptions,
   type EventMeta,
   type EventSourceConstructor,
   type ResetInfo,
@@ -45,12 +46,31 @@ export interface UseSSEConnectionOptions<TEvent> {
   getToken?: () => string | Promise<string>;
   /** The query parameter carrying the token (default `'token'`). */
   tokenParam?: string;
+  /** Share one stream with the page's other tabs (default `true`; see `ConnectOptions.share`). */
+  share?: boolean;
+  /** The reconnect policy and page-life options of `connect` (read when the stream is created). */
+  retryMinMs?: number;
+  retryMaxMs?: number;
+  releaseHiddenAfterMs?: number;
 }
 
 /** What the hooks return. */
 export interface SSEConnectionState {
   /** Whether the (shared) connection is open. */
   connected: boolean;
+}
+
+/** The reconnect and page-life options given. */
+function pick(o: {
+  retryMinMs?: number;
+  retryMaxMs?: number;
+  releaseHiddenAfterMs?: number;
+}): Pick<ConnectOptions<unknown>, 'retryMinMs' | 'retryMaxMs' | 'releaseHiddenAfterMs'> {
+  const out: Pick<ConnectOptions<unknown>, 'retryMinMs' | 'retryMaxMs' | 'releaseHiddenAfterMs'> = {};
+  if (o.retryMinMs !== undefined) out.retryMinMs = o.retryMinMs;
+  if (o.retryMaxMs !== undefined) out.retryMaxMs = o.retryMaxMs;
+  if (o.releaseHiddenAfterMs !== undefined) out.releaseHiddenAfterMs = o.releaseHiddenAfterMs;
+  return out;
 }
 
 /** Keep the latest value in a ref, so callbacks can change without reconnecting. */
@@ -67,7 +87,7 @@ function useLatest<T>(value: T): { readonly current: T } {
 export function useSSEConnection<TEvent = unknown>(
   options: UseSSEConnectionOptions<TEvent>,
 ): SSEConnectionState {
-  const { endpoint, enabled = true, EventSource, channel, tokenParam } = options;
+  const { endpoint, enabled = true, EventSource, channel, tokenParam, share } = options;
   const withToken = options.getToken !== undefined;
   const latest = useLatest(options);
   const [connected, setConnected] = useState(false);
@@ -86,6 +106,8 @@ export function useSSEConnection<TEvent = unknown>(
         ? { getToken: () => (latest.current.getToken as () => string | Promise<string>)() }
         : {}),
       ...(tokenParam === undefined ? {} : { tokenParam }),
+      ...(share === undefined ? {} : { share }),
+      ...pick(latest.current),
       onEvent: (event, meta) => latest.current.onEvent(event, meta),
       onConnectionChange: (c) => {
         setConnected(c);
@@ -99,7 +121,7 @@ export function useSSEConnection<TEvent = unknown>(
       sub.close();
       setConnected(false);
     };
-  }, [endpoint, channel, enabled, typesKey, EventSource, withToken, tokenParam, latest]);
+  }, [endpoint, channel, enabled, typesKey, EventSource, withToken, tokenParam, share, latest]);
 
   return { connected };
 }
@@ -131,6 +153,12 @@ export interface UseSSEQueryInvalidationOptions<TEvent> {
   getToken?: () => string | Promise<string>;
   /** The query parameter carrying the token (default `'token'`). */
   tokenParam?: string;
+  /** Share one stream with the page's other tabs (default `true`; see `ConnectOptions.share`). */
+  share?: boolean;
+  /** The reconnect policy and page-life options of `connect` (read when the stream is created). */
+  retryMinMs?: number;
+  retryMaxMs?: number;
+  releaseHiddenAfterMs?: number;
 }
 
 /**
@@ -174,6 +202,8 @@ export function useSSEQueryInvalidation<TEvent = unknown>(
     ...(options.EventSource ? { EventSource: options.EventSource } : {}),
     ...(options.getToken ? { getToken: () => (latest.current.getToken as () => string | Promise<string>)() } : {}),
     ...(options.tokenParam === undefined ? {} : { tokenParam: options.tokenParam }),
+    ...(options.share === undefined ? {} : { share: options.share }),
+    ...pick(options),
     onEvent: (event) => {
       const qk = latest.current.queryKeys;
       const keys = typeof qk === 'function' ? qk(event) : qk;

@@ -105,8 +105,11 @@ function tinyServer(handle: (res: ServerResponse, n: number, lastEventId: string
   let n = 0;
   const server = createServer((req, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-    const last = req.headers['last-event-id'];
-    handle(res, n++, Array.isArray(last) ? last[0] : last);
+    // The id to resume from: the header (the EventSource's own retry) or the query parameter
+    // (the client's re-open, after its jittered backoff).
+    const header = req.headers['last-event-id'];
+    const query = new URL(req.url ?? '/', 'http://x').searchParams.get('lastEventId') ?? undefined;
+    handle(res, n++, (Array.isArray(header) ? header[0] : header) ?? query);
   });
   return new Promise<{ url: string; close: () => void }>((resolve) => {
     server.listen(0, '127.0.0.1', () => {

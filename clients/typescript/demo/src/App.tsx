@@ -75,6 +75,7 @@ function OptionB({ discussionId }: Props) {
       console.log('New comment!', event);
       setLast(event);
       setLog((l) => [`${meta.lastEventId || '(initial)'}: ${event.commentCount}`, ...l].slice(0, 10));
+      window.__ssehubEvents?.push({ id: meta.lastEventId, n: event.commentCount });
     },
     onConnectionChange: (c) => {
       console.log('SSE', c ? 'connected' : 'disconnected');

@@ -3,7 +3,9 @@ import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
 
 import { App } from './App';
+import { installProbes } from './probes';
 
+installProbes();
 const queryClient = new QueryClient();
 const id = new URLSearchParams(location.search).get('discussion') || '123';
 
