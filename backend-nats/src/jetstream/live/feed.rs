@@ -56,12 +56,15 @@ impl TopicFeed {
                         return;
                     };
                     match republished(&msg) {
+                        // The common case is small and inline; a hole's fill (a stream read
+                        // with async-nats's large futures) is boxed, so the idle task stays
+                        // small: see `tests/topic_cost.rs`.
                         Some(stored) => self.live(stored).await,
                         None => tracing::warn!(subject = %self.registration.subject, "nats: ignored a message without valid ssehub headers"),
                     }
                 }
                 ctl = control.recv() => match ctl {
-                    Some(ctl) => self.control(ctl).await,
+                    Some(ctl) => Box::pin(self.control(ctl)).await,
                     None => return,
                 },
             }
@@ -93,7 +96,7 @@ impl TopicFeed {
             // The stream was created again (or the publisher had not noticed yet): let the
             // broker check, so its publishes take the new epoch.
             if let Some(js) = self.js.upgrade()
-                && let Err(e) = js.refresh_stream().await
+                && let Err(e) = Box::pin(js.refresh_stream()).await
             {
                 tracing::debug!(error = %e, "nats: stream check after a new epoch failed");
             }
@@ -114,7 +117,7 @@ impl TopicFeed {
             self.pending.push_back(stored);
             return;
         }
-        self.fill(stored).await;
+        Box::pin(self.fill(stored)).await;
     }
 
     /// Deliver the pending messages that follow on `last`.
