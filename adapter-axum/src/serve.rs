@@ -62,6 +62,7 @@ pub fn serve(listener: impl Into<WriteTimeoutListener<TcpListener>>, app: Router
         app,
         header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
         max_per_ip: None,
+        nodelay: true,
         signal: None,
     }
 }
@@ -80,6 +81,7 @@ pub struct Serve {
     app: Router,
     header_read_timeout: Option<Duration>,
     max_per_ip: Option<usize>,
+    nodelay: bool,
     signal: Option<Signal>,
 }
 
@@ -88,6 +90,7 @@ impl std::fmt::Debug for Serve {
         f.debug_struct("Serve")
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections_per_ip", &self.max_per_ip)
+            .field("tcp_nodelay", &self.nodelay)
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +115,15 @@ impl Serve {
         self
     }
 
+    /// Send every write at once (`TCP_NODELAY`) instead of holding small segments back until
+    /// the previous one is acknowledged (Nagle's algorithm, which with delayed acknowledgements
+    /// adds up to about 40 ms to an event written soon after another, or to a small response).
+    /// Default: `true`, as an event stream writes one small frame per event.
+    pub fn tcp_nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
     /// Stop accepting when `signal` completes, then wait for the open connections to end
     /// (end the streams first, e.g. with `ChannelManager::shutdown`, or they hold the server).
     pub fn with_graceful_shutdown(
@@ -133,6 +145,7 @@ impl Serve {
             app,
             header_read_timeout,
             max_per_ip,
+            nodelay,
             signal,
         } = self;
         let mut builder = Builder::new(TokioExecutor::new());
@@ -163,7 +176,7 @@ impl Serve {
                 drop(stream);
                 continue;
             };
-            let io = match listener.prepare(stream) {
+            let io = match listener.prepare(stream, nodelay) {
                 Ok(io) => io,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "could not set TCP options");
@@ -209,7 +222,10 @@ impl IntoFuture for Serve {
 
 impl WriteTimeoutListener<TcpListener> {
     /// An accepted stream with this listener's TCP options and write timeout.
-    fn prepare(&self, stream: TcpStream) -> io::Result<WriteTimeoutIo<TcpStream>> {
+    fn prepare(&self, stream: TcpStream, nodelay: bool) -> io::Result<WriteTimeoutIo<TcpStream>> {
+        if nodelay {
+            stream.set_nodelay(true)?;
+        }
         self.tcp_options().apply(&stream)?;
         Ok(WriteTimeoutIo::new(stream, self.write_timeout()))
     }
@@ -284,6 +300,25 @@ impl Drop for Slot {
                     open.remove(&ip);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_send_at_once_unless_told_not_to() {
+        let listener = WriteTimeoutListener::from(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let addr = listener.get_ref().local_addr().unwrap();
+        for nodelay in [true, false] {
+            let _client = TcpStream::connect(addr).await.unwrap();
+            let (stream, _) = listener.get_ref().accept().await.unwrap();
+            let io = listener.prepare(stream, nodelay).unwrap();
+            assert_eq!(io.get_ref().nodelay().unwrap(), nodelay);
         }
     }
 }
