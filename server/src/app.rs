@@ -7,8 +7,10 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use ssehub::ChannelManager;
+use utoipa::ToSchema;
 
 use crate::auth::{Auth, Grant};
 use crate::config::Config;
@@ -138,12 +140,24 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody {
+    /// What went wrong.
+    pub(crate) error: String,
+    /// The channel refused (403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub(crate) channel: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({ "error": self.message });
-        if let Some(channel) = self.channel {
-            body["channel"] = channel.into();
-        }
+        let body = ErrorBody {
+            error: self.message,
+            channel: self.channel,
+        };
         let mut res = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             res.headers_mut()

@@ -6,13 +6,39 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::app::ApiError;
+use crate::app::{ApiError, ErrorBody};
+use crate::openapi::UNAVAILABLE;
 
 /// How long `/healthz` waits for the broker.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The answer of a healthy hub.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub(crate) status: &'static str,
+    /// The broker: `memory`, `redis` or `nats`.
+    #[schema(example = "memory")]
+    pub(crate) backend: &'static str,
+    /// Open streams on this hub.
+    pub(crate) connections: usize,
+}
+
 /// `GET /healthz`: `200 {"status": "ok", "backend": …}`, or `503 {"error": "broker: …"}`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "health",
+    summary = "Health of the hub and its broker",
+    responses(
+        (status = 200, description = "Healthy.", body = Health),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn healthz(State(hub): State<crate::app::State>) -> Response {
     let broker = hub.manager.broker().clone();
     let answer = tokio::time::timeout(HEALTH_TIMEOUT, broker.health()).await;
@@ -22,17 +48,24 @@ pub(crate) async fn healthz(State(hub): State<crate::app::State>) -> Response {
         Err(_) => Some(format!("no answer within {HEALTH_TIMEOUT:?}")),
     };
     match error {
-        None => Json(serde_json::json!({
-            "status": "ok",
-            "backend": crate::backend_kind(&hub.config.backend),
-            "connections": hub.connections.load(std::sync::atomic::Ordering::Relaxed),
-        }))
+        None => Json(Health {
+            status: "ok",
+            backend: crate::backend_kind(&hub.config.backend),
+            connections: hub.connections.load(std::sync::atomic::Ordering::Relaxed),
+        })
         .into_response(),
         Some(e) => ApiError::unavailable(format!("broker: {e}"), 5).into_response(),
     }
 }
 
 /// `GET /metrics`: the Prometheus text format (the library's metrics and the hub's).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text format.", content_type = "text/plain", body = String))
+)]
 pub(crate) async fn metrics(State(hub): State<crate::app::State>) -> Response {
     match &hub.metrics {
         Some(handle) => (
@@ -44,7 +77,18 @@ pub(crate) async fn metrics(State(hub): State<crate::app::State>) -> Response {
     }
 }
 
-/// `GET /v1/openapi.json`.
-pub(crate) async fn openapi() -> Json<serde_json::Value> {
-    Json(crate::openapi::document())
+/// `GET /v1/openapi.json`: the document, generated once.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    operation_id = "openapi",
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1.", body = Object))
+)]
+pub(crate) async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::json(),
+    )
+        .into_response()
 }

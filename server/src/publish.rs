@@ -8,48 +8,73 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use ssehub::{IdempotencyKey, PublishOptions};
+use utoipa::ToSchema;
 
-use crate::app::{ApiError, Data, Hub, publish_grant, publishable};
+use crate::app::{ApiError, Data, ErrorBody, Hub, publish_grant, publishable};
 use crate::channels::check_event;
+use crate::openapi::{
+    CHANNEL, ChannelName, EventName, FORBIDDEN_PUBLISH, UNAUTHORIZED, UNAVAILABLE,
+};
 
 /// The most events in one batch.
 pub(crate) const MAX_BATCH: usize = 1000;
 
+/// The `400` of both publish routes.
+const BAD_PUBLISH: &str = "Bad channel name, event name, idempotency key or body.";
+/// The `413` of both publish routes.
+const TOO_LARGE: &str = "`data` is over the limit (1 MiB by default).";
+
 /// The body of `POST /v1/publish/{channel}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct One {
-    data: Data,
+#[schema(as = PublishRequest)]
+pub(crate) struct One {
+    /// Any JSON.
+    #[schema(value_type = serde_json::Value)]
+    pub(crate) data: Data,
+    /// The event name (`message` when absent).
     #[serde(default)]
-    event: Option<String>,
+    #[schema(value_type = EventName, nullable = false)]
+    pub(crate) event: Option<String>,
 }
 
 /// One event of `POST /v1/publish`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchEvent {
-    channel: String,
-    data: Data,
+pub(crate) struct BatchEvent {
+    #[schema(value_type = ChannelName)]
+    pub(crate) channel: String,
+    /// Any JSON.
+    #[schema(value_type = serde_json::Value)]
+    pub(crate) data: Data,
+    /// The event name (`message` when absent).
     #[serde(default)]
-    event: Option<String>,
+    #[schema(value_type = EventName, nullable = false)]
+    pub(crate) event: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/publish`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Batch {
-    events: Vec<BatchEvent>,
+#[schema(as = BatchRequest)]
+pub(crate) struct Batch {
+    /// At most 1,000, published in order.
+    #[schema(inline, max_items = 1000)]
+    pub(crate) events: Vec<BatchEvent>,
 }
 
-/// `{"id": …}`
-#[derive(Debug, Serialize)]
+/// The id of the event published.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PublishResponse)]
 pub(crate) struct Published {
-    id: String,
+    pub(crate) id: String,
 }
 
-/// `{"ids": […]}`
-#[derive(Debug, Serialize)]
+/// The ids of the events published, in their order.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = BatchResponse)]
 pub(crate) struct PublishedMany {
-    ids: Vec<String>,
+    pub(crate) ids: Vec<String>,
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
@@ -119,6 +144,27 @@ fn record(route: &'static str, result: &Result<usize, ApiError>) {
 }
 
 /// `POST /v1/publish/{channel}`: `{"data": …, "event"?: …}` → `{"id": …}`.
+#[utoipa::path(
+    post,
+    path = "/v1/publish/{channel}",
+    operation_id = "publish",
+    summary = "Publish one event to a channel",
+    security(("publishKey" = []), ("jwt" = [])),
+    params(
+        ("channel" = ChannelName, Path, description = CHANNEL),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+            description = "A repeat within 2 minutes, on any hub of the broker, answers the same id and publishes nothing."),
+    ),
+    request_body = One,
+    responses(
+        (status = 200, description = "Published.", body = Published),
+        (status = 400, description = BAD_PUBLISH, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = FORBIDDEN_PUBLISH, body = ErrorBody),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn one(
     State(hub): State<crate::app::State>,
     Path(channel): Path<String>,
@@ -162,10 +208,26 @@ async fn publish_one(
 }
 
 /// `POST /v1/publish`: `{"events": [{"channel", "data", "event"?}, …]}` → `{"ids": […]}`.
-///
-/// Consecutive events of one channel and one event name go to the broker as one batch, in
-/// order. With an `Idempotency-Key`, the run starting at event `i` is published under the key
-/// `KEY#i`, whose part `j` is event `i + j`'s: the same batch again stores nothing twice.
+#[utoipa::path(
+    post,
+    path = "/v1/publish",
+    operation_id = "publishBatch",
+    summary = "Publish up to 1,000 events, in order, across channels",
+    security(("publishKey" = []), ("jwt" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+            description = "Makes the whole batch idempotent (per event) for 2 minutes, on any hub."),
+    ),
+    request_body = Batch,
+    responses(
+        (status = 200, description = "Published; ids in the order of the events.", body = PublishedMany),
+        (status = 400, description = BAD_PUBLISH, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = FORBIDDEN_PUBLISH, body = ErrorBody),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn batch(
     State(hub): State<crate::app::State>,
     headers: HeaderMap,
@@ -180,6 +242,11 @@ pub(crate) async fn batch(
     result.map(|ids| Json(PublishedMany { ids }))
 }
 
+/// The batch of `POST /v1/publish`, checked whole before anything is published.
+///
+/// Consecutive events of one channel and one event name go to the broker as one batch, in
+/// order. With an `Idempotency-Key`, the run starting at event `i` is published under the key
+/// `KEY#i`, whose part `j` is event `i + j`'s: the same batch again stores nothing twice.
 async fn publish_batch(
     hub: &Hub,
     headers: &HeaderMap,

@@ -6,29 +6,55 @@ use axum::http::HeaderMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use ssehub::EventId;
+use utoipa::ToSchema;
 
-use crate::app::{ApiError, publish_grant, publishable};
+use crate::app::{ApiError, ErrorBody, publish_grant, publishable};
+use crate::openapi::{
+    CHANNEL, ChannelName, FORBIDDEN_PUBLISH, HistoryLimit, UNAUTHORIZED, UNAVAILABLE,
+};
 
 /// The most events one history answer holds (and the default `limit`).
 pub(crate) const MAX_HISTORY: usize = 1000;
 
-#[derive(Debug, Serialize)]
+/// Who is on a channel, across every hub on the broker.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Presence)]
 pub(crate) struct PresenceAnswer {
-    channel: String,
-    connections: usize,
-    users: Vec<UserAnswer>,
+    pub(crate) channel: String,
+    /// Open streams on the channel.
+    pub(crate) connections: usize,
+    #[schema(inline)]
+    pub(crate) users: Vec<UserAnswer>,
 }
 
-#[derive(Debug, Serialize)]
-struct UserAnswer {
-    sub: String,
+/// One user (`sub`) on a channel.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UserAnswer {
+    pub(crate) sub: String,
+    /// The user's `ssehub.info` claim, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    info: Option<serde_json::Value>,
-    connections: usize,
+    #[schema(value_type = serde_json::Value)]
+    pub(crate) info: Option<serde_json::Value>,
+    /// The user's open streams on the channel.
+    pub(crate) connections: usize,
 }
 
 /// `GET /v1/presence/{channel}` → `{"channel", "connections", "users": [{"sub", "info"?,
 /// "connections"}]}`, across every hub on the broker.
+#[utoipa::path(
+    get,
+    path = "/v1/presence/{channel}",
+    operation_id = "presence",
+    summary = "Who is on a channel, across every hub",
+    security(("publishKey" = []), ("jwt" = [])),
+    params(("channel" = ChannelName, Path, description = CHANNEL)),
+    responses(
+        (status = 200, description = "Presence.", body = PresenceAnswer),
+        (status = 400, description = "Bad channel name.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = FORBIDDEN_PUBLISH, body = ErrorBody),
+    )
+)]
 pub(crate) async fn presence(
     State(hub): State<crate::app::State>,
     Path(channel): Path<String>,
@@ -52,23 +78,51 @@ pub(crate) async fn presence(
     }))
 }
 
-#[derive(Debug, Serialize)]
+/// A channel's events after an id, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = History)]
 pub(crate) struct HistoryAnswer {
-    events: Vec<HistoryEvent>,
-    complete: bool,
+    #[schema(inline)]
+    pub(crate) events: Vec<HistoryEvent>,
+    /// false when history no longer reaches back to `since`.
+    pub(crate) complete: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct HistoryEvent {
-    id: String,
+/// One event of a channel's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HistoryEvent {
+    pub(crate) id: String,
+    /// The event name, when not `message`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    event: Option<String>,
-    data: Box<RawValue>,
+    #[schema(nullable = false)]
+    pub(crate) event: Option<String>,
+    /// The data as published: any JSON.
+    #[schema(value_type = serde_json::Value)]
+    pub(crate) data: Box<RawValue>,
 }
 
 /// `GET /v1/history/{channel}?since=ID&limit=N` → `{"events": [{"id", "event"?, "data"}],
 /// "complete"}`: the events after `since` (required), oldest first, at most `limit` (default
 /// and maximum 1000); `complete: false` when history no longer reaches back to `since`.
+#[utoipa::path(
+    get,
+    path = "/v1/history/{channel}",
+    operation_id = "history",
+    summary = "A channel's events after an id",
+    security(("publishKey" = []), ("jwt" = [])),
+    params(
+        ("channel" = ChannelName, Path, description = CHANNEL),
+        ("since" = String, Query),
+        ("limit" = inline(Option<HistoryLimit>), Query),
+    ),
+    responses(
+        (status = 200, description = "Events, oldest first.", body = HistoryAnswer),
+        (status = 400, description = "Bad channel name, no `since`, or a bad `limit`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = FORBIDDEN_PUBLISH, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn history(
     State(hub): State<crate::app::State>,
     Path(channel): Path<String>,

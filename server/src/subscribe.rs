@@ -16,9 +16,10 @@ use futures_util::Stream;
 use ssehub::multiplex::decode_positions;
 use ssehub::{MultiplexedSession, Sse, SubscribeOptions, Transport};
 
-use crate::app::{ApiError, bearer};
+use crate::app::{ApiError, ErrorBody, bearer};
 use crate::auth::Grant;
 use crate::channels::check_channel;
+use crate::openapi::{ChannelName, PresenceFlag, UNAVAILABLE};
 
 /// The `retry:` hint sent first and when a stream ends.
 pub(crate) const RETRY: Duration = Duration::from_secs(1);
@@ -71,6 +72,28 @@ fn until_expiry(exp: u64, leeway: u64) -> Duration {
 }
 
 /// `GET /v1/sse`.
+#[utoipa::path(
+    get,
+    path = "/v1/sse",
+    operation_id = "subscribe",
+    summary = "Subscribe to channels: one multiplexed text/event-stream",
+    security(("jwt" = []), ("tokenQuery" = []), ("tokenCookie" = [])),
+    params(
+        ("channel" = Vec<ChannelName>, Query, style = Form, explode, min_items = 1, max_items = 32),
+        ("lastEventId" = Option<String>, Query,
+            description = "Resume point when the Last-Event-ID header cannot be set."),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false),
+        ("presence" = inline(Option<PresenceFlag>), Query,
+            description = "Also receive `CHANNEL:presence` events, `{\"sessions\": n, \"joined\": [sub…], \"left\": [sub…]}`, when a channel's cluster-wide sessions or users change."),
+    ),
+    responses(
+        (status = 200, description = "The stream (see PROTOCOL.md).", content_type = "text/event-stream", body = String),
+        (status = 400, description = "No channel, too many, a bad or repeated name.", body = ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one.", body = ErrorBody),
+        (status = 403, description = "The token does not allow a channel; `channel` names it.", body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn stream(
     State(hub): State<crate::app::State>,
     RawQuery(raw): RawQuery,

@@ -295,16 +295,25 @@ async fn operations() {
         .await
         .unwrap();
     assert!(text.contains("ssehub_hub_published_total"), "{text}");
-    let doc: Value = client()
+    let res = client()
         .get(hub.url("/v1/openapi.json"))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let doc: Value = res.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/v1/publish/{channel}"]["post"]["responses"]["413"].is_object());
+    let health = &doc["paths"]["/healthz"]["get"]["responses"]["200"]["content"];
+    let health = health["application/json"]["schema"]["$ref"]
+        .as_str()
+        .unwrap();
+    let health = &doc["components"]["schemas"][health.rsplit('/').next().unwrap()];
+    assert_eq!(
+        health["required"],
+        json!(["status", "backend", "connections"])
+    );
     // CORS for the configured origin only.
     let res = client()
         .request(reqwest::Method::OPTIONS, hub.url("/v1/publish/x"))
