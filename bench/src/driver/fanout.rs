@@ -79,6 +79,7 @@ pub async fn fanout(servers: &[ServerProc], f: &Fanout) -> Result<Run, Error> {
     #[allow(clippy::cast_precision_loss)]
     {
         run.deliveries_per_s = run.delivered as f64 / run.secs.max(1e-9);
+        run.publishes_per_s = (per_sub * channels as u64) as f64 / publish_secs.max(1e-9);
         run.cpu_s = cpu1 - cpu0;
         run.deliveries_per_cpu_s = run.delivered as f64 / run.cpu_s.max(0.01);
         run.sys_share = (sys1 - sys0) / run.cpu_s.max(0.01);

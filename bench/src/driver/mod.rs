@@ -7,9 +7,11 @@
 //!   stream.
 //! - [`resume_storm`]: clients resuming from far back that never read (scenario 7).
 //! - [`fleet`]: several servers on one broker, and a broker restart (scenario 10).
+//! - [`HubProc`], [`rounds`]: the `ssehub` hub binary, published to over HTTP (scenario 11).
 
 mod fanout;
 mod fleet;
+mod hub;
 mod idle;
 mod process;
 mod storm;
@@ -21,6 +23,7 @@ use crate::client;
 
 pub use fanout::{Fanout, fanout};
 pub use fleet::{Fleet, fleet};
+pub use hub::{HUB_CHANNEL, HubProc, Publish, Rounds, Target, rounds};
 pub use idle::{idle, idle_channels, idle_h2};
 pub use process::ServerProc;
 pub use storm::{Storm, resume_storm};
@@ -62,6 +65,8 @@ pub struct Run {
     pub deliveries_per_cpu_s: f64,
     /// How long the publish request took (all events published), s.
     pub publish_secs: f64,
+    /// Events published per second of `publish_secs`.
+    pub publishes_per_s: f64,
     /// Share of the server CPU spent in the kernel (system time).
     pub sys_share: f64,
     /// Server write system calls per delivery.

@@ -61,6 +61,12 @@ impl ServerProc {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Its process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU seconds used so far.
     #[must_use]
     pub fn cpu(&self) -> f64 {

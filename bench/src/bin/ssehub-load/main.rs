@@ -1,12 +1,15 @@
 //! `ssehub-load`: the load generator. See `BENCHMARKS.md` at the repository root.
 //!
 //! ```text
-//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7,8,9,10] [--json FILE] [--chart FILE.png]
+//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7,8,9,10,11] [--json FILE] [--chart FILE.png]
 //! ssehub-load --serve ssehub|baseline --port P [--backend memory|redis://..|nats://..] [--metrics]
 //! ```
 //!
 //! `--smoke` runs every scenario tiny and exits non-zero only on lost or duplicated events or
 //! errors, never on timing.
+//!
+//! Scenario 11 starts the hub binary, `ssehub` beside this executable (or `$SSEHUB_HUB_BIN`):
+//! build it with the same profile (`cargo build [--release] -p ssehub-server`).
 
 // A command-line tool: its report goes to stdout.
 #![allow(clippy::print_stdout)]
@@ -14,6 +17,7 @@
 mod backends;
 mod cli;
 mod fleet;
+mod hub;
 mod report;
 mod single;
 mod sizes;
@@ -46,6 +50,10 @@ async fn drive(a: Args) -> Result<(), Error> {
     let nofile = ssehub_bench::raise_fd_limit();
     let exe = std::env::current_exe()?;
     let z = Sizes::new(a.smoke);
+    if a.scenarios.contains(&11) {
+        // A missing hub binary fails now, not after the other scenarios ran.
+        ssehub_bench::driver::HubProc::binary(&exe)?;
+    }
     let mut runs: Vec<Run> = Vec::new();
     eprintln!(
         "ssehub-load: {} (soft fd limit {nofile})",
@@ -64,6 +72,7 @@ async fn drive(a: Args) -> Result<(), Error> {
             8 => runs.extend(backends::scenario8(&exe, &z).await?),
             9 => runs.extend(single::scenario9(&exe, &z).await?),
             10 => runs.extend(fleet::scenario10(&exe, &z).await?),
+            11 => runs.extend(hub::scenario11(&exe, &z).await?),
             other => return Err(format!("no scenario {other}").into()),
         }
     }

@@ -154,6 +154,7 @@ fn table(runs: &[Run], targets: &[Target]) -> String {
             }
         );
     }
+    hub_table(&mut s, runs);
     for r in runs.iter().filter(|r| !r.note.is_empty()) {
         let _ = writeln!(
             s,
@@ -173,4 +174,65 @@ fn table(runs: &[Run], targets: &[Target]) -> String {
         );
     }
     s
+}
+
+/// Scenario 11's own table: publishes/s beside deliveries/s, each run against the in-process
+/// one with as many subscribers.
+fn hub_table(s: &mut String, runs: &[Run]) {
+    let hub: Vec<&Run> = runs.iter().filter(|r| r.scenario == 11).collect();
+    let base_of = |r: &Run| {
+        hub.iter()
+            .find(|b| b.server == "ssehub" && b.subscribers == r.subscribers)
+            .copied()
+    };
+    let Some(first) = hub.first() else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "\nscenario 11, the hub over HTTP ({} subscribers of one channel, or none; ratios to the in-process run with as many):\n\n\
+         | run | publishes/s | ratio | events/s to every subscriber | deliveries/s | ratio | server CPU s | deliveries/CPU-s | ratio | writes/delivery | p50 us | p99 us | peak RSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        first.subscribers
+    );
+    for r in &hub {
+        let base = base_of(r).unwrap_or(r);
+        #[allow(clippy::cast_precision_loss)]
+        let (rss, events_s) = (
+            r.peak_rss_kib as f64 / 1024.0,
+            r.deliveries_per_s / r.subscribers.max(1) as f64,
+        );
+        let _ = writeln!(
+            s,
+            "| {} {} | {:.0} | {} | {events_s:.0} | {:.0} | {} | {:.2} | {:.0} | {} | {:.2} | {} | {} | {rss:.1} |",
+            r.server,
+            r.label,
+            r.publishes_per_s,
+            fine_ratio(r.publishes_per_s, base.publishes_per_s),
+            r.deliveries_per_s,
+            fine_ratio(r.deliveries_per_s, base.deliveries_per_s),
+            r.cpu_s,
+            r.deliveries_per_cpu_s,
+            fine_ratio(r.deliveries_per_cpu_s, base.deliveries_per_cpu_s),
+            r.writes_per_delivery,
+            r.p50_us,
+            r.p99_us,
+        );
+    }
+}
+
+/// `a / b` to two significant digits at least (`0.0021x`), or `-` when `b` is zero.
+fn fine_ratio(a: f64, b: f64) -> String {
+    if b <= 0.0 {
+        return "-".into();
+    }
+    let r = a / b;
+    // Two digits after the first significant one, and at least two decimals.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let decimals = if r > 0.0 && r < 0.1 {
+        (1.0 - r.log10().floor()) as usize
+    } else {
+        2
+    };
+    format!("{r:.decimals$}x")
 }
