@@ -1,5 +1,6 @@
 /**
- * Framework-free core: typed events from an ssehub endpoint over the native `EventSource`.
+ * Framework-free core: typed events from an ssehub endpoint over the native `EventSource` (or
+ * `fetch` streaming, for a token sent in a header: {@link ConnectOptions.getToken}).
  *
  * Every `connect()` to the same endpoint shares ONE `EventSource` (browsers allow six
  * HTTP/1.1 connections per origin); it is closed when the last subscriber closes. On a
@@ -20,6 +21,7 @@
  * ```
  */
 
+import type { FetchEventSource } from './fetchsource.js';
 import type { ResetPayload } from './generated/ResetPayload.js';
 import type { ResetReason } from './generated/ResetReason.js';
 
@@ -66,6 +68,10 @@ export interface EventSourceLike {
   addEventListener(type: string, listener: (ev: any) => void): void;
   removeEventListener(type: string, listener: (ev: any) => void): void;
   close(): void;
+  /** The HTTP status of a failed open, where the source tells it (the fetch source does). */
+  readonly status?: number;
+  /** The server's last `retry` (ms), where the source tells it (the fetch source does). */
+  readonly retry?: number | undefined;
 }
 
 /** A constructor compatible with `EventSource` (the browser's, or the npm `eventsource`). */
@@ -97,7 +103,10 @@ export interface ConnectOptions<TEvent> {
    * the subscribers of their own channel.
    */
   channel?: string;
-  /** The `EventSource` to use (default: `globalThis.EventSource`); inject one in Node. */
+  /**
+   * The `EventSource` to use (default: `globalThis.EventSource`); inject one in Node. Not used
+   * with {@link getToken} in a header (no {@link tokenParam}): that stream is read with `fetch`.
+   */
   EventSource?: EventSourceConstructor;
   /** Send cookies on cross-origin requests. */
   withCredentials?: boolean;
@@ -105,17 +114,27 @@ export interface ConnectOptions<TEvent> {
   parse?: (data: string) => TEvent;
   /**
    * The token of the stream (e.g. a short-lived JWT from your backend), fetched before every
-   * open: the first and each reconnect. It goes in the query (`?token=`), as a native
-   * `EventSource` cannot send headers. With it, a stream that ends (the hub ends it when the
-   * token expires) or fails is closed and re-opened with a fresh token and the last event id,
-   * instead of letting the `EventSource` retry its stale URL. A rejection is reported to
-   * `onError` and retried with backoff. Every subscriber of one endpoint shares one connection,
-   * so they share one token source: the first subscriber's `getToken` (the others' are ignored);
-   * shared across tabs, the token source of the tab holding the stream.
+   * open: the first and each reconnect. It is sent as `Authorization: Bearer …`: the stream is
+   * then read with `fetch` streaming (a native `EventSource` cannot send headers; its code is
+   * loaded with the first such stream), with the same events, `Last-Event-ID` and `retry`; or it
+   * goes in the query with {@link tokenParam}. A stream that ends (the hub ends it when the
+   * token expires) or fails is closed and re-opened with a fresh token and the last event id.
+   * A `401` asks for a new token and re-opens at once, once; a second one in a row backs off
+   * like any failure. A rejection is reported to `onError` and retried with backoff. Every
+   * subscriber of one endpoint shares one connection, so they share one token source: the first
+   * subscriber's `getToken` (the others' are ignored); shared across tabs, the token source of
+   * the tab holding the stream.
    */
   getToken?: () => string | Promise<string>;
-  /** The query parameter carrying the token (default `'token'`). */
+  /**
+   * Put the token in this query parameter (e.g. `'token'`, which the hub reads) and use the
+   * `EventSource`, instead of the `Authorization` header over `fetch`: for a cross-origin hub
+   * whose CORS preflight does not allow `Authorization`, or an `EventSource` you inject. A URL
+   * may be logged by proxies: keep such tokens short-lived.
+   */
   tokenParam?: string;
+  /** The `fetch` reading a stream whose token is in a header (default: the global one). */
+  fetch?: typeof fetch;
   /**
    * Share one stream with the page's other tabs (default `true`, where the browser has
    * `navigator.locks` and `BroadcastChannel`): the tab holding the endpoint's Web Lock has the
@@ -124,9 +143,10 @@ export interface ConnectOptions<TEvent> {
    */
   share?: boolean;
   /**
-   * The shortest delay before a reconnect (default 1000 ms; set it to your server's `retry`,
-   * which a native `EventSource` does not expose). Reconnects wait a random delay between it
-   * and a ceiling that doubles with each failure up to {@link retryMaxMs}.
+   * The shortest delay before a reconnect (default: the server's `retry` over `fetch`, else
+   * 1000 ms; set it to your server's `retry`, which a native `EventSource` does not expose).
+   * Reconnects wait a random delay between it and a ceiling that doubles with each failure up
+   * to {@link retryMaxMs}.
    */
   retryMinMs?: number;
   /** The longest delay before a reconnect (default 30 000 ms). */
@@ -259,6 +279,10 @@ class SharedSource {
   private reconnecting = false;
   private reopenTimer: ReturnType<typeof setTimeout> | null = null;
   private tries = 0;
+  /** The last open was refused with a `401`, and re-opened at once with a new token. */
+  private denied = false;
+  /** The server's last `retry` (ms), when a source told it: the backoff's minimum. */
+  private retry: number | undefined;
   /** Waiting for `getToken` (the open that asked for it is number `opens`). */
   private pending = false;
   private opens = 0;
@@ -288,7 +312,8 @@ class SharedSource {
 
   constructor(
     private readonly url: string,
-    private readonly Ctor: EventSourceConstructor,
+    /** Absent when only `fetch` streams are opened (a token in a header). */
+    private readonly Ctor: EventSourceConstructor | undefined,
     private readonly withCredentials: boolean,
     private readonly onEmpty: () => void,
     /** The first subscriber's options: its token source, reconnect policy, sharing. */
@@ -456,6 +481,8 @@ class SharedSource {
     if (!(this.away & why)) return;
     this.away &= ~why;
     if (this.away) return;
+    // A 401 before the pause does not count against the token asked for now.
+    this.denied = false;
     if (this.name) {
       this.join();
       this.changeChannels();
@@ -546,18 +573,25 @@ class SharedSource {
     if (!this.pending) this.open();
   }
 
-  /** Open the connection: at once, or once `getToken` has given a token. */
+  /**
+   * Open the connection: at once, or once `getToken` has given a token (and, for a token in a
+   * header, the fetch source is loaded).
+   */
   private open(): void {
     if (!online || this.away || !this.holds) return;
-    const getToken = this.o.getToken;
+    const { getToken, tokenParam } = this.o;
     if (!getToken) return this.create();
     this.pending = true;
     const n = ++this.opens;
-    new Promise<string>((resolve) => resolve(getToken())).then(
-      (token) => {
+    Promise.all([
+      new Promise<string>((resolve) => resolve(getToken())),
+      // (Its file name is lowercase letters only: server/tests/browser.rs serves no other.)
+      tokenParam === undefined && import('./fetchsource.js'),
+    ]).then(
+      ([token, m]) => {
         if (n !== this.opens) return;
         this.pending = false;
-        if (this.subscribers.size > 0) this.create(token);
+        if (this.subscribers.size > 0) this.create(token, m && m.FetchEventSource);
       },
       (error: unknown) => {
         if (n !== this.opens) return;
@@ -568,12 +602,15 @@ class SharedSource {
     );
   }
 
-  /** Create the `EventSource`: the channels, the id to resume from, the token in the query. */
-  private create(token?: string): void {
+  /**
+   * Create the `EventSource`: the channels, the id to resume from, the token in the query; or,
+   * given the fetch source `F`, the token in the `Authorization` header.
+   */
+  private create(token?: string, F?: typeof FetchEventSource | false): void {
     const params: [string, string][] = [];
     // A new EventSource cannot send Last-Event-ID; ssehub reads it from the query too.
     if (this.lastEventId) params.push(['lastEventId', this.lastEventId]);
-    if (token !== undefined) params.push([this.o.tokenParam ?? 'token', token]);
+    if (token !== undefined && !F) params.push([this.o.tokenParam as string, token]);
     let url = this.url;
     if (this.openChannels.length > 0 || params.length > 0) {
       const u = new URL(url, baseUrl());
@@ -584,7 +621,14 @@ class SharedSource {
       for (const [k, v] of params) u.searchParams.set(k, v);
       url = isAbsolute(this.url) ? u.toString() : u.pathname + u.search;
     }
-    const es = new this.Ctor(url, this.withCredentials ? { withCredentials: true } : undefined);
+    const es: EventSourceLike = F
+      ? new F(url, {
+          withCredentials: this.withCredentials,
+          headers: { Authorization: `Bearer ${token}` },
+          lastEventId: this.lastEventId,
+          ...(this.o.fetch && { fetch: this.o.fetch }),
+        })
+      : new this.Ctor!(url, this.withCredentials ? { withCredentials: true } : undefined);
     this.es = es;
     es.onopen = () => this.handleOpen();
     es.onerror = (ev: unknown) => this.handleError(ev);
@@ -607,6 +651,7 @@ class SharedSource {
 
   private handleOpen(): void {
     this.openedAt = Date.now();
+    this.denied = false;
     const wasReconnect = this.reconnecting;
     this.reconnecting = false;
     this.setConnected(true);
@@ -620,6 +665,12 @@ class SharedSource {
   }
 
   private handleError(ev: unknown): void {
+    // Refused (a token that expired on its way, a clock skew): a new token at once, once.
+    if (this.es?.status === 401 && !this.denied && this.subscribers.size > 0) {
+      this.denied = true;
+      this.closeSource();
+      return this.open();
+    }
     const up = this.connected ? Date.now() - this.openedAt : 0;
     if (up >= HEALTHY_RESET_MS) this.tries = 0;
     this.reconnecting = true;
@@ -637,7 +688,7 @@ class SharedSource {
 
   /** Open again after `first` ms, else after a random delay of the backoff. */
   private reopenLater(first?: number): void {
-    const min = this.o.retryMinMs ?? RETRY_MIN_MS;
+    const min = this.o.retryMinMs ?? this.retry ?? RETRY_MIN_MS;
     const cap = Math.max(min, Math.min(this.o.retryMaxMs ?? RETRY_MAX_MS, min * 2 ** ++this.tries));
     this.reopenTimer = setTimeout(
       () => {
@@ -714,6 +765,7 @@ class SharedSource {
 
   private closeSource(): void {
     if (this.es) {
+      this.retry = this.es.retry ?? this.retry;
       this.es.onopen = null;
       this.es.onerror = null;
       for (const [type, fn] of this.listening) this.es.removeEventListener(type, fn);
@@ -745,17 +797,10 @@ function isAbsolute(url: string): boolean {
   return /^[a-z][a-z0-9+.-]*:/i.test(url);
 }
 
-const pools = new WeakMap<EventSourceConstructor, Map<string, SharedSource>>();
+/** The shared sources of each `EventSource` constructor; of none (`fetch` only) under `pools`. */
+const pools = new WeakMap<object, Map<string, SharedSource>>();
 
-function defaultEventSource(): EventSourceConstructor {
-  const ES = (globalThis as { EventSource?: EventSourceConstructor }).EventSource;
-  if (!ES) {
-    throw new Error(
-      'no EventSource in this environment: pass one with the `EventSource` option (e.g. the npm `eventsource` package)',
-    );
-  }
-  return ES;
-}
+const globalEventSource = () => (globalThis as { EventSource?: EventSourceConstructor }).EventSource;
 
 /**
  * Subscribe to an SSE endpoint, or to one channel of a multiplexing endpoint
@@ -767,16 +812,22 @@ export function connect<TEvent = unknown>(
   endpoint: string,
   options: ConnectOptions<TEvent> = {},
 ): Subscription {
-  const Ctor = options.EventSource ?? defaultEventSource();
+  const Ctor = options.EventSource ?? globalEventSource();
+  // A token in a header needs no EventSource: the stream is read with fetch.
+  if (!Ctor && !(options.getToken && options.tokenParam === undefined)) {
+    throw new Error(
+      'no EventSource in this environment: pass one with the `EventSource` option (e.g. the npm `eventsource` package)',
+    );
+  }
   const withCredentials = options.withCredentials ?? false;
   const g = globalThis as any;
   const share =
     options.share !== false && !!g.document && !!g.navigator?.locks && typeof BroadcastChannel === 'function';
   const key = `${withCredentials ? 'cred' : 'anon'}${share ? '' : ' local'} ${endpoint}`;
-  let pool = pools.get(Ctor);
+  let pool = pools.get(Ctor ?? pools);
   if (!pool) {
     pool = new Map();
-    pools.set(Ctor, pool);
+    pools.set(Ctor ?? pools, pool);
   }
   let shared = pool.get(key);
   if (!shared) {
@@ -823,9 +874,9 @@ export function connect<TEvent = unknown>(
 
 /**
  * How many shared connections this page has for this constructor (for tests and diagnostics);
- * one shared with other tabs counts here even when another tab holds its `EventSource`.
+ * one shared with other tabs counts here even when another tab holds its `EventSource`. Without
+ * a constructor, given or global: the connections made with `fetch` alone (a token in a header).
  */
 export function openConnectionCount(Ctor?: EventSourceConstructor): number {
-  const c = Ctor ?? (globalThis as { EventSource?: EventSourceConstructor }).EventSource;
-  return c ? (pools.get(c)?.size ?? 0) : 0;
+  return pools.get(Ctor ?? globalEventSource() ?? pools)?.size ?? 0;
 }

@@ -40,11 +40,12 @@ export interface UseSSEConnectionOptions<TEvent> {
   /** The `EventSource` constructor (default: the global one). */
   EventSource?: EventSourceConstructor;
   /**
-   * The stream's token (see `ConnectOptions.getToken`): fetched before every open and put in
-   * the query; the latest function given is called, so it may change on every render.
+   * The stream's token (see `ConnectOptions.getToken`): fetched before every open and sent as
+   * `Authorization: Bearer …` over `fetch` streaming (or in the query, with `tokenParam`); the
+   * latest function given is called, so it may change on every render.
    */
   getToken?: () => string | Promise<string>;
-  /** The query parameter carrying the token (default `'token'`). */
+  /** Put the token in this query parameter instead (see `ConnectOptions.tokenParam`). */
   tokenParam?: string;
   /** Share one stream with the page's other tabs (default `true`; see `ConnectOptions.share`). */
   share?: boolean;
@@ -147,11 +148,12 @@ export interface UseSSEQueryInvalidationOptions<TEvent> {
   /** The `EventSource` constructor (default: the global one). */
   EventSource?: EventSourceConstructor;
   /**
-   * The stream's token (see `ConnectOptions.getToken`): fetched before every open and put in
-   * the query; the latest function given is called, so it may change on every render.
+   * The stream's token (see `ConnectOptions.getToken`): fetched before every open and sent as
+   * `Authorization: Bearer …` over `fetch` streaming (or in the query, with `tokenParam`); the
+   * latest function given is called, so it may change on every render.
    */
   getToken?: () => string | Promise<string>;
-  /** The query parameter carrying the token (default `'token'`). */
+  /** Put the token in this query parameter instead (see `ConnectOptions.tokenParam`). */
   tokenParam?: string;
   /** Share one stream with the page's other tabs (default `true`; see `ConnectOptions.share`). */
   share?: boolean;

@@ -39,3 +39,44 @@ export async function waitFor(cond: () => boolean, limitMs = 10_000, what = 'con
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** A request a {@link fakeFetch} got; the test writes its body (each write one chunk). */
+export interface FakeCall {
+  url: string;
+  init: RequestInit;
+  headers: Record<string, string>;
+  /** When it was made (`Date.now()`). */
+  at: number;
+  write(chunk: string | Uint8Array): void;
+  end(): void;
+}
+
+/**
+ * A `fetch` answering the `i`th request (from 0) with `answer(i)`: a status, or a status and a
+ * content type (default `text/event-stream`); the body is written by the test and errored when
+ * the request is aborted.
+ */
+export function fakeFetch(answer: (i: number) => number | [number, string] = () => 200): {
+  fetch: typeof fetch;
+  calls: FakeCall[];
+} {
+  const calls: FakeCall[] = [];
+  const enc = new TextEncoder();
+  const f = async (url: string | URL | Request, init: RequestInit = {}) => {
+    const a = answer(calls.length);
+    const [status, type] = typeof a === 'number' ? [a, 'text/event-stream'] : a;
+    let ctl!: ReadableStreamDefaultController<Uint8Array>;
+    const body = new ReadableStream<Uint8Array>({ start: (c) => void (ctl = c) });
+    init.signal?.addEventListener('abort', () => ctl.error(new DOMException('aborted', 'AbortError')));
+    calls.push({
+      url: String(url),
+      init,
+      headers: init.headers as Record<string, string>,
+      at: Date.now(),
+      write: (chunk) => ctl.enqueue(typeof chunk === 'string' ? enc.encode(chunk) : chunk),
+      end: () => ctl.close(),
+    });
+    return { status, headers: new Headers({ 'content-type': type }), body } as unknown as Response;
+  };
+  return { fetch: f as typeof fetch, calls };
+}
