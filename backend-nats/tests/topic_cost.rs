@@ -65,7 +65,7 @@ async fn heap_held_per_idle_live_topic() {
     let region = Region::new(GLOBAL);
     let mut live = Vec::with_capacity(TOPICS);
     for i in 0..TOPICS {
-        let topic = Topic::new(&format!("t{i}")).expect("topic");
+        let topic = Topic::new(format!("t{i}")).expect("topic");
         live.push(broker.subscribe(&topic).await.expect("subscribe"));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
