@@ -8,11 +8,14 @@
 //! - [`resume_storm`]: clients resuming from far back that never read (scenario 7).
 //! - [`fleet`]: several servers on one broker, and a broker restart (scenario 10).
 //! - [`HubProc`], [`rounds`]: the `ssehub` hub binary, published to over HTTP (scenario 11).
+//! - [`mux_vs_single`]: one multiplexed connection per client against one connection per
+//!   channel (scenario 12).
 
 mod fanout;
 mod fleet;
 mod hub;
 mod idle;
+mod mux;
 mod process;
 mod storm;
 
@@ -25,6 +28,7 @@ pub use fanout::{Fanout, fanout};
 pub use fleet::{Fleet, fleet};
 pub use hub::{HUB_CHANNEL, HubProc, Publish, Rounds, Target, rounds};
 pub use idle::{idle, idle_channels, idle_h2};
+pub use mux::{MuxVsSingle, Streams, mux_vs_single};
 pub use process::ServerProc;
 pub use storm::{Storm, resume_storm};
 
@@ -79,7 +83,8 @@ pub struct Run {
     pub p999_us: u64,
     /// Peak RSS of the server process(es), KiB.
     pub peak_rss_kib: u64,
-    /// Server memory per idle connection, KiB (scenario 3).
+    /// Server memory per idle connection, KiB (scenario 3); per idle channel (8), per HTTP/2
+    /// stream (9), per client of `channels` subscriptions (12).
     pub kib_per_conn: f64,
     /// Free-form notes (slow consumer outcome, memory slope).
     pub note: String,

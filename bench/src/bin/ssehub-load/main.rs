@@ -1,7 +1,7 @@
 //! `ssehub-load`: the load generator. See `BENCHMARKS.md` at the repository root.
 //!
 //! ```text
-//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7,8,9,10,11] [--json FILE] [--chart FILE.png]
+//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7,8,9,10,11,12] [--json FILE] [--chart FILE.png]
 //! ssehub-load --serve ssehub|baseline --port P [--backend memory|redis://..|nats://..] [--metrics]
 //! ```
 //!
@@ -18,6 +18,7 @@ mod backends;
 mod cli;
 mod fleet;
 mod hub;
+mod mux;
 mod report;
 mod single;
 mod sizes;
@@ -73,6 +74,7 @@ async fn drive(a: Args) -> Result<(), Error> {
             9 => runs.extend(single::scenario9(&exe, &z).await?),
             10 => runs.extend(fleet::scenario10(&exe, &z).await?),
             11 => runs.extend(hub::scenario11(&exe, &z).await?),
+            12 => runs.extend(mux::scenario12(&exe, &z).await?),
             other => return Err(format!("no scenario {other}").into()),
         }
     }

@@ -155,6 +155,7 @@ fn table(runs: &[Run], targets: &[Target]) -> String {
         );
     }
     hub_table(&mut s, runs);
+    mux_table(&mut s, runs);
     for r in runs.iter().filter(|r| !r.note.is_empty()) {
         let _ = writeln!(
             s,
@@ -217,6 +218,76 @@ fn hub_table(s: &mut String, runs: &[Run]) {
             r.writes_per_delivery,
             r.p50_us,
             r.p99_us,
+        );
+    }
+}
+
+/// Scenario 12's own table: (a) one multiplexed connection per client against (b) one
+/// connection per channel, and (a)/(b).
+#[allow(clippy::cast_precision_loss)]
+fn mux_table(s: &mut String, runs: &[Run]) {
+    let find = |prefix: &str| {
+        runs.iter()
+            .find(|r| r.scenario == 12 && r.label.starts_with(prefix))
+    };
+    let (a, b) = (find(crate::mux::MULTIPLEXED), find(crate::mux::SINGLE));
+    let Some(first) = a.or(b) else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "\nscenario 12, multiplexed versus single streams ({} clients, each on the same {} channels; \
+         memory per client is the RSS slope from a tenth of the clients to all of them):\n\n\
+         | run | connections | subscriptions | idle KiB per client | idle KiB per subscription | delivered/expected | deliveries/s | server CPU s | deliveries/CPU-s | kernel share | writes/delivery | p50 us | p99 us | peak RSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        first.subscribers / first.channels.max(1),
+        first.channels
+    );
+    for r in [a, b].into_iter().flatten() {
+        let k = r.channels.max(1);
+        let clients = r.subscribers / k;
+        let connections = if r.label.starts_with(crate::mux::MULTIPLEXED) {
+            clients
+        } else {
+            r.subscribers
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {connections} | {} | {:.2} | {:.3} | {}/{} | {:.0} | {:.2} | {:.0} | {:.0}% | {:.3} | {} | {} | {:.1} |",
+            r.label,
+            r.subscribers,
+            r.kib_per_conn,
+            r.kib_per_conn / k as f64,
+            r.delivered,
+            r.expected,
+            r.deliveries_per_s,
+            r.cpu_s,
+            r.deliveries_per_cpu_s,
+            r.sys_share * 100.0,
+            r.writes_per_delivery,
+            r.p50_us,
+            r.p99_us,
+            r.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    if let (Some(a), Some(b)) = (a, b) {
+        let _ = writeln!(
+            s,
+            "| (a)/(b) | {} | {} | {} | {} | | {} | {} | {} | | {} | {} | {} | {} |",
+            fine_ratio(
+                a.subscribers as f64 / a.channels.max(1) as f64,
+                b.subscribers as f64
+            ),
+            fine_ratio(a.subscribers as f64, b.subscribers as f64),
+            fine_ratio(a.kib_per_conn, b.kib_per_conn),
+            fine_ratio(a.kib_per_conn, b.kib_per_conn),
+            fine_ratio(a.deliveries_per_s, b.deliveries_per_s),
+            fine_ratio(a.cpu_s, b.cpu_s),
+            fine_ratio(a.deliveries_per_cpu_s, b.deliveries_per_cpu_s),
+            fine_ratio(a.writes_per_delivery, b.writes_per_delivery),
+            fine_ratio(a.p50_us as f64, b.p50_us as f64),
+            fine_ratio(a.p99_us as f64, b.p99_us as f64),
+            fine_ratio(a.peak_rss_kib as f64, b.peak_rss_kib as f64),
         );
     }
 }
