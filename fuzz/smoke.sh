@@ -20,7 +20,7 @@ secs="${1:-20}"
 case "$secs" in
   '' | *[!0-9]*) echo "usage: fuzz/smoke.sh [SECONDS_PER_TARGET]" >&2; exit 2 ;;
 esac
-targets=(sse_framing last_event_id resource_id nats_subject stream_position)
+targets=(sse_framing last_event_id resource_id nats_subject stream_position lean_head)
 target_dir="${SSEHUB_FUZZ_TARGET:-$HOME/.cache/ssehub/fuzz-target}"
 export RUSTC_BOOTSTRAP=1
 

@@ -31,10 +31,15 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower_service::Service;
 
 use crate::listener::{WriteTimeoutIo, WriteTimeoutListener};
+
+mod head;
+mod lean;
 
 /// Default deadline for a request head: [`Serve::header_read_timeout`].
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +68,7 @@ pub fn serve(listener: impl Into<WriteTimeoutListener<TcpListener>>, app: Router
         header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
         max_per_ip: None,
         nodelay: true,
+        lean: false,
         signal: None,
     }
 }
@@ -82,6 +88,7 @@ pub struct Serve {
     header_read_timeout: Option<Duration>,
     max_per_ip: Option<usize>,
     nodelay: bool,
+    lean: bool,
     signal: Option<Signal>,
 }
 
@@ -91,6 +98,7 @@ impl std::fmt::Debug for Serve {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections_per_ip", &self.max_per_ip)
             .field("tcp_nodelay", &self.nodelay)
+            .field("lean_streams", &self.lean)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +132,28 @@ impl Serve {
         self
     }
 
+    /// Serve event stream requests with a lean HTTP/1 driver instead of hyper's: an idle
+    /// stream then holds no read buffer and no write buffer (hyper keeps both, tens of KB per
+    /// connection). Default: `false`.
+    ///
+    /// The driver reads each new connection's first request head itself (parsed with
+    /// `httparse`, within [`header_read_timeout`](Self::header_read_timeout) and 16 KiB) and
+    /// serves it only when it is a plain `GET` over HTTP/1.0 or 1.1 with `Accept:
+    /// text/event-stream`, an origin-form target, one `Host`, no body (`Content-Length` or
+    /// `Transfer-Encoding`), no `Upgrade`, no `Expect`, and nothing sent after the head. The
+    /// router (and its layers) runs on it as on any request; whatever it answers is written
+    /// with `Connection: close` — chunked (close-delimited on HTTP/1.0), or with a
+    /// `Content-Length` when the body's size is known — and the connection closes after it.
+    /// While a response streams, bytes or end-of-file from the client close the connection
+    /// (one request per lean connection; `on_disconnect` runs). Every other connection —
+    /// other requests, HTTP/2 with prior knowledge, pipelined requests, oversized or malformed
+    /// heads — goes to hyper with the bytes already read replayed, and is served exactly as
+    /// without this option (a head split between the two may take up to twice the deadline).
+    pub fn lean_streams(mut self, lean: bool) -> Self {
+        self.lean = lean;
+        self
+    }
+
     /// Stop accepting when `signal` completes, then wait for the open connections to end
     /// (end the streams first, e.g. with `ChannelManager::shutdown`, or they hold the server).
     pub fn with_graceful_shutdown(
@@ -146,6 +176,7 @@ impl Serve {
             header_read_timeout,
             max_per_ip,
             nodelay,
+            lean,
             signal,
         } = self;
         let mut builder = Builder::new(TokioExecutor::new());
@@ -155,6 +186,7 @@ impl Serve {
             .header_read_timeout(header_read_timeout);
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
+        let (closing, _) = tokio::sync::watch::channel(());
         let counts = PerIp::new(max_per_ip);
         let mut signal = signal.unwrap_or_else(|| Box::pin(std::future::pending()));
         let mut warned: Option<tokio::time::Instant> = None;
@@ -183,31 +215,69 @@ impl Serve {
                     continue;
                 }
             };
-            let app = app.clone();
-            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let mut req = req.map(Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                let mut app = app.clone();
-                async move {
-                    let res: Result<_, Infallible> = app.call(req).await;
-                    res
-                }
-            });
-            let builder = builder.clone();
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                drop(slot);
-            });
+            if lean {
+                let conn = lean::Conn {
+                    io,
+                    peer,
+                    app: app.clone(),
+                    builder: builder.clone(),
+                    watcher: graceful.watcher(),
+                    closing: closing.subscribe(),
+                    header_read_timeout,
+                    slot,
+                };
+                tokio::spawn(conn.run());
+            } else {
+                let conn = serve_hyper(
+                    builder.clone(),
+                    app.clone(),
+                    io,
+                    peer,
+                    graceful.watcher(),
+                    slot,
+                );
+                tokio::spawn(conn);
+            }
         }
         drop(listener);
+        // Lean connections still waiting for their head close; every connection holds a
+        // watcher, so this waits for lean ones too.
+        closing.send_replace(());
         graceful.shutdown().await;
         Ok(())
+    }
+}
+
+/// Serve one connection with hyper, as every connection is without the lean driver.
+fn serve_hyper<I>(
+    builder: Arc<Builder<TokioExecutor>>,
+    app: Router,
+    io: I,
+    peer: SocketAddr,
+    watcher: Watcher,
+    slot: Slot,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let mut app = app.clone();
+        async move {
+            let res: Result<_, Infallible> = app.call(req).await;
+            res
+        }
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let conn = watcher.watch(conn);
+    async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+        drop(slot);
     }
 }
 

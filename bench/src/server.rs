@@ -483,6 +483,16 @@ pub async fn serve(
     crate::raise_fd_limit();
     let app = app(kind, backend, metrics).await?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    // `SSEHUB_BENCH_LEAN=1`: the ssehub server on `ssehub_axum::serve` with its lean HTTP/1
+    // driver for event streams (same TCP_NODELAY and 10 s write timeout as `serve_on`).
+    if kind == Kind::Ssehub && std::env::var("SSEHUB_BENCH_LEAN").is_ok_and(|v| v == "1") {
+        let listener = WriteTimeoutListener::new(listener, Duration::from_secs(10));
+        ssehub_axum::serve(listener, app)
+            .header_read_timeout(None)
+            .lean_streams(true)
+            .await?;
+        return Ok(());
+    }
     serve_on(listener, app).await?;
     Ok(())
 }
