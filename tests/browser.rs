@@ -33,7 +33,7 @@ async fn browser_shows_live_counts_and_resumes_after_a_dropped_connection() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = listener.local_addr().unwrap();
     let app = comments::app(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { comments::serve(listener, app).await });
     // The browser talks to the server through a proxy that can cut its connections.
     let proxy = TcpProxy::start(server).await.unwrap();
     let page = format!("http://{}/?discussion=web", proxy.addr());
@@ -134,7 +134,7 @@ async fn ten_channels_share_one_connection_where_ten_event_sources_stall() {
         "/ten",
         axum::routing::get(|| async { axum::response::Html(TEN_CHANNELS) }),
     );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { comments::serve(listener, app).await });
     let browser = Browser::launch(&format!("http://{server}/ten"))
         .await
         .unwrap();
@@ -211,7 +211,7 @@ async fn two_tabs_on_two_nodes_see_the_same_page() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = comments::app(state);
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move { comments::serve(listener, app).await });
         nodes.push(addr);
     }
     let id = ssehub_core::conformance::unique_id("tabs");

@@ -132,7 +132,7 @@ async fn a_browser_receives_every_fixture_byte_exact() {
         .merge(endpoint.into_router());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { ssehub::serve(listener, app).lean_streams(true).await });
 
     let browser = Browser::launch(&format!("http://{addr}/")).await.unwrap();
     browser

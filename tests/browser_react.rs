@@ -47,7 +47,7 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = comments::app(state.clone());
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = comments::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = rx.await;
                 })

@@ -139,7 +139,7 @@ async fn eight_tabs_share_one_stream_across_hand_overs_new_channels_and_offline(
     let addr = listener.local_addr().unwrap();
     let app = comments::app(state.clone());
     // Plain HTTP: HTTP/1.1, six connections per origin; eight streams could not all be open.
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { comments::serve(listener, app).await });
     let id = "tabs";
     let page = format!("http://{addr}/react/?discussion={id}");
 

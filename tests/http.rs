@@ -33,7 +33,7 @@ async fn serve(router: Router) -> SocketAddr {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(async move { comments::serve(listener, router).await });
     addr
 }
 
@@ -45,7 +45,10 @@ async fn demo() -> (SocketAddr, comments::AppState) {
 type Events = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
 
 async fn connect(url: &str, last_event_id: Option<&str>) -> (reqwest::Response, Option<Events>) {
-    let mut req = reqwest::Client::new().get(url);
+    // The `Accept` header `EventSource` sends, which the demo's lean driver serves.
+    let mut req = reqwest::Client::new()
+        .get(url)
+        .header("accept", "text/event-stream");
     if let Some(id) = last_event_id {
         req = req.header("Last-Event-ID", id);
     }
@@ -141,6 +144,9 @@ async fn headers_retry_and_initial_event() {
     assert_eq!(h["cache-control"], "no-cache");
     assert_eq!(h["x-accel-buffering"], "no");
     assert!(h.get("content-length").is_none());
+    // Written by the lean HTTP/1 driver (`comments::serve`): one stream per connection.
+    assert_eq!(h["connection"], "close");
+    assert_eq!(h["transfer-encoding"], "chunked");
     let mut raw = Raw {
         body: Box::pin(res.bytes_stream()),
         parser: SseParser::new(),
@@ -537,6 +543,42 @@ async fn cli_listens_on_ssehub_addr_with_every_metric_from_startup() {
         .await
         .unwrap();
     assert_every_metric(&text);
+    // Streams are served by the lean driver by default (`Connection: close`: one per connection).
+    assert_eq!(
+        stream_connection_header(&base).await.as_deref(),
+        Some("close")
+    );
+}
+
+/// The `Connection` header of a stream's response from the demo at `base`.
+async fn stream_connection_header(base: &str) -> Option<String> {
+    let res = reqwest::Client::new()
+        .get(format!("{base}/api/sse/comments/lean"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.headers()
+        .get("connection")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn cli_lean_streams_false_serves_streams_with_hyper() {
+    let port = ssehub_test_support::free_port();
+    let _server = Running(
+        comments_cmd()
+            .args(["--lean-streams", "false"])
+            .env("SSEHUB_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(ssehub_test_support::wait_for_port(port, WAIT).await);
+    let base = format!("http://127.0.0.1:{port}");
+    // hyper keeps the connection alive after the stream.
+    assert_eq!(stream_connection_header(&base).await, None);
 }
 
 // ---- /healthz, /api/sessions, votes, and the store shared by two nodes. ----

@@ -22,7 +22,7 @@ async fn node(broker: Arc<dyn Broker>, store: comments::Store) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = comments::app(state);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { comments::serve(listener, app).await });
     addr
 }
 

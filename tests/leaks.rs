@@ -92,7 +92,7 @@ async fn cycles_and_abandoned_channels_leave_nothing_behind() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = Router::new().merge(endpoint.into_router());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { ssehub::serve(listener, app).lean_streams(true).await });
 
     // Warm-up: allocator pools and maps at their working size.
     cycles(&m, "c", 10_000, 1_000).await;

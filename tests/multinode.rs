@@ -24,7 +24,7 @@ async fn node(broker: Arc<dyn Broker>) -> (SocketAddr, comments::AppState) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = comments::app(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { comments::serve(listener, app).await });
     (addr, state)
 }
 

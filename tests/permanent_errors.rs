@@ -13,7 +13,7 @@ use ssehub::{ChannelManager, MultiplexEndpoint, PathParams, RedisBroker, SseEndp
 async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(async move { ssehub::serve(listener, router).lean_streams(true).await });
     addr
 }
 

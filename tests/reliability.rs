@@ -60,7 +60,7 @@ async fn serve<E: serde::Serialize + Send + Sync + 'static>(
     let addr = listener.local_addr().unwrap();
     let listener = WriteTimeoutListener::new(listener, Duration::from_secs(1));
     let app = Router::new().merge(endpoint.clone().into_router());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { ssehub::serve(listener, app).lean_streams(true).await });
     Server {
         addr,
         manager,
@@ -518,7 +518,7 @@ async fn cors_with_credentials_echoes_the_exact_origin_and_allows_last_event_id(
         .layer(cors);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { ssehub::serve(listener, app).lean_streams(true).await });
 
     let mut pre = SseClient::request(
         addr,

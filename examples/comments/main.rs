@@ -92,6 +92,26 @@ pub struct Cli {
         value_parser = parse_backend
     )]
     pub backend: String,
+    /// Serve event streams with ssehub's lean HTTP/1 driver (`Serve::lean_streams`: an idle
+    /// stream holds no read or write buffer); `false` serves every request with hyper
+    #[arg(
+        long,
+        env = "SSEHUB_LEAN_STREAMS",
+        value_name = "true|false",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub lean_streams: bool,
+}
+
+/// How the demo serves its routes: [`ssehub::serve`] (a 10 s deadline on every request head,
+/// TCP_NODELAY, graceful shutdown) with the lean HTTP/1 driver for event streams. The tests
+/// serve the demo, and their own routers, with it too.
+pub fn serve(
+    listener: impl Into<ssehub::WriteTimeoutListener<tokio::net::TcpListener>>,
+    app: axum::Router,
+) -> ssehub::Serve {
+    ssehub::serve(listener, app).lean_streams(true)
 }
 
 /// `HOST:PORT`, the host a name or an address (`[::1]` for IPv6).
@@ -145,7 +165,8 @@ async fn main() -> Result<(), BoxError> {
     // Routes turned into services once (`with_state`), shared by every connection; every
     // request head must arrive within 10 s (`ssehub::serve`, unlike `axum::serve`).
     let app = app(state).with_state::<()>(());
-    ssehub::serve(listener, app)
+    serve(listener, app)
+        .lean_streams(cli.lean_streams)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down: ending every stream");

@@ -37,7 +37,8 @@ pub struct SseClient {
 }
 
 impl SseClient {
-    /// Send `GET path` with `headers` and read the response head.
+    /// Send `GET path` with `headers` (and `Accept: text/event-stream` unless `headers` has an
+    /// `Accept`) and read the response head.
     pub async fn connect(
         addr: SocketAddr,
         path: &str,
@@ -61,7 +62,17 @@ impl SseClient {
             .pool_max_idle_per_host(0)
             .build()
             .map_err(io::Error::other)?;
+        let get = method == reqwest::Method::GET;
         let mut request = client.request(method, format!("http://{addr}{path}"));
+        // As `EventSource` does (and what a server's lean driver looks for), unless the caller
+        // sets its own.
+        if get
+            && !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("accept"))
+        {
+            request = request.header("accept", "text/event-stream");
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
