@@ -78,6 +78,10 @@ pub(crate) struct Cli {
     /// The most connections open at once from one client address [default: no limit]
     #[arg(long, env = "SSEHUB_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     max_connections_per_ip: Option<usize>,
+    /// Serve event streams with the lean HTTP/1 driver (no read buffer, a write buffer only
+    /// while writing); false serves every request with hyper [default: true]
+    #[arg(long, env = "SSEHUB_LEAN_STREAMS", value_name = "BOOL")]
+    lean_streams: Option<bool>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "SSEHUB_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
@@ -115,6 +119,8 @@ struct File {
     header_timeout: Option<u64>,
     #[serde(alias = "max_connections_per_ip")]
     max_connections_per_ip: Option<usize>,
+    #[serde(alias = "lean_streams")]
+    lean_streams: Option<bool>,
     #[serde(alias = "log_format")]
     log_format: Option<String>,
 }
@@ -154,6 +160,7 @@ pub(crate) struct Config {
     pub(crate) max_connections: usize,
     pub(crate) header_timeout: std::time::Duration,
     pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) lean_streams: bool,
     pub(crate) json_logs: bool,
 }
 
@@ -246,6 +253,7 @@ impl Config {
                 Some(n) => Some(positive("max-connections-per-ip", Some(n), n)?),
                 None => None,
             },
+            lean_streams: cli.lean_streams.or(file.lean_streams).unwrap_or(true),
             json_logs,
         })
     }

@@ -184,6 +184,7 @@ async fn run(config: Config) -> Result<(), String> {
     ssehub::serve(listener, router)
         .header_read_timeout(Some(hub.config.header_timeout))
         .max_connections_per_ip(hub.config.max_connections_per_ip)
+        .lean_streams(hub.config.lean_streams)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: ending every stream with a retry hint");

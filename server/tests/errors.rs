@@ -358,3 +358,22 @@ async fn slow_heads_and_too_many_connections_from_one_address_are_closed() {
     }
     assert!(open(()).await.is_none(), "a third connection was served");
 }
+
+/// `--lean-streams false`: streams are served by hyper (the connection is kept alive after).
+#[tokio::test]
+async fn lean_streams_false_serves_streams_with_hyper() {
+    let hub = Hub::start(&[
+        "--publish-key",
+        KEY,
+        "--jwt-secret",
+        SECRET,
+        "--lean-streams",
+        "false",
+    ])
+    .await;
+    let t = token("alice", &["c/*"]);
+    let path = common::sse_path(&[&unique("c")], &format!("&token={t}"));
+    let c = SseClient::connect(hub.addr, &path, &[]).await.unwrap();
+    assert_eq!(c.status(), 200);
+    assert_eq!(c.header("connection"), None);
+}

@@ -20,6 +20,8 @@ async fn publish_and_subscribe_round_trip_and_resume() {
     let mut c = SseClient::connect(hub.addr, &path, &[]).await.unwrap();
     assert_eq!(c.status(), 200);
     assert_eq!(c.header("content-type"), Some("text/event-stream"));
+    // Served by the lean HTTP/1 driver (the default; `--lean-streams false` turns it off).
+    assert_eq!(c.header("connection"), Some("close"));
     let id1 = hub.publish(&a, json!({"text": "hi"})).await;
     let e = c.next_event().await.unwrap();
     assert_eq!(e.event, a);
