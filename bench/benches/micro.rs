@@ -1,16 +1,20 @@
-//! criterion micro-benchmarks: framing one event, and the per-subscriber cost of fan-out
-//! (publish through a `ChannelManager` over `MemoryBroker` to N sessions, draining them).
+//! criterion micro-benchmarks: framing one event, the per-subscriber cost of fan-out (publish
+//! through a `ChannelManager` over `MemoryBroker` to N sessions, draining them), and a
+//! multiplexed stream of 10 channels against 10 single sessions (one event on each channel,
+//! drained: the multiplexed one re-frames each event with an id of all 10 positions).
 //!
 //! ```text
 //! cargo bench -p ssehub-bench --bench micro
 //! ```
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
 use futures_util::StreamExt;
 use ssehub_bench::server::BenchEvent;
+use ssehub_core::multiplex::MultiplexedSession;
 use ssehub_core::{ChannelManager, EventId, EventName, Session, Sse, SubscribeOptions, Transport};
 use ssehub_memory::MemoryBroker;
 
@@ -77,11 +81,109 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
+/// Read `stream` until `events` frames (each ends with an empty line) have come.
+async fn drain<S: futures_util::Stream<Item = bytes::Bytes> + Unpin>(
+    stream: &mut S,
+    events: usize,
+) {
+    let mut got = 0;
+    while got < events {
+        let chunk = stream.next().await.expect("a frame");
+        got += chunk.windows(2).filter(|w| w == b"\n\n").count();
+        black_box(chunk);
+    }
+}
+
+fn multiplexed(c: &mut Criterion) {
+    const CHANNELS: usize = 10;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("ten_channels");
+    g.measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(CHANNELS as u64));
+    let manager = ChannelManager::<BenchEvent>::builder(MemoryBroker::new())
+        .build()
+        .expect("manager");
+    let names: Vec<String> = (0..CHANNELS).map(|i| format!("c{i}")).collect();
+    let ev = event();
+    let (mut mux, mut singles) = rt.block_on(async {
+        let mut mux = MultiplexedSession::new(Arc::new(Sse), None, None);
+        let mut singles = Vec::new();
+        for name in &names {
+            let tagged = SubscribeOptions::new().for_multiplex().from_tail(true);
+            let session = manager.subscribe(name, tagged).await.expect("session");
+            mux = mux.channel(name, session).expect("channel");
+            singles.push(
+                manager
+                    .subscribe(name, SubscribeOptions::new())
+                    .await
+                    .expect("session"),
+            );
+        }
+        // Every channel at a position, so each id carries 10 of them.
+        for name in &names {
+            manager.publish(name, &ev).await.expect("publish");
+        }
+        (mux, singles)
+    });
+    rt.block_on(async {
+        drain(&mut mux, CHANNELS).await;
+        for s in &mut singles {
+            drain(s, 1).await;
+        }
+    });
+    // Both consumers drain every round, so each bench publishes once per channel and reads its
+    // own consumer; the other's frames are drained outside the measured part.
+    g.bench_function("multiplexed", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                rt.block_on(async {
+                    for name in &names {
+                        manager.publish(name, &ev).await.expect("publish");
+                    }
+                    let start = std::time::Instant::now();
+                    drain(&mut mux, CHANNELS).await;
+                    spent += start.elapsed();
+                    for s in &mut singles {
+                        drain(s, 1).await;
+                    }
+                });
+            }
+            spent
+        });
+    });
+    g.bench_function("single", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                rt.block_on(async {
+                    for name in &names {
+                        manager.publish(name, &ev).await.expect("publish");
+                    }
+                    let start = std::time::Instant::now();
+                    for s in &mut singles {
+                        drain(s, 1).await;
+                    }
+                    spent += start.elapsed();
+                    drain(&mut mux, CHANNELS).await;
+                });
+            }
+            spent
+        });
+    });
+    g.finish();
+}
+
 /// Every benchmark of this file (what `criterion_group!` would generate, documented).
 fn benches() {
     let mut c = Criterion::default().configure_from_args();
     framing(&mut c);
     fanout(&mut c);
+    multiplexed(&mut c);
 }
 
 criterion_main!(benches);

@@ -32,6 +32,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use fanout::{CountGuard, Fanout, SubscriptionCount};
+pub(crate) use position::epoch_len;
 pub use position::{MAX_EPOCH_LEN, Offset, StreamPosition, is_epoch, parse_canonical};
 
 use crate::broker::{Message, Signals};

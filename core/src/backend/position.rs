@@ -86,17 +86,11 @@ impl StreamPosition {
     /// Parse the text of an id; `None` when it is not a canonical position.
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
-        let mut parts = text.split('-');
-        let epoch = parts.next()?;
-        let a = parse_canonical(parts.next()?)?;
-        let offset = match parts.next() {
-            None => Offset::Seq(a),
-            Some(b) => Offset::Pair(a, parse_canonical(b)?),
-        };
-        if parts.next().is_some() {
-            return None;
-        }
-        Self::new(epoch, offset)
+        let (epoch, offset) = split(text)?;
+        Some(StreamPosition {
+            epoch: Arc::from(epoch),
+            offset,
+        })
     }
 
     /// Parse an event id; `None` when it is not a canonical position.
@@ -147,6 +141,26 @@ impl fmt::Display for StreamPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.epoch, self.offset)
     }
+}
+
+/// The epoch and offset of a canonical position's text (what [`StreamPosition::parse`]
+/// accepts), without allocating.
+fn split(text: &str) -> Option<(&str, Offset)> {
+    let mut parts = text.split('-');
+    let epoch = parts.next()?;
+    let a = parse_canonical(parts.next()?)?;
+    let offset = match parts.next() {
+        None => Offset::Seq(a),
+        Some(b) => Offset::Pair(a, parse_canonical(b)?),
+    };
+    let zero = matches!(offset, Offset::Seq(0) | Offset::Pair(0, 0));
+    (parts.next().is_none() && is_epoch(epoch) && !zero).then_some((epoch, offset))
+}
+
+/// The length of the epoch of `text` when it is a canonical position, without allocating: the
+/// rest of the text, from its `-`, is the offset.
+pub(crate) fn epoch_len(text: &str) -> Option<usize> {
+    split(text).map(|(epoch, _)| epoch.len())
 }
 
 /// Whether `s` is an epoch: 1 to [`MAX_EPOCH_LEN`] ASCII letters and digits.

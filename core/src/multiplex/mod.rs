@@ -58,7 +58,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 
-use crate::backend::StreamPosition;
+use crate::backend::{StreamPosition, epoch_len};
 use crate::error::{Error, Result};
 use crate::id::{EventId, EventName, MAX_EVENT_ID_LEN};
 use crate::session::Session;
@@ -90,35 +90,47 @@ const ID_MARK: char = '~';
 /// ```
 #[must_use]
 pub fn encode_positions(positions: &[Option<EventId>]) -> String {
-    encode(positions.iter().map(Option::as_ref))
+    encode(
+        positions
+            .iter()
+            .map(|p| p.as_ref().map(|id| (id, epoch_len(id.as_str())))),
+    )
 }
 
-/// [`encode_positions`] over borrowed positions (no copy of them per event).
-fn encode<'a>(positions: impl ExactSizeIterator<Item = Option<&'a EventId>>) -> String {
-    let mut out = String::with_capacity(1 + positions.len() * 16);
+/// [`encode_positions`] over borrowed positions, each with the length of its epoch when it is a
+/// canonical position (`None`: an id of a broker of its own kind). Nothing is parsed here: a
+/// canonical id is its epoch, `-`, and its offset, so the short form is the id past its epoch.
+fn encode<'a>(
+    positions: impl ExactSizeIterator<Item = Option<(&'a EventId, Option<usize>)>> + Clone,
+) -> String {
+    let len = positions
+        .clone()
+        .map(|p| p.map_or(0, |(id, _)| id.as_str().len() * 2) + 1)
+        .sum::<usize>();
+    let mut out = String::with_capacity(1 + len);
     out.push(ID_MARK);
-    let mut epoch: Option<StreamPosition> = None;
+    let mut epoch: Option<&str> = None;
     for (i, p) in positions.enumerate() {
         if i > 0 {
             out.push('.');
         }
-        let Some(id) = p else { continue };
-        match StreamPosition::from_event_id(id) {
-            Some(pos) => {
-                match &epoch {
-                    Some(prev) if prev.epoch() == pos.epoch() => {
-                        out.push('-');
-                        out.push_str(&pos.offset().to_string());
-                    }
-                    _ => out.push_str(id.as_str()),
+        let Some((id, epoch_len)) = p else { continue };
+        let text = id.as_str();
+        match epoch_len {
+            Some(n) => {
+                let (this, offset) = text.split_at(n);
+                if epoch == Some(this) {
+                    out.push_str(offset);
+                } else {
+                    out.push_str(text);
                 }
-                epoch = Some(pos);
+                epoch = Some(this);
             }
             // Not a position (a broker of its own kind): `_`, then the id with `_` and `.`
             // escaped, so the entry can neither end early nor look like the short form.
             None => {
                 out.push('_');
-                for c in id.as_str().chars() {
+                for c in text.chars() {
                     match c {
                         '_' => out.push_str("_u"),
                         '.' => out.push_str("_d"),
@@ -203,6 +215,16 @@ struct Part {
     label: EventName,
     session: Session,
     position: Option<EventId>,
+    /// The length of `position`'s epoch when it is a canonical position, found once when the
+    /// position changes rather than for every event of every channel.
+    epoch_len: Option<usize>,
+}
+
+impl Part {
+    fn set_position(&mut self, id: EventId) {
+        self.epoch_len = epoch_len(id.as_str());
+        self.position = Some(id);
+    }
 }
 
 /// Several channels' sessions as one stream of frames, ready to be an HTTP response body.
@@ -287,6 +309,7 @@ impl MultiplexedSession {
         let position = session.start_position().cloned();
         self.parts.push(Part {
             label: EventName::from_trusted(label.to_owned()),
+            epoch_len: position.as_ref().and_then(|id| epoch_len(id.as_str())),
             session,
             position,
         });
@@ -312,7 +335,11 @@ impl MultiplexedSession {
 
     /// The id of the connection's current positions.
     fn id(&self) -> EventId {
-        EventId::from_trusted(encode(self.parts.iter().map(|p| p.position.as_ref())))
+        EventId::from_trusted(encode(
+            self.parts
+                .iter()
+                .map(|p| p.position.as_ref().map(|id| (id, p.epoch_len))),
+        ))
     }
 
     /// Re-frame one channel's chunk of `Tagged` records into `out`.
@@ -328,7 +355,7 @@ impl MultiplexedSession {
                     };
                     let id = match id {
                         Some(id) => {
-                            part.position = Some(id);
+                            part.set_position(id);
                             Some(self.id())
                         }
                         None => None,
@@ -341,7 +368,7 @@ impl MultiplexedSession {
                     // `lastEventId` does on a single-channel stream (a session that starts with a
                     // reset has its start position from `from_tail`, never the client's old id).
                     if let Some(id) = id {
-                        self.parts[index].position = Some(id);
+                        self.parts[index].set_position(id);
                     }
                     let composite = self.id();
                     let label = self.parts[index].label.as_str();
@@ -467,5 +494,61 @@ mod tests {
         );
         let long = format!("~{}", "9".repeat(max_positions_len(1)));
         assert_eq!(decode_positions(&long, 1), None);
+    }
+
+    /// The encoding as it was written before epochs were cached: every id parsed as a position.
+    fn encode_by_parsing(positions: &[Option<EventId>]) -> String {
+        let mut out = String::from(ID_MARK);
+        let mut epoch: Option<StreamPosition> = None;
+        for (i, p) in positions.iter().enumerate() {
+            if i > 0 {
+                out.push('.');
+            }
+            let Some(id) = p else { continue };
+            match StreamPosition::from_event_id(id) {
+                Some(pos) => {
+                    match &epoch {
+                        Some(prev) if prev.epoch() == pos.epoch() => {
+                            out.push('-');
+                            out.push_str(&pos.offset().to_string());
+                        }
+                        _ => out.push_str(id.as_str()),
+                    }
+                    epoch = Some(pos);
+                }
+                None => {
+                    out.push('_');
+                    out.push_str(&id.as_str().replace('_', "_u").replace('.', "_d"));
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Ids from a few epochs, canonical or not (leading zeros, zero offsets, stray `-`,
+        /// `_` and `.`): the short forms cut from the text are what parsing gave, and decode
+        /// gives the ids back.
+        #[test]
+        fn encoding_without_parsing_is_encoding_by_parsing(
+            ids in proptest::collection::vec(
+                proptest::option::of("(a1|b2|Zz9)(-(0|[1-9][0-9]{0,3}|0[0-9])){1,3}|[a-z_.-]{1,6}"),
+                0..8,
+            )
+        ) {
+            let positions: Vec<Option<EventId>> = ids
+                .iter()
+                .map(|s| s.as_deref().and_then(|s| EventId::parse(s).ok()))
+                .collect();
+            let text = encode_positions(&positions);
+            proptest::prop_assert_eq!(&text, &encode_by_parsing(&positions));
+            if !positions.is_empty() {
+                let want: Vec<Option<String>> = positions
+                    .iter()
+                    .map(|p| p.as_ref().map(|i| i.as_str().to_owned()))
+                    .collect();
+                proptest::prop_assert_eq!(decode_positions(&text, positions.len()), Some(want));
+            }
+        }
     }
 }
