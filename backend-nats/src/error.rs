@@ -35,6 +35,8 @@ pub(crate) enum NatsError {
     },
     #[error("replay timed out")]
     ReplayTimeout,
+    #[error("a replay lost messages on the way (delivery {got} came after {after})")]
+    ReplayLost { after: u64, got: u64 },
     #[error("health probe did not come back in time")]
     ProbeTimeout,
 }

@@ -165,13 +165,27 @@ impl Read<'_> {
             .map_err(|e| NatsError::Read(boxed(e)))?;
         let mut events = Vec::new();
         let mut prev = self.after;
+        // The consumer numbers what it sends 1, 2, 3…: without acks, a message lost on the way
+        // (the connection cut mid-batch) is never sent again, and after the reconnect the
+        // consumer goes on with the next one. A number skipped is such a loss: the read fails
+        // (temporarily), never answers a hole.
+        let mut delivered = 0;
         while prev < self.last && events.len() < self.limit {
             let msg = match messages.next().await {
                 Some(Ok(msg)) => msg,
                 Some(Err(e)) => return Err(NatsError::Read(boxed(e)).into()),
                 None => return Err(NatsError::ReplayTimeout.into()),
             };
-            let seq = msg.info().map_err(NatsError::Read)?.stream_sequence;
+            let info = msg.info().map_err(NatsError::Read)?;
+            if info.consumer_sequence != delivered + 1 {
+                return Err(NatsError::ReplayLost {
+                    after: delivered,
+                    got: info.consumer_sequence,
+                }
+                .into());
+            }
+            delivered = info.consumer_sequence;
+            let seq = info.stream_sequence;
             if seq <= prev {
                 continue;
             }
