@@ -3,10 +3,11 @@
 //! so the client is never the bottleneck.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use futures_util::StreamExt as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -42,7 +43,23 @@ pub struct Received {
 /// Open `GET path` on `addr` and read the response head. `rcvbuf` shrinks the socket's receive
 /// buffer (a slow client).
 pub async fn connect(addr: SocketAddr, path: &str, rcvbuf: Option<u32>) -> io::Result<Conn> {
+    connect_from(addr, path, rcvbuf, None).await
+}
+
+/// [`connect`] from the local address `source` (its port chosen by the kernel), or from
+/// whatever address the kernel picks when `None`. Connections spread over many loopback
+/// sources ([`spread_source`]) never run out of ephemeral ports: Linux accepts any address of
+/// 127.0.0.0/8 on `lo` as a source.
+pub async fn connect_from(
+    addr: SocketAddr,
+    path: &str,
+    rcvbuf: Option<u32>,
+    source: Option<IpAddr>,
+) -> io::Result<Conn> {
     let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
     if let Some(size) = rcvbuf {
         socket.set_recv_buffer_size(size)?;
     }
@@ -112,6 +129,18 @@ impl Conn {
     /// multiplexed endpoint names each event after its channel): `expect` counts them all.
     pub async fn read_counting(
         mut self,
+        expect: u64,
+        deadline: Instant,
+        progress: Option<&std::sync::atomic::AtomicU64>,
+    ) -> Received {
+        self.read_open(expect, deadline, progress).await
+    }
+
+    /// [`read_counting`](Self::read_counting) without closing the connection: it stays open
+    /// until the `Conn` is dropped (so a run can measure the server before every subscriber
+    /// disconnects). Meant to be called once: whatever was read past the last event is dropped.
+    pub async fn read_open(
+        &mut self,
         expect: u64,
         deadline: Instant,
         progress: Option<&std::sync::atomic::AtomicU64>,
@@ -269,6 +298,61 @@ pub async fn open_many(
             conns.push(c?);
         }
         i = end;
+    }
+    Ok(conns)
+}
+
+/// The source address of connection `i` of a crowd: 127.X.Y.Z with Z = `i` % 250 + 1, Y =
+/// (`i` / 250) % 250 and X = 1 + `i` / 62,500 (at most 254), so every one of the first 15.8
+/// million connections has its own address, and none is 127.0.0.1.
+#[must_use]
+pub fn spread_source(i: usize) -> IpAddr {
+    let octet = |v: usize| u8::try_from(v).unwrap_or(u8::MAX);
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        octet((1 + i / 62_500).min(254)),
+        octet((i / 250) % 250),
+        octet(i % 250 + 1),
+    ))
+}
+
+/// Open `count` connections to `path` on `addr`, connection `k` from
+/// [`spread_source`]`(first + k)`, at most `concurrency` connecting at once (each one that
+/// completes lets the next start, so the server's listen backlog never holds more than
+/// `concurrency`). Each must have its response head within `each`. The first failure ends it
+/// with an error naming how many were open (the others are closed).
+pub async fn open_spread(
+    addr: SocketAddr,
+    path: &str,
+    first: usize,
+    count: usize,
+    concurrency: usize,
+    each: Duration,
+) -> io::Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(count);
+    let mut pending = futures_util::stream::iter(first..first + count)
+        .map(|i| async move {
+            let source = spread_source(i);
+            match tokio::time::timeout(each, connect_from(addr, path, None, Some(source))).await {
+                Ok(Ok(c)) => Ok(c),
+                Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("from {source}: {e}"))),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("from {source}: no response head within {each:?}"),
+                )),
+            }
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some(c) = pending.next().await {
+        match c {
+            Ok(c) => conns.push(c),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{} of these {count} connections open: {e}", conns.len()),
+                ));
+            }
+        }
     }
     Ok(conns)
 }

@@ -53,4 +53,20 @@ pub fn io_counter(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `RLIMIT_NOFILE` of `pid`, (soft, hard), from `/proc/<pid>/limits` (`u64::MAX`: unlimited);
+/// (0, 0) if it cannot be read.
+#[must_use]
+pub fn nofile_limits(pid: u32) -> (u64, u64) {
+    let limits = i32::try_from(pid)
+        .ok()
+        .and_then(|pid| rlimit::ProcLimits::read_process(pid).ok())
+        .and_then(|l| l.max_open_files);
+    limits.map_or((0, 0), |l| {
+        (
+            l.soft_limit.unwrap_or(u64::MAX),
+            l.hard_limit.unwrap_or(u64::MAX),
+        )
+    })
+}
+
 pub use ssehub_test_support::status_kib;

@@ -10,7 +10,10 @@
 //! - [`HubProc`], [`rounds`]: the `ssehub` hub binary, published to over HTTP (scenario 11).
 //! - [`mux_vs_single`]: one multiplexed connection per client against one connection per
 //!   channel (scenario 12).
+//! - [`crowd`]: as many connections as one machine holds on one channel, from source addresses
+//!   spread over 127.0.0.0/8 (scenario 13).
 
+mod crowd;
 mod fanout;
 mod fleet;
 mod hub;
@@ -24,6 +27,7 @@ use serde::Serialize;
 
 use crate::client;
 
+pub use crowd::{Crowd, FD_HEADROOM, check_fd_limits, crowd, fds_needed};
 pub use fanout::{Fanout, fanout};
 pub use fleet::{Fleet, fleet};
 pub use hub::{HUB_CHANNEL, HubProc, Publish, Rounds, Target, rounds};
@@ -37,7 +41,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 /// The measurements of one run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Run {
-    /// Scenario number (1..6; 0 for the chart's runs).
+    /// Scenario number (1..13; 0 for the chart's runs).
     pub scenario: u32,
     /// What this run is (server, backend, variant).
     pub label: String,
@@ -81,10 +85,16 @@ pub struct Run {
     pub p99_us: u64,
     /// 99.9th percentile, µs.
     pub p999_us: u64,
+    /// Largest publish→receive latency, µs (scenario 13; 0 where not measured).
+    pub max_us: u64,
+    /// Per round, the largest publish→receive latency, µs: when that round's event had reached
+    /// every subscriber (scenario 13; empty elsewhere).
+    pub rounds_max_us: Vec<u64>,
     /// Peak RSS of the server process(es), KiB.
     pub peak_rss_kib: u64,
-    /// Server memory per idle connection, KiB (scenario 3); per idle channel (8), per HTTP/2
-    /// stream (9), per client of `channels` subscriptions (12).
+    /// Server memory per idle connection, KiB (scenario 3, and 13: all of them idle against
+    /// none); per idle channel (8), per HTTP/2 stream (9), per client of `channels`
+    /// subscriptions (12).
     pub kib_per_conn: f64,
     /// Free-form notes (slow consumer outcome, memory slope).
     pub note: String,

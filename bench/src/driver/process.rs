@@ -30,8 +30,21 @@ impl ServerProc {
         backend: &str,
         metrics: bool,
     ) -> Result<Self, Error> {
+        Self::start_with_env(exe, kind, backend, metrics, &[]).await
+    }
+
+    /// [`start`](Self::start) with `env` added to the child's environment (this process's
+    /// stays as it is): e.g. `SSEHUB_BENCH_LEAN=1` for ssehub's lean HTTP/1 driver.
+    pub async fn start_with_env(
+        exe: &PathBuf,
+        kind: Kind,
+        backend: &str,
+        metrics: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Self, Error> {
         let port = ssehub_test_support::free_port();
         let mut cmd = Command::new(exe);
+        cmd.envs(env.iter().copied());
         cmd.args([
             "--serve",
             kind.as_str(),
@@ -95,6 +108,13 @@ impl ServerProc {
     #[must_use]
     pub fn rss_kib(&self) -> u64 {
         proc::status_kib(self.child.id(), "VmRSS")
+    }
+
+    /// Its `RLIMIT_NOFILE`, (soft, hard), from `/proc/<pid>/limits` (`u64::MAX`: unlimited);
+    /// (0, 0) if it cannot be read.
+    #[must_use]
+    pub fn fd_limits(&self) -> (u64, u64) {
+        proc::nofile_limits(self.child.id())
     }
 }
 

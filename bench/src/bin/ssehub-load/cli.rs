@@ -31,7 +31,7 @@ pub(crate) struct Args {
 pub(crate) fn args() -> Result<Args, Error> {
     let mut a = Args {
         smoke: false,
-        scenarios: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+        scenarios: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
         json: PathBuf::from("bench-results.json"),
         chart: None,
         serve: None,

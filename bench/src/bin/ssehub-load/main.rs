@@ -1,7 +1,7 @@
 //! `ssehub-load`: the load generator. See `BENCHMARKS.md` at the repository root.
 //!
 //! ```text
-//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7,8,9,10,11,12] [--json FILE] [--chart FILE.png]
+//! ssehub-load [--smoke] [--scenarios 1,2,3,4,5,6,7,8,9,10,11,12,13] [--json FILE] [--chart FILE.png]
 //! ssehub-load --serve ssehub|baseline --port P [--backend memory|redis://..|nats://..] [--metrics]
 //! ```
 //!
@@ -10,12 +10,18 @@
 //!
 //! Scenario 11 starts the hub binary, `ssehub` beside this executable (or `$SSEHUB_HUB_BIN`):
 //! build it with the same profile (`cargo build [--release] -p ssehub-server`).
+//!
+//! Scenario 13 holds 100,000 connections: the load generator raises its descriptor limit (soft
+//! and hard, where it may: `CAP_SYS_RESOURCE`) before it starts the servers, which inherit it,
+//! and fails at once when the limit is still too low (`SSEHUB_CROWD_CONNECTIONS=N` asks for
+//! fewer).
 
 // A command-line tool: its report goes to stdout.
 #![allow(clippy::print_stdout)]
 
 mod backends;
 mod cli;
+mod crowd;
 mod fleet;
 mod hub;
 mod mux;
@@ -49,15 +55,20 @@ fn main() -> Result<(), Error> {
 /// on any lost or duplicated event or error.
 async fn drive(a: Args) -> Result<(), Error> {
     let nofile = ssehub_bench::raise_fd_limit();
+    let hard = ssehub_bench::fd_limits().1;
     let exe = std::env::current_exe()?;
     let z = Sizes::new(a.smoke);
     if a.scenarios.contains(&11) {
         // A missing hub binary fails now, not after the other scenarios ran.
         ssehub_bench::driver::HubProc::binary(&exe)?;
     }
+    if a.scenarios.contains(&13) {
+        // So does a descriptor limit too low for scenario 13's connections.
+        crowd::check_fd_limit(&z)?;
+    }
     let mut runs: Vec<Run> = Vec::new();
     eprintln!(
-        "ssehub-load: {} (soft fd limit {nofile})",
+        "ssehub-load: {} (fd limit soft {nofile}, hard {hard})",
         report::machine()
     );
     for &sc in &a.scenarios {
@@ -75,6 +86,7 @@ async fn drive(a: Args) -> Result<(), Error> {
             10 => runs.extend(fleet::scenario10(&exe, &z).await?),
             11 => runs.extend(hub::scenario11(&exe, &z).await?),
             12 => runs.extend(mux::scenario12(&exe, &z).await?),
+            13 => runs.extend(crowd::scenario13(&exe, &z).await?),
             other => return Err(format!("no scenario {other}").into()),
         }
     }

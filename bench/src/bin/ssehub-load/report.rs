@@ -156,6 +156,7 @@ fn table(runs: &[Run], targets: &[Target]) -> String {
     }
     hub_table(&mut s, runs);
     mux_table(&mut s, runs);
+    crowd_table(&mut s, runs);
     for r in runs.iter().filter(|r| !r.note.is_empty()) {
         let _ = writeln!(
             s,
@@ -290,6 +291,95 @@ fn mux_table(s: &mut String, runs: &[Run]) {
             fine_ratio(a.peak_rss_kib as f64, b.peak_rss_kib as f64),
         );
     }
+}
+
+/// Scenario 13's own table: N connections on one channel on each server, then the ratios
+/// (a)/(b) (ssehub lean against the baseline), (a)/(d) (lean against hyper) and (c)/(a) (Redis
+/// against memory).
+#[allow(clippy::cast_precision_loss)]
+fn crowd_table(s: &mut String, runs: &[Run]) {
+    use crate::crowd::{BASELINE, HYPER, LEAN, LEAN_REDIS};
+    let find = |label: &str| runs.iter().find(|r| r.scenario == 13 && r.label == label);
+    let all: Vec<&Run> = [LEAN, BASELINE, LEAN_REDIS, HYPER]
+        .into_iter()
+        .filter_map(find)
+        .collect();
+    let Some(first) = all.first() else {
+        return;
+    };
+    let ms = |us: u64| us as f64 / 1e3;
+    let cpu_us = |r: &Run| r.cpu_s * 1e6 / r.delivered.max(1) as f64;
+    // The lean driver's send(2) calls are not counted (see the note under the table).
+    let writes = |r: &Run| {
+        if r.label.contains("lean") {
+            "- (send)".to_owned()
+        } else {
+            format!("{:.3}", r.writes_per_delivery)
+        }
+    };
+    let _ = writeln!(
+        s,
+        "\nscenario 13, {} connections on one channel, each from its own source address in \
+         127.0.0.0/8 (idle memory: server RSS with all of them idle against none; latency: \
+         publish -> receive of every delivery; \"reach all\": the largest of each round's, when \
+         its one event had reached every connection):\n\n\
+         | run | server | connections | idle KiB per connection | delivered/expected | server CPU s | CPU us per delivery | deliveries/CPU-s | kernel share | writes/delivery | p50 ms | p99 ms | max ms | reach all, per round, ms | peak RSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        first.subscribers
+    );
+    for r in &all {
+        let rounds: Vec<String> = r
+            .rounds_max_us
+            .iter()
+            .map(|us| format!("{:.0}", ms(*us)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.2} | {}/{} | {:.2} | {:.2} | {:.0} | {:.0}% | {} | {:.1} | {:.1} | {:.1} | {} | {:.1} |",
+            r.label,
+            r.server,
+            r.subscribers,
+            r.kib_per_conn,
+            r.delivered,
+            r.expected,
+            r.cpu_s,
+            cpu_us(r),
+            r.deliveries_per_cpu_s,
+            r.sys_share * 100.0,
+            writes(r),
+            ms(r.p50_us),
+            ms(r.p99_us),
+            ms(r.max_us),
+            rounds.join(", "),
+            r.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    for (name, a, b) in [
+        ("(a)/(b) lean/baseline", LEAN, BASELINE),
+        ("(a)/(d) lean/hyper", LEAN, HYPER),
+        ("(c)/(a) redis/memory", LEAN_REDIS, LEAN),
+    ] {
+        let (Some(a), Some(b)) = (find(a), find(b)) else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | | | {} | | {} | {} | {} | | | {} | {} | {} | | {} |",
+            fine_ratio(a.kib_per_conn, b.kib_per_conn),
+            fine_ratio(a.cpu_s, b.cpu_s),
+            fine_ratio(cpu_us(a), cpu_us(b)),
+            fine_ratio(a.deliveries_per_cpu_s, b.deliveries_per_cpu_s),
+            fine_ratio(a.p50_us as f64, b.p50_us as f64),
+            fine_ratio(a.p99_us as f64, b.p99_us as f64),
+            fine_ratio(a.max_us as f64, b.max_us as f64),
+            fine_ratio(a.peak_rss_kib as f64, b.peak_rss_kib as f64),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nwrites/delivery counts write(2) and writev(2) (`syscw` of /proc/<pid>/io): hyper \
+         writes with writev, the lean driver with send(2), which `syscw` does not count."
+    );
 }
 
 /// `a / b` to two significant digits at least (`0.0021x`), or `-` when `b` is zero.
