@@ -8,6 +8,11 @@ use ssehub_nats::NatsBroker;
 
 /// A broker on the test server, or `None` (skipped) when there is none.
 async fn broker(prefix: &str, stream: &str) -> Option<NatsBroker> {
+    // The broker's log, shown with a failing case's output (why a feed sent a gap).
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
     let url = ssehub_test_support::nats::nats_url().await?;
     Some(
         NatsBroker::builder(url)

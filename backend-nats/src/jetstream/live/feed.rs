@@ -52,6 +52,7 @@ impl TopicFeed {
                 biased;
                 msg = sub.next() => {
                     let Some(msg) = msg else {
+                        tracing::info!(subject = %self.registration.subject, "nats: a live topic's subscription ended; it gets a gap");
                         self.fanout.gap();
                         return;
                     };
@@ -79,8 +80,9 @@ impl TopicFeed {
 
     /// Lost events: tell the sessions; the next event is delivered whatever came before it. A
     /// new `epoch` (a new stream) starts its sequences again.
-    fn gap(&mut self, epoch: String) {
+    fn gap(&mut self, epoch: String, cause: &'static str) {
         if !self.resync {
+            tracing::info!(subject = %self.registration.subject, last = self.last, cause, "nats: a live topic gets a gap");
             self.fanout.gap();
         }
         self.resync = true;
@@ -100,7 +102,7 @@ impl TopicFeed {
             {
                 tracing::debug!(error = %e, "nats: stream check after a new epoch failed");
             }
-            self.gap(stored.epoch.clone());
+            self.gap(stored.epoch.clone(), "a message of another stream epoch");
             self.pending.clear();
             self.deliver(stored);
             return;
@@ -151,7 +153,7 @@ impl TopicFeed {
                     }
                 }
                 None => {
-                    self.gap(stored.epoch.clone());
+                    self.gap(stored.epoch.clone(), "a hole that could not be filled");
                     break;
                 }
             }
@@ -245,7 +247,7 @@ impl TopicFeed {
                 if lost {
                     // Sessions reload after the gap: what the scan read is behind them.
                     let epoch = self.epoch.clone();
-                    self.gap(epoch);
+                    self.gap(epoch, "the reconnect scan could not tell what was missed");
                     let read = events.iter().filter(|e| e.epoch == self.epoch);
                     self.last = read.map(|e| e.seq).fold(self.last, u64::max);
                     self.drain_pending();
@@ -253,7 +255,7 @@ impl TopicFeed {
                 }
                 for event in events {
                     if event.epoch != self.epoch {
-                        self.gap(event.epoch.clone());
+                        self.gap(event.epoch.clone(), "the reconnect scan read another epoch");
                     }
                     if event.seq > self.last {
                         self.deliver(event);
@@ -267,13 +269,13 @@ impl TopicFeed {
             }
             Control::Epoch(epoch) => {
                 if epoch != self.epoch {
-                    self.gap(epoch);
+                    self.gap(epoch, "the stream was created again");
                     self.pending.clear();
                 }
             }
             Control::Gap => {
                 let epoch = self.epoch.clone();
-                self.gap(epoch);
+                self.gap(epoch, "the client dropped messages (slow consumer)");
             }
         }
     }
