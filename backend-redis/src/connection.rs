@@ -265,6 +265,43 @@ pub(crate) enum Subscriber {
 /// Topic channels subscribed at once on a cluster (each `SSUBSCRIBE` goes to its shard).
 const CONCURRENT_SUBSCRIBES: usize = 64;
 
+/// Whether `c` holds a connection to every master that serves slots: the masters `CLUSTER
+/// SLOTS` names against those a `PING` to all masters reached (redis-rs skips the masters it
+/// has no connection to).
+pub(crate) async fn all_masters_connected(c: &mut ClusterConnection) -> redis::RedisResult<bool> {
+    use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+    let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(c).await?;
+    let masters = cluster_slots_masters(&slots);
+    let pings = c
+        .route_command(
+            redis::cmd("PING"),
+            RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+        )
+        .await?;
+    let reached = match pings {
+        Value::Map(m) => m.len(),
+        _ => 1,
+    };
+    Ok(reached >= masters)
+}
+
+/// The distinct masters (address and port) of a `CLUSTER SLOTS` reply: each entry is `[start,
+/// end, [ip, port, id, ..], replicas..]`.
+fn cluster_slots_masters(slots: &Value) -> usize {
+    let Value::Array(ranges) = slots else {
+        return 0;
+    };
+    let mut seen = std::collections::HashSet::new();
+    for range in ranges {
+        if let Value::Array(parts) = range
+            && let Some(Value::Array(master)) = parts.get(2)
+        {
+            seen.insert(format!("{:?}/{:?}", master.first(), master.get(1)));
+        }
+    }
+    seen.len()
+}
+
 impl Subscriber {
     /// Subscribe the topics' channels (sharded on a cluster).
     pub(crate) async fn subscribe_topics(&mut self, channels: &[String]) -> redis::RedisResult<()> {
@@ -272,6 +309,22 @@ impl Subscriber {
             Subscriber::Server(c) => c.subscribe(channels).await,
             Subscriber::Cluster(c) => {
                 use futures_util::StreamExt;
+                // redis-rs 1.8 answers a command for a master it has no connection to by
+                // sending it elsewhere and following the `MOVED`: each such request opens a
+                // connection of its own to that master and keeps it only until its reply, but
+                // the last one to finish replaces the others in the client's map. Concurrent
+                // `SSUBSCRIBE`s to that master are all confirmed, and all but one of their
+                // connections then close without a word, taking their subscriptions with them
+                // (found after a cluster restart: a fresh client built while a master was still
+                // down). So they go one at a time unless every master is connected already.
+                let at_once = if all_masters_connected(c).await? {
+                    CONCURRENT_SUBSCRIBES
+                } else {
+                    tracing::debug!(
+                        "redis cluster: a master is not connected yet, subscribing one topic at a time"
+                    );
+                    1
+                };
                 // One command per channel: channels of different slots cannot share one.
                 let calls: Vec<_> = channels
                     .iter()
@@ -280,8 +333,7 @@ impl Subscriber {
                         async move { c.ssubscribe(channel).await }
                     })
                     .collect();
-                let mut results =
-                    futures_util::stream::iter(calls).buffer_unordered(CONCURRENT_SUBSCRIBES);
+                let mut results = futures_util::stream::iter(calls).buffer_unordered(at_once);
                 while let Some(result) = results.next().await {
                     result?;
                 }
@@ -314,5 +366,92 @@ impl Subscriber {
             Subscriber::Cluster(c) => cmd.query_async(c).await?,
         };
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::IntoConnectionInfo as _;
+    use ssehub_test_support::redis_cluster::{ClusterOptions, RedisCluster};
+
+    use super::*;
+
+    /// After a cluster restart a fresh subscriber connection can be built while one master is
+    /// still down; once it is back, subscribing 16 of its topics at once must leave every one
+    /// subscribed on the connection that carries the messages (redis-rs 1.8 kept one of the
+    /// connections its concurrent redirects opened and closed the others, subscriptions and all,
+    /// with every `SSUBSCRIBE` confirmed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn topics_of_a_master_that_came_back_are_all_subscribed() {
+        let Some(mut cluster) = ssehub_test_support::or_skip(
+            RedisCluster::start(ClusterOptions::new().persistent(true)).await,
+        ) else {
+            return;
+        };
+        let masters = cluster.masters();
+        let back = masters[1];
+        let channels: Vec<String> = (0..)
+            .map(|i| format!("{{t{i}}}:live"))
+            .filter(|c| cluster.master_of(c) == Some(back))
+            .take(16)
+            .collect();
+        cluster.kill(back);
+        let nodes: Vec<ConnectionInfo> = cluster
+            .ports()
+            .iter()
+            .map(|p| {
+                format!("redis://127.0.0.1:{p}")
+                    .into_connection_info()
+                    .unwrap()
+            })
+            .collect();
+        let config = crate::RedisBrokerBuilder::from_cluster_nodes(nodes.clone());
+        let (tx, mut pushes) = crate::pushes::channel(4096);
+        let client = cluster_client(&nodes, &config, Some(tx)).unwrap();
+        let con = client
+            .get_async_connection()
+            .await
+            .expect("a cluster connection with one master down");
+        cluster.restart_node(back).await.unwrap();
+        let mut sub = Subscriber::Cluster(con);
+        sub.subscribe_topics(&channels).await.expect("subscribe");
+
+        let mut node = redis::Client::open(format!("redis://127.0.0.1:{back}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg(&channels)
+            .query_async(&mut node)
+            .await
+            .unwrap();
+        let held = counts.iter().filter(|(_, n)| *n > 0).count();
+        for c in &channels {
+            let _: i64 = redis::cmd("SPUBLISH")
+                .arg(c)
+                .arg("x")
+                .query_async(&mut node)
+                .await
+                .unwrap();
+        }
+        let mut got = 0;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got < channels.len() {
+            match tokio::time::timeout_at(deadline, pushes.recv()).await {
+                Ok(Some(crate::pushes::Push::Info(p))) if p.kind == redis::PushKind::SMessage => {
+                    got += 1;
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        assert_eq!(
+            (held, got),
+            (channels.len(), channels.len()),
+            "subscriptions the master holds, messages received, of {} topics",
+            channels.len()
+        );
     }
 }
