@@ -27,7 +27,10 @@ use serde::Serialize;
 
 use crate::client;
 
-pub use crowd::{Crowd, FD_HEADROOM, check_fd_limits, crowd, fds_needed};
+pub use crowd::{
+    Crowd, FD_HEADROOM, WorkerReport, WorkerSpec, check_fd_limits, crowd, fds_needed,
+    processes_needed, system_fds_left, worker as crowd_worker,
+};
 pub use fanout::{Fanout, fanout};
 pub use fleet::{Fleet, fleet};
 pub use hub::{HUB_CHANNEL, HubProc, Publish, Rounds, Target, rounds};

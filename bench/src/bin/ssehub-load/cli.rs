@@ -25,6 +25,9 @@ pub(crate) struct Args {
     pub(crate) backend: String,
     /// `--metrics`: the server records metrics.
     pub(crate) metrics: bool,
+    /// `--crowd-worker SPEC`: be a client process of scenario 13 (SPEC: a
+    /// `driver::WorkerSpec` in JSON) instead of the load generator.
+    pub(crate) crowd_worker: Option<String>,
 }
 
 /// Parse the process's arguments.
@@ -38,6 +41,7 @@ pub(crate) fn args() -> Result<Args, Error> {
         port: 0,
         backend: "memory".into(),
         metrics: false,
+        crowd_worker: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -62,6 +66,7 @@ pub(crate) fn args() -> Result<Args, Error> {
             "--port" => a.port = value()?.parse()?,
             "--backend" => a.backend = value()?,
             "--metrics" => a.metrics = true,
+            "--crowd-worker" => a.crowd_worker = Some(value()?),
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }

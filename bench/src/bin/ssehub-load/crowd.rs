@@ -39,46 +39,38 @@ async fn local_redis_answers() -> bool {
     )
 }
 
-/// The size of scenario 13: `z`'s, with `SSEHUB_CROWD_CONNECTIONS` connections when set. Without
-/// it, a descriptor limit below the size's needs shrinks the scenario to what the limit holds
-/// (saying so in `capped`); a size asked for explicitly is never shrunk.
-fn crowd(z: &Sizes) -> Result<(driver::Crowd, Option<String>), Error> {
+/// The size of scenario 13: `z`'s, with `SSEHUB_CROWD_CONNECTIONS` connections when set; and
+/// the server processes that hold them: `SSEHUB_CROWD_PROCESSES` when set, else as many as
+/// this process's descriptor limit (raised already; the servers inherit it) needs.
+fn crowd(z: &Sizes) -> Result<(driver::Crowd, usize), Error> {
     let mut c = z.crowd.clone();
     if let Ok(v) = std::env::var("SSEHUB_CROWD_CONNECTIONS") {
         c.connections = v
             .parse()
             .map_err(|e| format!("SSEHUB_CROWD_CONNECTIONS={v:?}: {e}"))?;
-        return Ok((c, None));
     }
-    let (soft, _) = ssehub_bench::fd_limits();
-    let need = driver::fds_needed(c.connections);
-    if soft >= need {
-        return Ok((c, None));
-    }
-    let fit = usize::try_from(soft.saturating_sub(driver::FD_HEADROOM)).unwrap_or(0);
-    let capped = format!(
-        "CAPPED: {fit} of {} connections (descriptor limit {soft}, needs {need}; raise it with \
-         `ulimit -Hn {need} && ulimit -n {need}` where allowed)",
-        c.connections
-    );
-    c.connections = fit;
-    Ok((c, Some(capped)))
+    let processes = match std::env::var("SSEHUB_CROWD_PROCESSES") {
+        Ok(v) => v
+            .parse::<usize>()
+            .map_err(|e| format!("SSEHUB_CROWD_PROCESSES={v:?}: {e}"))?
+            .max(1),
+        Err(_) => driver::processes_needed(c.connections, ssehub_bench::fd_limits().0),
+    };
+    Ok((c, processes))
 }
 
-/// Whether this process's descriptor limit (raised already; the servers inherit it) holds
-/// scenario 13's connections: checked before any scenario runs, so that a limit too low fails
-/// at once.
+/// Whether the descriptor limits hold scenario 13's connections over its processes: checked
+/// before any scenario runs, so that a limit too low fails at once.
 pub(crate) fn check_fd_limit(z: &Sizes) -> Result<(), Error> {
-    driver::check_fd_limits(crowd(z)?.0.connections, None).map(|_| ())
+    let (c, processes) = crowd(z)?;
+    driver::check_fd_limits(c.connections, processes, &[]).map(|_| ())
 }
 
-/// Scenario 13: the runs named by `SSEHUB_CROWD_RUNS` (`a,b,c,d`, the default: all), each on a
-/// fresh server, `SSEHUB_CROWD_CONNECTIONS` connections (default: the size's).
+/// Scenario 13: the runs named by `SSEHUB_CROWD_RUNS` (`a,b,c,d`, the default: all), each on
+/// fresh servers, `SSEHUB_CROWD_CONNECTIONS` connections (default: the size's), held by
+/// `SSEHUB_CROWD_PROCESSES` server processes (default: as many as the descriptor limit needs).
 pub(crate) async fn scenario13(exe: &PathBuf, z: &Sizes) -> Result<Vec<Run>, Error> {
-    let (c, capped) = crowd(z)?;
-    if let Some(capped) = &capped {
-        eprintln!("  scenario 13 {capped}");
-    }
+    let (c, processes) = crowd(z)?;
     let which = std::env::var("SSEHUB_CROWD_RUNS").unwrap_or_else(|_| "a,b,c,d".into());
     let which: Vec<&str> = which.split(',').map(str::trim).collect();
     if let Some(w) = which.iter().find(|w| !["a", "b", "c", "d"].contains(w)) {
@@ -86,10 +78,11 @@ pub(crate) async fn scenario13(exe: &PathBuf, z: &Sizes) -> Result<Vec<Run>, Err
     }
     let nofile = ssehub_bench::raise_fd_limit();
     eprintln!(
-        "  {} connections, {} rounds; fd limit {nofile} (needs {})",
+        "  {} connections, {} rounds, {processes} server process(es) and as many client \
+         processes; fd limit {nofile} (each needs {})",
         c.connections,
         c.rounds,
-        driver::fds_needed(c.connections)
+        driver::fds_needed(c.connections.div_ceil(processes))
     );
     // Redis: `SSEHUB_REDIS_URL`, else the shared local one, else one of our own.
     let mut own_redis = None;
@@ -119,13 +112,24 @@ pub(crate) async fn scenario13(exe: &PathBuf, z: &Sizes) -> Result<Vec<Run>, Err
         if !which.contains(&key) {
             continue;
         }
-        let s =
-            ServerProc::start_with_env(exe, kind, backend, false, &[("SSEHUB_BENCH_LEAN", lean)])
-                .await?;
+        let mut servers = Vec::with_capacity(processes);
+        for _ in 0..processes {
+            servers.push(
+                ServerProc::start_with_env(
+                    exe,
+                    kind,
+                    backend,
+                    false,
+                    &[("SSEHUB_BENCH_LEAN", lean)],
+                )
+                .await?,
+            );
+        }
         // A channel of its own: nothing from an earlier run in a shared Redis.
         let channel = format!("crowd{key}{}", now_ns() / 1_000_000);
-        let mut run = driver::crowd(&s, &c, &channel).await?;
-        drop(s);
+        let shared = backend != "memory";
+        let mut run = driver::crowd(exe, &servers, shared, &c, &channel).await?;
+        drop(servers);
         run.scenario = 13;
         run.server = kind.as_str().into();
         run.label = label.into();
@@ -149,9 +153,6 @@ pub(crate) async fn scenario13(exe: &PathBuf, z: &Sizes) -> Result<Vec<Run>, Err
             run.p99_us,
             run.max_us
         );
-        if let Some(capped) = &capped {
-            run.note = format!("{capped}; {}", run.note);
-        }
         runs.push(run);
         // The closed connections' sockets leave the kernel before the next server starts.
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -12,9 +12,10 @@
 //! build it with the same profile (`cargo build [--release] -p ssehub-server`).
 //!
 //! Scenario 13 holds 100,000 connections: the load generator raises its descriptor limit (soft
-//! and hard, where it may: `CAP_SYS_RESOURCE`) before it starts the servers, which inherit it,
-//! and fails at once when the limit is still too low (`SSEHUB_CROWD_CONNECTIONS=N` asks for
-//! fewer).
+//! and hard, where it may: `CAP_SYS_RESOURCE`) before it starts the servers, which inherit it;
+//! where one process cannot hold them all, they are spread over as many server processes and
+//! client processes (`ssehub-load --crowd-worker SPEC`, started by the load generator itself)
+//! as the limit needs.
 
 // A command-line tool: its report goes to stdout.
 #![allow(clippy::print_stdout)]
@@ -47,6 +48,11 @@ fn main() -> Result<(), Error> {
         return rt
             .block_on(server::serve(kind, a.port, &a.backend, a.metrics))
             .map_err(|e| e.to_string().into());
+    }
+    if let Some(spec) = &a.crowd_worker {
+        return rt.block_on(ssehub_bench::driver::crowd_worker(serde_json::from_str(
+            spec,
+        )?));
     }
     rt.block_on(drive(a))
 }
