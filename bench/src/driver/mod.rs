@@ -14,6 +14,7 @@
 //!   spread over 127.0.0.0/8 (scenario 13).
 
 mod crowd;
+mod crowd_worker;
 mod fanout;
 mod fleet;
 mod hub;
@@ -28,9 +29,9 @@ use serde::Serialize;
 use crate::client;
 
 pub use crowd::{
-    Crowd, FD_HEADROOM, WorkerReport, WorkerSpec, check_fd_limits, crowd, fds_needed,
-    processes_needed, system_fds_left, worker as crowd_worker,
+    Crowd, FD_HEADROOM, check_fd_limits, crowd, fds_needed, processes_needed, system_fds_left,
 };
+pub use crowd_worker::{WorkerReport, WorkerSpec, worker as crowd_worker};
 pub use fanout::{Fanout, fanout};
 pub use fleet::{Fleet, fleet};
 pub use hub::{HUB_CHANNEL, HubProc, Publish, Rounds, Target, rounds};
