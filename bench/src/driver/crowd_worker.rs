@@ -66,7 +66,7 @@ async fn say(out: &tokio::sync::Mutex<tokio::io::Stdout>, line: &str) -> std::io
     o.flush().await
 }
 
-/// The client process of [`crowd`] (`ssehub-load --crowd-worker SPEC`). It opens `spec.low`
+/// The client process of [`crowd`](fn@crate::driver::crowd) (`ssehub-load --crowd-worker SPEC`). It opens `spec.low`
 /// connections and says `opened MS`, waits for `more` on stdin, opens the rest and says
 /// `opened MS`, waits for `read MS`, then reads `spec.rounds` events on every connection
 /// within MS, saying `progress EVENTS SHORT` as they arrive (SHORT: connections whose stream
