@@ -317,7 +317,7 @@ impl Subscriber {
                 // connections then close without a word, taking their subscriptions with them
                 // (found after a cluster restart: a fresh client built while a master was still
                 // down). So they go one at a time unless every master is connected already.
-                let at_once = if all_masters_connected(c).await? {
+                let at_once = if channels.len() < 2 || all_masters_connected(c).await? {
                     CONCURRENT_SUBSCRIBES
                 } else {
                     tracing::debug!(
