@@ -268,7 +268,7 @@ const CONCURRENT_SUBSCRIBES: usize = 64;
 /// Whether `c` holds a connection to every master that serves slots: the masters `CLUSTER
 /// SLOTS` names against those a `PING` to all masters reached (redis-rs skips the masters it
 /// has no connection to).
-pub(crate) async fn all_masters_connected(c: &mut ClusterConnection) -> redis::RedisResult<bool> {
+async fn all_masters_connected(c: &mut ClusterConnection) -> redis::RedisResult<bool> {
     use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
     let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(c).await?;
     let masters = cluster_slots_masters(&slots);

@@ -242,12 +242,8 @@ impl Worker {
     }
 }
 
-/// Sums over all of `servers` (or `workers`).
-fn sum<T>(items: &[T], f: impl Fn(&T) -> u64) -> u64 {
-    items.iter().map(f).sum()
-}
-
-fn sum_f<T>(items: &[T], f: impl Fn(&T) -> f64) -> f64 {
+/// The sum of `f` over `items` (servers, or client processes).
+fn sum<T, V: std::iter::Sum<V>>(items: &[T], f: impl Fn(&T) -> V) -> V {
     items.iter().map(f).sum()
 }
 
@@ -333,10 +329,10 @@ pub async fn crowd(
 
     // Delivery: one event per round, the next once every connection has this one.
     let rounds = c.rounds.max(1);
-    let cpu = |f: fn(&ServerProc) -> f64| sum_f(servers, f);
+    let cpu = |f: fn(&ServerProc) -> f64| sum(servers, f);
     let (cpu0, sys0) = (cpu(ServerProc::cpu), cpu(ServerProc::sys_cpu));
     let w0 = sum(servers, ServerProc::write_syscalls);
-    let clients_cpu = |ws: &[Worker]| sum_f(ws, |w| crate::proc::cpu_seconds(w.pid));
+    let clients_cpu = |ws: &[Worker]| sum(ws, |w| crate::proc::cpu_seconds(w.pid));
     let clients_cpu0 = clients_cpu(&workers);
     let own_cpu0 = crate::proc::cpu_seconds(me);
     let wait_ms = c.round_timeout.as_millis() * u128::from(rounds);
@@ -425,7 +421,7 @@ pub async fn crowd(
         let r = w.done().await?;
         run.delivered += r.events;
         run.duplicates += r.duplicates;
-        run.errors += r.read_errors + r.broken;
+        run.errors += r.failed;
         for &(us, count) in &r.latencies_us {
             all.saturating_record_n(us.max(1), count);
         }

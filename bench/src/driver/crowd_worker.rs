@@ -46,10 +46,9 @@ pub struct WorkerReport {
     pub events: u64,
     /// Events received twice or out of order.
     pub duplicates: u64,
-    /// Connections that failed to read.
-    pub read_errors: u64,
-    /// Connections that skipped an event, or whose stream ended before it had every one.
-    pub broken: u64,
+    /// Connections that failed: a read error, a skipped event, or a stream that ended before
+    /// it had every event.
+    pub failed: u64,
     /// When the last event arrived, ns since the Unix epoch (0: none).
     pub last_at_ns: u64,
     /// The publish → receive latencies of every delivery, µs: (value, count) of a histogram.
@@ -175,8 +174,8 @@ pub async fn worker(spec: WorkerSpec) -> Result<(), Error> {
         let Ok((conn, got)) = t.await else { continue };
         report.events += got.events;
         report.duplicates += got.duplicates;
-        report.read_errors += u64::from(got.error.is_some());
-        report.broken += u64::from(got.gaps > 0 || (got.ended && got.events < rounds));
+        report.failed +=
+            u64::from(got.error.is_some() || got.gaps > 0 || (got.ended && got.events < rounds));
         for (max, us) in report.rounds_max_us.iter_mut().zip(&got.latencies_us) {
             *max = (*max).max(u64::from(*us));
         }
