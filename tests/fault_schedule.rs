@@ -56,6 +56,9 @@ const REGRESSION_SEEDS: &[(&str, u64)] = &[
     // Fixed: live events name their stream predecessor, so a subscriber that missed some fills
     // them from the stream (and a replica wait makes acknowledged events durable).
     ("redis_cluster_replicas", 1),
+    // Seed 2 failed once more on 2026-12-05 (one live event lost, the broker had it, a master
+    // paused) with an all-masters check run before every subscribe; the check now runs before
+    // a batch only, and the seed passed since. Cause not established.
     ("redis_cluster_replicas", 2),
     // A master frozen 2.2 s (seed 2398763362), and one killed (595223649): events acknowledged
     // just after were lost by the broker itself (no replica wait yet), with no reset.
